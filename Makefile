@@ -1,0 +1,45 @@
+# One project, two commands: `make demo` and `make test`. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export ABP_HOME ?= $(CURDIR)/.abp
+export SPARK_LOCAL_IP ?= 127.0.0.1
+export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
+export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
+
+.PHONY: demo test test-fast dagster dashboard lint check-env clean-home
+
+check-env:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "error: Python 3.11 or newer is needed ('$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing)); install it and run 'make PYTHON=python3.11 ...'." >&2; exit 1; }
+	@command -v java >/dev/null 2>&1 || { \
+	  echo "error: Java 17 is needed by Spark and 'java' is not on PATH; install it (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless') and run make again." >&2; exit 1; }
+	@major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1); \
+	  if [ -z "$$major" ] || [ "$$major" -lt 17 ]; then \
+	  echo "error: Spark 4 needs Java 17 or newer, found '$$(java -version 2>&1 | head -n1)'; install openjdk-17 (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless') and put it first on PATH." >&2; exit 1; fi
+
+$(BIN)/.installed: pyproject.toml | check-env
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo: check-env $(BIN)/.installed
+	$(BIN)/abp demo
+
+test: check-env $(BIN)/.installed
+	$(BIN)/python -m pytest -q
+
+test-fast: check-env $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not spark and not dagster and not slow"
+
+dagster: check-env $(BIN)/.installed
+	$(BIN)/abp dagster
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check ab_pipelines assets jobs tests
+	$(BIN)/ruff format --check ab_pipelines assets jobs tests
+
+clean-home:
+	rm -rf "$(ABP_HOME)"

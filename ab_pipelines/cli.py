@@ -1,0 +1,231 @@
+"""`abp`: the platform's command line (CONTRACTS section 4).
+
+Errors a user can cause (a bad date, a missing Java, an unwritable ABP_HOME, a broken registry)
+end in one sentence on stderr and a non-zero exit; nothing is half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+
+import click
+
+from ab_pipelines.settings import REPO_ROOT, Paths, SetupError, check_java, ensure_writable_home, paths
+
+__all__ = ["main"]
+
+
+class UserError(click.ClickException):
+    """One clear sentence for the user; exit code 2."""
+
+    exit_code = 2
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.message}", err=True)
+
+
+def _home() -> Paths:
+    try:
+        return ensure_writable_home(paths())
+    except SetupError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _parse_day(value: str, name: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise UserError(f"{name} '{value}' is not a date; use YYYY-MM-DD.") from None
+
+
+def ensure_dagster_home(p: Paths) -> None:
+    """DAGSTER_HOME = $ABP_HOME/dagster, holding a copy of the repo's dagster.yaml."""
+    home = p.dagster_home
+    home.mkdir(parents=True, exist_ok=True)
+    src, dst = REPO_ROOT / "dagster.yaml", home / "dagster.yaml"
+    if src.exists() and (not dst.exists() or dst.read_bytes() != src.read_bytes()):
+        shutil.copyfile(src, dst)
+    os.environ["DAGSTER_HOME"] = str(home)
+
+
+def _require_java() -> None:
+    try:
+        check_java()
+    except SetupError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _registry():
+    from ab_pipelines.config import RegistryError, load_registry
+
+    try:
+        return load_registry()
+    except RegistryError as exc:
+        raise UserError("the registry has problems:\n  " + "\n  ".join(exc.problems)) from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """The experimentation platform: simulate, land and analyze A/B tests on a lakehouse."""
+
+
+# ---- simulate ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--start", required=True, help="First day to simulate, YYYY-MM-DD.")
+@click.option("--days", default=1, show_default=True, type=click.IntRange(1, 366))
+@click.option("--users", default=None, type=click.IntRange(10, 50_000_000), help="Population (default 20000).")
+@click.option("--seed", default=None, type=int, help="Random seed (default 7).")
+def simulate(start: str, days: int, users: int | None, seed: int | None) -> None:
+    """Write realistic raw Kafka dumps for START..START+DAYS-1 (and history on first use)."""
+    from ab_pipelines.simulate import simulate_days
+
+    p = _home()
+    try:
+        report = simulate_days(p, _parse_day(start, "--start"), days, users=users, seed=seed, registry=_registry())
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(report.summary() if hasattr(report, "summary") else str(report))
+
+
+# ---- run --------------------------------------------------------------------------------------
+def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
+    """Materialize the daily job for first..last in one Dagster run; True if it succeeded."""
+    from dagster import DagsterInstance
+    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+
+    ensure_dagster_home(p)
+    from jobs.definitions import daily_job, defs
+
+    job = defs.resolve_job_def(daily_job.name)
+    partitions = job.partitions_def.get_partition_keys()
+    for d in (first, last):
+        if d.isoformat() not in partitions:
+            raise UserError(
+                f"{d} is outside the daily partitions ({partitions[0]}..{partitions[-1]}); "
+                "set ABP_FIRST_DAY to land older days."
+            )
+    instance = DagsterInstance.get()
+    if first == last:
+        kwargs = {"partition_key": first.isoformat()}
+    else:
+        kwargs = {"tags": {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+                           ASSET_PARTITION_RANGE_END_TAG: last.isoformat()}}
+    result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    if not result.success:
+        for ev in result.all_events:
+            if ev.is_failure and ev.step_failure_data is not None:
+                err = ev.step_failure_data.error
+                click.echo(f"step {ev.step_key} failed: {err.message.strip() if err else ''}", err=True)
+    return result.success
+
+
+def landing_table(p: Paths, days: Sequence[dt.date], header: bool = True) -> str:
+    """Read, landed, quarantined and duplicates per arrival day, from ops.landed_files."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from ab_pipelines.lake import Lake
+    from ab_pipelines.lake.tables import OPS_LANDED_FILES
+
+    t = Lake(p).read_arrow(OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32())))
+    rows = {d: [0, 0, 0, 0, 0] for d in days}
+    for r in t.to_pylist():
+        acc = rows[r["arrival_date"]]
+        for i, k in enumerate(("read", "landed", "quarantined", "duplicates")):
+            acc[i] += r[k]
+        acc[4] += 1
+    out = [] if not header else [f"{'arrival day':<12} {'files':>5} {'read':>9} {'landed':>9} {'quarantined':>11} {'duplicates':>10}"]
+    for d in days:
+        rd, ld, q, dup, nf = rows[d]
+        flag = "" if rd == ld + q + dup else "  <- does not add up"
+        out.append(f"{d.isoformat():<12} {nf:>5} {rd:>9} {ld:>9} {q:>11} {dup:>10}{flag}")
+    return "\n".join(out)
+
+
+@main.command()
+@click.option("--date", "date_", default=None, help="One day to materialize, YYYY-MM-DD.")
+@click.option("--from", "from_", default=None, help="First day of a range (a backfill in one run).")
+@click.option("--to", "to_", default=None, help="Last day of the range, inclusive.")
+def run(date_: str | None, from_: str | None, to_: str | None) -> None:
+    """Materialize all assets for a day or a range of days through Dagster."""
+    if date_ and (from_ or to_):
+        raise UserError("give either --date or --from/--to, not both.")
+    if date_:
+        first = last = _parse_day(date_, "--date")
+    elif from_ and to_:
+        first, last = _parse_day(from_, "--from"), _parse_day(to_, "--to")
+        if last < first:
+            raise UserError(f"the date range is backwards: --from {first} is after --to {last}.")
+    else:
+        raise UserError("give --date YYYY-MM-DD, or --from YYYY-MM-DD --to YYYY-MM-DD.")
+    p = _home()
+    _require_java()
+    _registry()
+    ok = run_days(p, first, last)
+    days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+    click.echo(landing_table(p, days))
+    if not ok:
+        raise UserError(f"the run for {first}..{last} failed; see the messages above and the Dagster UI.")
+
+
+# ---- validate ---------------------------------------------------------------------------------
+@main.command()
+def validate() -> None:
+    """Check that every experiment and metric file parses (full rules arrive with the registry issue)."""
+    reg = _registry()
+    click.echo(f"ok: {len(reg.experiments)} experiments, {len(reg.metrics)} metrics")
+
+
+# ---- demo -------------------------------------------------------------------------------------
+@main.command()
+@click.option("--days", default=int(os.environ.get("ABP_DEMO_DAYS", "7")), show_default=True,
+              type=click.IntRange(1, 60), help="Experiment days to play.")
+@click.option("--users", default=None, type=click.IntRange(100, 5_000_000))
+def demo(days: int, users: int | None) -> None:
+    """Play the demo: day by day, simulate the day's traffic, then land (and analyze) it."""
+    from ab_pipelines.simulate import HISTORY_DAYS, simulate_days
+
+    p = _home()
+    _require_java()
+    reg = _registry()
+    start = min(e.start_date for e in reg.experiments.values())
+    click.echo(f"ABP_HOME={p.home}\nplaying {days} days from {start} (after {HISTORY_DAYS} days of history)")
+    for i in range(days):
+        day = start + dt.timedelta(days=i)
+        first_use = not (p.raw / "_sim_state.json").exists()
+        try:
+            simulate_days(p, day, 1, users=users, registry=_registry())
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        # On first use the history arrives too: land it with the first day, in one run.
+        first = day - dt.timedelta(days=HISTORY_DAYS) if first_use and i == 0 else day
+        if not run_days(p, first, day):
+            raise UserError(f"landing {first}..{day} failed; see the messages above.")
+        span = [first + dt.timedelta(days=k) for k in range((day - first).days + 1)]
+        click.echo(landing_table(p, span, header=i == 0))
+    click.echo(
+        "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
+        "runs and their metadata.\nThe analysts' dashboard ('make dashboard') arrives with the dashboard issue."
+    )
+
+
+# ---- dagster ----------------------------------------------------------------------------------
+@main.command()
+@click.option("--port", default=3000, show_default=True, type=int)
+def dagster(port: int) -> None:
+    """Start the Dagster UI on loopback, with DAGSTER_HOME under ABP_HOME."""
+    p = _home()
+    ensure_dagster_home(p)
+    exe = shutil.which("dagster") or os.path.join(os.path.dirname(sys.executable), "dagster")
+    cmd = [exe, "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)]
+    click.echo(f"Dagster UI on http://127.0.0.1:{port} (DAGSTER_HOME={p.dagster_home})")
+    raise SystemExit(subprocess.call(cmd, cwd=REPO_ROOT))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,145 @@
+"""The registry's YAML as pydantic models (CONTRACTS section 3). Every field is documented here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Analysis",
+    "Approval",
+    "EventAgg",
+    "Experiment",
+    "ExperimentMetrics",
+    "Guardrail",
+    "Metric",
+    "Variant",
+]
+
+Status = Literal["draft", "in_review", "approved", "running", "stopped"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Variant(_Model):
+    """One arm: its id and its share of the experiment's traffic (weights sum to 1)."""
+
+    id: str
+    weight: float = Field(gt=0, le=1)
+
+
+class Guardrail(_Model):
+    """A metric that must not be harmed by more than ``max_relative_change``."""
+
+    metric: str
+    max_relative_change: float = Field(gt=0)
+
+
+class ExperimentMetrics(_Model):
+    """Metric ids by role; the family for multiple testing is primary + secondary."""
+
+    primary: list[str] = Field(default_factory=list)
+    secondary: list[str] = Field(default_factory=list)
+    guardrails: list[Guardrail] = Field(default_factory=list)
+
+
+class Approval(_Model):
+    """A reviewer's approval of the content whose sha is given (stale once the content changes)."""
+
+    by: str
+    at: dt.datetime
+    sha: str
+
+
+class Analysis(_Model):
+    """Analysis settings of one experiment."""
+
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    cuped_lookback_days: int = Field(default=14, ge=0)
+    sequential: bool = True
+    correction: Literal["holm", "bh", "none"] = "holm"
+    mde: float | None = Field(default=None, gt=0)
+    late_arrival_days: int = Field(default=1, ge=0)
+
+
+class Experiment(_Model):
+    """One experiment, one file ``experiments/<id>.yaml``."""
+
+    id: str
+    name: str
+    owner: str
+    hypothesis: str = ""
+    status: Status = "draft"
+    start_date: dt.date
+    end_date: dt.date | None = None
+    unit: str = "user_id"
+    salt: str | None = None
+    allocation: float = Field(default=1.0, gt=0, le=1)
+    layer: str | None = None
+    layer_range: tuple[float, float] | None = None
+    targeting: dict[str, list[str]] = Field(default_factory=dict)
+    variants: list[Variant]
+    shipped_variant: str | None = None
+    auto_kill: bool = False
+    metrics: ExperimentMetrics = Field(default_factory=ExperimentMetrics)
+    overrides: dict[str, str] = Field(default_factory=dict)
+    approvals: list[Approval] = Field(default_factory=list)
+    analysis: Analysis = Field(default_factory=Analysis)
+
+    @field_validator("targeting", mode="before")
+    @classmethod
+    def _targeting_lists(cls, v: object) -> object:
+        # `country: US` is read as `country: [US]`.
+        if isinstance(v, dict):
+            return {k: (x if isinstance(x, list) else [x]) for k, x in v.items()}
+        return v
+
+    @property
+    def hash_salt(self) -> str:
+        return self.salt or self.id
+
+    @property
+    def baseline(self) -> str:
+        return self.variants[0].id
+
+    @property
+    def variant_ids(self) -> list[str]:
+        return [v.id for v in self.variants]
+
+    def metric_ids(self) -> list[str]:
+        m = self.metrics
+        return [*m.primary, *m.secondary, *(g.metric for g in m.guardrails)]
+
+
+class EventAgg(_Model):
+    """One side of a ratio: an event and how its values are aggregated per user."""
+
+    event: str
+    agg: Literal["sum", "count"] = "sum"
+    where: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+
+class Metric(_Model):
+    """One metric, one file ``metrics/<id>.yaml``."""
+
+    id: str
+    kind: Literal["mean", "proportion", "ratio"]
+    description: str = ""
+    event: str | None = None
+    agg: Literal["sum", "count", "any"] | None = None
+    where: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    numerator: EventAgg | None = None
+    denominator: EventAgg | None = None
+    window_days: int | None = Field(default=None, gt=0)
+    higher_is_better: bool = True
+    winsorize: float | None = Field(default=None, gt=0, lt=1)
+
+    def events(self) -> set[str]:
+        """The metric_events.event names this metric reads."""
+        if self.kind == "ratio":
+            return {p.event for p in (self.numerator, self.denominator) if p is not None}
+        return {self.event} if self.event else set()

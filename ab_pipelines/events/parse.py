@@ -1,0 +1,277 @@
+"""Read one dump file and classify every line: a landing candidate or a quarantined line.
+
+Bytes are checked here, before any engine sees them (Spark's JSON reader silently replaces invalid
+UTF-8 and silently cuts truncated gzip): every line of a file comes out as exactly one row, so
+``read = landed + quarantined + duplicates`` can be proven per file downstream.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import orjson
+import pyarrow as pa
+
+from ab_pipelines.events.schema import (
+    MAX_LINE_BYTES,
+    PARSED_SCHEMA,
+    TOPICS,
+    TS_MAX_AFTER_DAYS,
+    TS_MAX_BEFORE_DAYS,
+)
+
+__all__ = ["Rejected", "parse_dump_file", "parse_line", "read_lines", "parse_ts"]
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_ENVELOPE = ("topic", "partition", "offset", "timestamp", "key", "value")
+RAW_KEEP_BYTES = MAX_LINE_BYTES  # quarantine keeps at most this much raw text; the file stays in raw/
+
+
+class Rejected(Exception):
+    """A line that cannot be landed: one reason code and a human detail naming the field."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass
+class _Corrupt:
+    tail: bytes
+    message: str
+
+
+def read_lines(data: bytes, gzipped: bool) -> tuple[list[bytes], _Corrupt | None]:
+    """Split a file's bytes into lines; a gzip that ends early or breaks yields a corrupt tail.
+
+    Lines end at b"\\n" (a trailing b"\\r" is dropped); the last line needs no newline. For a broken
+    gzip, the lines decompressed before the break are kept and everything after the last complete
+    line becomes one ``corrupt_file`` record, so nothing is silently cut.
+    """
+    corrupt = None
+    if gzipped:
+        out, pos = [], 0
+        while pos < len(data):
+            d = zlib.decompressobj(wbits=31)  # one gzip member; concatenated members are legal
+            try:
+                out.append(d.decompress(data[pos:]))
+                out.append(d.flush())
+            except zlib.error as exc:
+                # Keep the undecodable bytes themselves when no text came out of this member.
+                corrupt = _Corrupt(data[pos:], f"gzip stream is corrupt at byte {pos}: {exc}")
+                break
+            if not d.eof:
+                corrupt = _Corrupt(b"", "gzip stream ends before its end marker (truncated file)")
+                break
+            pos = len(data) - len(d.unused_data)
+            if not d.unused_data.strip(b"\x00"):
+                break
+        text = b"".join(out)
+        if corrupt is not None:
+            cut = text.rfind(b"\n") + 1
+            text, tail = text[:cut], text[cut:]
+            corrupt.tail = tail or corrupt.tail
+    else:
+        text = data
+    lines = text.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines], corrupt
+
+
+def parse_ts(value: object, field: str) -> int:
+    """ISO-8601 with a zone (``Z`` or an offset) to epoch microseconds, or Rejected."""
+    if not isinstance(value, str):
+        raise Rejected("wrong_type", f"field '{field}' must be an ISO-8601 string")
+    try:
+        t = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise Rejected("bad_timestamp", f"field '{field}' is not ISO-8601: {value[:40]!r}") from None
+    if t.tzinfo is None:
+        raise Rejected("bad_timestamp", f"field '{field}' has no zone (add Z or an offset)")
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _json_object_text(value: object, field: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise Rejected("wrong_type", f"field '{field}' must be an object")
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def parse_line(
+    line: bytes,
+    folder_topic: str,
+    ts_window: tuple[int, int],
+    known_variants: Mapping[str, frozenset[str]],
+) -> dict:
+    """One line to a dict of PARSED_SCHEMA's event columns, or raise Rejected."""
+    if len(line) > MAX_LINE_BYTES:
+        raise Rejected("too_large", f"line is {len(line)} bytes, over the 1 MiB limit")
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Rejected("bad_encoding", f"invalid UTF-8 at byte {exc.start}") from None
+    try:
+        env = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise Rejected("bad_json", f"not JSON: {exc}") from None
+    if not isinstance(env, dict):
+        raise Rejected("bad_envelope", "a record must be a JSON object")
+    for key in ("topic", "partition", "offset", "timestamp", "value"):
+        if key not in env or env[key] is None:
+            raise Rejected("bad_envelope", f"envelope field '{key}' is missing")
+    topic = env["topic"]
+    if not isinstance(topic, str):
+        raise Rejected("bad_envelope", "envelope field 'topic' must be a string")
+    for key in ("partition", "offset", "timestamp"):
+        v = env[key]
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise Rejected("bad_envelope", f"envelope field '{key}' must be a non-negative integer")
+    key = env.get("key")
+    if key is not None and not isinstance(key, str):
+        key = orjson.dumps(key).decode()
+    spec = TOPICS.get(topic)
+    if spec is None:
+        raise Rejected("unknown_topic", f"topic '{topic}' is not one of {sorted(TOPICS)}")
+    if topic != folder_topic:
+        raise Rejected("bad_envelope", f"topic '{topic}' found in the '{folder_topic}' folder")
+    value = env["value"]
+    if isinstance(value, str):  # kcat style: the event as a string holding JSON
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise Rejected("bad_json", f"envelope 'value' string is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise Rejected("bad_envelope", "envelope field 'value' must be an object")
+
+    row: dict = {
+        "topic": topic,
+        "kafka_partition": env["partition"],
+        "kafka_offset": env["offset"],
+        "kafka_timestamp": env["timestamp"] * 1000,
+        "kafka_key": key,
+    }
+    for f in spec.required:
+        v = value.get(f)
+        if v is None or v == "":
+            raise Rejected("missing_field", f"field '{f}' is missing")
+        if f != "ts" and not isinstance(v, str):
+            raise Rejected("wrong_type", f"field '{f}' must be a string, got {type(v).__name__}")
+        row[f] = v
+    for f, kind in spec.optional.items():
+        v = value.get(f)
+        if v is None:
+            row[f] = None
+        elif kind == "str":
+            if not isinstance(v, str):
+                raise Rejected("wrong_type", f"field '{f}' must be a string")
+            row[f] = v
+        elif kind == "int":
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise Rejected("wrong_type", f"field '{f}' must be an integer")
+            row[f] = v
+        elif kind == "number":
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise Rejected("wrong_type", f"field '{f}' must be a finite number")
+            row[f] = float(v)
+        else:
+            row[f] = _json_object_text(v, f)
+    if spec.name == "metric_events" and row["value"] is None:
+        row["value"] = 1.0
+    ts = parse_ts(row["ts"], "ts")
+    if not ts_window[0] <= ts < ts_window[1]:
+        raise Rejected(
+            "ts_out_of_range",
+            f"field 'ts' {row['ts']} is more than {TS_MAX_BEFORE_DAYS} days before or "
+            f"{TS_MAX_AFTER_DAYS} day after its arrival day",
+        )
+    row["ts"] = ts
+    if spec.name == "exposures":
+        variants = known_variants.get(row["experiment_id"])
+        if variants is None:
+            raise Rejected("unknown_experiment", f"experiment '{row['experiment_id']}' is not in the registry")
+        if row["variant"] not in variants:
+            raise Rejected(
+                "unknown_variant",
+                f"variant '{row['variant']}' is not a variant of '{row['experiment_id']}'",
+            )
+    extra = {k: v for k, v in value.items() if k not in spec.known}
+    env_extra = {k: v for k, v in env.items() if k not in _ENVELOPE}
+    if env_extra:
+        extra["_envelope"] = env_extra
+    row["extra"] = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
+    return row
+
+
+def ts_window_for(arrival_date: dt.date) -> tuple[int, int]:
+    """Epoch-µs bounds [D − 7 days, D + 2 days) of the timestamps accepted on arrival day D."""
+    start = dt.datetime.combine(arrival_date, dt.time(), tzinfo=dt.UTC)
+    lo = start - dt.timedelta(days=TS_MAX_BEFORE_DAYS)
+    hi = start + dt.timedelta(days=1 + TS_MAX_AFTER_DAYS)
+    to_us = lambda t: int((t - _EPOCH).total_seconds()) * 1_000_000  # noqa: E731
+    return to_us(lo), to_us(hi)
+
+
+def _raw_text(b: bytes) -> tuple[str, int]:
+    return b[:RAW_KEEP_BYTES].decode("utf-8", errors="replace"), len(b)
+
+
+def parse_dump_file(
+    data: bytes,
+    source_file: str,
+    folder_topic: str,
+    arrival_date: dt.date,
+    known_variants: Mapping[str, frozenset[str]],
+    batch_rows: int = 65_536,
+) -> Iterator[pa.RecordBatch]:
+    """Every line of one dump file as rows of PARSED_SCHEMA, in batches.
+
+    ``source_file`` is the path relative to the raw folder (``<topic>/date=D/<name>``); it names
+    the file in bronze lineage columns and in quarantine.
+    """
+    gzipped = source_file.endswith(".gz")
+    lines, corrupt = read_lines(data, gzipped)
+    window = ts_window_for(arrival_date)
+    names = PARSED_SCHEMA.names
+    cols: dict[str, list] = {n: [] for n in names}
+    const = {"source_file": source_file, "arrival_date": arrival_date}
+
+    def emit() -> pa.RecordBatch:
+        n = len(cols["source_line"])
+        for k, v in const.items():
+            cols[k] = [v] * n
+        batch = pa.RecordBatch.from_pydict(cols, schema=PARSED_SCHEMA)
+        for k in names:
+            cols[k] = []
+        return batch
+
+    def add(row: dict) -> None:
+        for n in names:
+            if n not in const:
+                cols[n].append(row.get(n))
+
+    for i, line in enumerate(lines, start=1):
+        try:
+            row = parse_line(line, folder_topic, window, known_variants)
+            row["status"], row["source_line"] = "ok", i
+        except Rejected as rej:
+            raw, nbytes = _raw_text(line)
+            row = {"status": "quarantined", "source_line": i, "reason": rej.reason,
+                   "detail": rej.detail, "raw": raw, "raw_bytes": nbytes, "topic": folder_topic}
+        add(row)
+        if len(cols["source_line"]) >= batch_rows:
+            yield emit()
+    if corrupt is not None:
+        raw, nbytes = _raw_text(corrupt.tail)
+        add({"status": "quarantined", "source_line": len(lines) + 1, "reason": "corrupt_file",
+             "detail": corrupt.message, "raw": raw, "raw_bytes": nbytes, "topic": folder_topic})
+    if cols["source_line"]:
+        yield emit()

@@ -1,0 +1,270 @@
+"""Delta tables through delta-rs: the only module that opens a table path.
+
+Spark cannot load Delta's jars here (no Maven), so Spark writes plain parquet files into the table
+folder and delta-rs commits them (``create_write_transaction``); Arrow tables take the same road
+through pyarrow's writer. Either way a commit adds files and, when replacing partitions, removes the
+files of those partitions, all in one Delta transaction: readers see the old or the new table, never
+a half-written one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema
+from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+from ab_pipelines.lake.tables import TableSpec
+from ab_pipelines.settings import Paths
+
+__all__ = ["Lake", "partition_value"]
+
+PartitionValues = Mapping[str, str]
+
+
+def partition_value(v: object) -> str:
+    """A partition value as Delta stores it in the log (dates as YYYY-MM-DD)."""
+    if isinstance(v, dt.date | dt.datetime):
+        return v.isoformat()
+    return str(v)
+
+
+def _add_actions(table: DeltaTable) -> list[dict]:
+    return pa.table(table.get_add_actions(flatten=True)).to_pylist()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Lake:
+    """The Delta tables under one ABP_HOME."""
+
+    def __init__(self, home: Paths):
+        self.home = home
+
+    # ---- locating and reading ------------------------------------------------------------
+    def path(self, spec: TableSpec) -> Path:
+        return self.home.table(spec.tier, spec.name)
+
+    def exists(self, spec: TableSpec) -> bool:
+        return DeltaTable.is_deltatable(str(self.path(spec)))
+
+    def table(self, spec: TableSpec, version: int | None = None) -> DeltaTable:
+        return DeltaTable(str(self.path(spec)), version=version)
+
+    def version(self, spec: TableSpec) -> int | None:
+        return self.table(spec).version() if self.exists(spec) else None
+
+    def dataset(self, spec: TableSpec, version: int | None = None) -> pds.Dataset:
+        """A pyarrow dataset of the current snapshot (or ``version``).
+
+        The explicit local SubTreeFileSystem avoids the abort at interpreter exit seen with
+        ``to_pyarrow_table()`` (ENVIRONMENT.md).
+        """
+        root = str(self.path(spec))
+        fs = pafs.SubTreeFileSystem(root, pafs.LocalFileSystem())
+        return self.table(spec, version).to_pyarrow_dataset(filesystem=fs)
+
+    def read_arrow(
+        self,
+        spec: TableSpec,
+        filter: pc.Expression | None = None,
+        columns: Sequence[str] | None = None,
+        version: int | None = None,
+    ) -> pa.Table:
+        """Rows of a table as Arrow, in the spec's column order; empty if the table is missing."""
+        if not self.exists(spec):
+            empty = spec.schema.empty_table()
+            return empty.select(list(columns)) if columns else empty
+        out = self.dataset(spec, version).to_table(filter=filter, columns=list(columns or spec.schema.names))
+        schema = pa.schema([spec.schema.field(n) for n in out.column_names])
+        return out.cast(schema)
+
+    def file_uris(self, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None) -> list[str]:
+        """The data files of the current snapshot, optionally only those of some partitions."""
+        if not self.exists(spec):
+            return []
+        dt_ = self.table(spec)
+        if partitions is None:
+            return dt_.file_uris()
+        wanted = {tuple(sorted(p.items())) for p in partitions}
+        acts = _add_actions(dt_)
+        root = str(self.path(spec))
+        return [
+            os.path.join(root, a["path"])
+            for a in acts
+            if tuple(sorted((k, partition_value(a[f"partition.{k}"])) for k in spec.partition_by)) in wanted
+        ]
+
+    def read_spark(self, spark, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None):
+        """A Spark DataFrame of the current snapshot (optionally some partitions only)."""
+        from ab_pipelines.lake.spark_io import arrow_to_spark_schema
+
+        schema = arrow_to_spark_schema(spec.schema)
+        uris = self.file_uris(spec, partitions)
+        if not uris:
+            return spark.createDataFrame([], schema)
+        return spark.read.schema(schema).option("basePath", str(self.path(spec))).parquet(*uris)
+
+    # ---- writing ---------------------------------------------------------------------------
+    def write_arrow(
+        self,
+        spec: TableSpec,
+        data: pa.Table,
+        replace: Iterable[PartitionValues] | None = None,
+        overwrite_all: bool = False,
+    ) -> int:
+        """Append ``data`` (or replace the partitions in ``replace`` with it); returns the version.
+
+        Partitions named in ``replace`` that have no rows in ``data`` end up empty.
+        """
+        data = data.select(spec.schema.names).cast(spec.schema)
+        adds: list[AddAction] = []
+        root = self.path(spec)
+        tag = uuid.uuid4().hex
+        groups = self._split_by_partition(spec, data)
+        for values, part in groups:
+            folder = root.joinpath(*(f"{k}={values[k]}" for k in spec.partition_by))
+            folder.mkdir(parents=True, exist_ok=True)
+            file = folder / f"part-{tag}.parquet"
+            pq.write_table(part.select(spec.data_schema.names), file, compression="snappy")
+            adds.append(self._add_action(root, file, values, part.num_rows))
+        return self._commit(spec, adds, replace, overwrite_all)
+
+    def commit_files(
+        self,
+        spec: TableSpec,
+        staging: Path,
+        replace: Iterable[PartitionValues] | None = None,
+        overwrite_all: bool = False,
+    ) -> int:
+        """Commit the parquet files a Spark job wrote under ``staging`` (hive-partitioned).
+
+        Files move from the staging folder into the table's partition folders, then one Delta
+        transaction adds them; a crash before the commit leaves only unreferenced files, which
+        readers never see and vacuum removes.
+        """
+        root = self.path(spec)
+        adds = []
+        tag = uuid.uuid4().hex[:12]
+        for file in sorted(staging.rglob("*.parquet")):
+            rel = file.relative_to(staging)
+            values = dict(p.split("=", 1) for p in rel.parts[:-1])
+            if set(values) != set(spec.partition_by):
+                raise ValueError(f"{file} is not partitioned by {spec.partition_by}")
+            dest = root.joinpath(*rel.parts[:-1], f"{tag}-{rel.name}")
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, dest)
+            nrows = pq.ParquetFile(dest).metadata.num_rows
+            adds.append(self._add_action(root, dest, values, nrows))
+        shutil.rmtree(staging, ignore_errors=True)
+        return self._commit(spec, adds, replace, overwrite_all)
+
+    def staging_dir(self, spec: TableSpec) -> Path:
+        """A fresh folder inside the table for a Spark job to write into before a commit."""
+        d = self.path(spec) / "_staging" / uuid.uuid4().hex
+        d.parent.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def merge_arrow(self, spec: TableSpec, source: pa.Table) -> dict:
+        """Upsert ``source`` by the spec's keys: matched rows are updated, others inserted.
+
+        Running it twice with the same source leaves the same table (idempotent). The target is
+        pruned to the source's partitions, so the cost follows the source, not the history.
+        """
+        source = source.select(spec.schema.names).cast(spec.schema)
+        if not self.exists(spec):
+            self.write_arrow(spec, source)
+            return {"num_target_rows_inserted": source.num_rows}
+        conds = [f"t.{k} = s.{k}" for k in spec.keys]
+        for col in spec.partition_by:
+            vals = sorted({partition_value(v) for v in source.column(col).to_pylist()})
+            if vals:
+                conds.append(f"t.{col} IN ({', '.join(repr(v) for v in vals)})")
+        return (
+            self.table(spec)
+            .merge(source, predicate=" AND ".join(conds), source_alias="s", target_alias="t")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+
+    # ---- internals -------------------------------------------------------------------------
+    @staticmethod
+    def _split_by_partition(spec: TableSpec, data: pa.Table) -> list[tuple[dict, pa.Table]]:
+        if not spec.partition_by:
+            return [({}, data)] if data.num_rows else []
+        keys = data.select(list(spec.partition_by)).group_by(list(spec.partition_by)).aggregate([])
+        out = []
+        for row in keys.to_pylist():
+            mask = None
+            for k, v in row.items():
+                m = pc.equal(data.column(k), pa.scalar(v, data.schema.field(k).type))
+                mask = m if mask is None else pc.and_(mask, m)
+            out.append(({k: partition_value(v) for k, v in row.items()}, data.filter(mask)))
+        return out
+
+    @staticmethod
+    def _add_action(root: Path, file: Path, values: Mapping[str, str], nrows: int) -> AddAction:
+        st = file.stat()
+        return AddAction(
+            path=file.relative_to(root).as_posix(),
+            size=st.st_size,
+            partition_values=dict(values),
+            modification_time=int(st.st_mtime * 1000),
+            data_change=True,
+            stats=json.dumps({"numRecords": nrows}),
+        )
+
+    def _commit(
+        self,
+        spec: TableSpec,
+        adds: list[AddAction],
+        replace: Iterable[PartitionValues] | None,
+        overwrite_all: bool,
+    ) -> int:
+        uri = str(self.path(spec))
+        if not self.exists(spec):
+            create_table_with_add_actions(
+                uri,
+                Schema.from_arrow(spec.schema),
+                adds,
+                mode="error",
+                partition_by=list(spec.partition_by) or None,
+                name=spec.qualified,
+                description=spec.description,
+            )
+            return self.table(spec).version()
+        table = self.table(spec)
+        removes: list[RemoveAction] = []
+        if overwrite_all or replace is not None:
+            wanted = None if overwrite_all else {tuple(sorted(p.items())) for p in replace}
+            now = _now_ms()
+            for a in _add_actions(table):
+                values = {k: partition_value(a[f"partition.{k}"]) for k in spec.partition_by}
+                if wanted is None or tuple(sorted(values.items())) in wanted:
+                    removes.append(
+                        RemoveAction(a["path"], True, now, size=a["size_bytes"], partition_values=values)
+                    )
+        if not adds and not removes:
+            return table.version()
+        table.create_write_transaction(
+            [*adds, *removes],
+            mode="append",
+            schema=spec.schema,
+            partition_by=list(spec.partition_by) or None,
+        )
+        return self.table(spec).version()

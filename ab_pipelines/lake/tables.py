@@ -1,0 +1,102 @@
+"""Every Delta table of the lake, declared once: tier, name, Arrow schema, partition columns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from ab_pipelines.events.schema import PARSED_SCHEMA
+
+__all__ = ["TABLES", "TableSpec", "table_spec"]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's identity and shape. ``keys`` name a row's identity (used by MERGE)."""
+
+    tier: str
+    name: str
+    schema: pa.Schema
+    partition_by: tuple[str, ...] = ()
+    keys: tuple[str, ...] = ()
+    description: str = ""
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.tier}.{self.name}"
+
+    @property
+    def data_schema(self) -> pa.Schema:
+        """The columns stored in data files (Delta keeps partition values in the log)."""
+        return pa.schema([f for f in self.schema if f.name not in self.partition_by])
+
+
+def _cols(*names: str) -> list[pa.Field]:
+    return [PARSED_SCHEMA.field(n) for n in names]
+
+
+_KAFKA = ("kafka_partition", "kafka_offset", "kafka_timestamp", "kafka_key")
+_LINEAGE = ("source_file", "source_line")
+
+BRONZE_EXPOSURES = TableSpec(
+    "bronze",
+    "exposures",
+    pa.schema(
+        _cols("event_id", "user_id", "experiment_id", "variant", "ts", "config_version", "source",
+              "attributes", "extra", *_KAFKA, *_LINEAGE, "arrival_date")
+    ),
+    partition_by=("arrival_date",),
+    keys=("event_id",),
+    description="Exposure events landed once from the raw dumps; partitioned by arrival day.",
+)
+BRONZE_METRIC_EVENTS = TableSpec(
+    "bronze",
+    "metric_events",
+    pa.schema(
+        _cols("event_id", "user_id", "event", "value", "ts", "properties", "extra", *_KAFKA,
+              *_LINEAGE, "arrival_date")
+    ),
+    partition_by=("arrival_date",),
+    keys=("event_id",),
+    description="Metric events landed once from the raw dumps; partitioned by arrival day.",
+)
+BRONZE_QUARANTINE = TableSpec(
+    "bronze",
+    "quarantine",
+    pa.schema(_cols("source_file", "source_line", "topic", "reason", "detail", "raw", "raw_bytes",
+                    "arrival_date")),
+    partition_by=("arrival_date",),
+    keys=("source_file", "source_line"),
+    description="Every line that could not be landed, with its file, line, raw text and reason code.",
+)
+OPS_LANDED_FILES = TableSpec(
+    "ops",
+    "landed_files",
+    pa.schema(
+        [
+            ("source_file", pa.string()),
+            ("topic", pa.string()),
+            ("bytes", pa.int64()),
+            ("read", pa.int64()),
+            ("landed", pa.int64()),
+            ("quarantined", pa.int64()),
+            ("duplicates", pa.int64()),
+            ("arrival_date", pa.date32()),
+        ]
+    ),
+    partition_by=("arrival_date",),
+    keys=("source_file",),
+    description="One row per landed dump file: read = landed + quarantined + duplicates.",
+)
+
+TABLES: dict[str, TableSpec] = {
+    t.qualified: t for t in (BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, BRONZE_QUARANTINE, OPS_LANDED_FILES)
+}
+
+
+def table_spec(qualified: str) -> TableSpec:
+    try:
+        return TABLES[qualified]
+    except KeyError:
+        raise KeyError(f"unknown table {qualified!r}; known: {sorted(TABLES)}") from None

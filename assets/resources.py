@@ -1,0 +1,33 @@
+"""The Dagster resource that hands assets the lake, the raw folder, the registry and Spark."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+
+from ab_pipelines.config import Registry, load_registry
+from ab_pipelines.lake import Lake, spark_session
+from ab_pipelines.settings import Paths, ensure_writable_home, paths
+
+__all__ = ["LakeResource"]
+
+
+class LakeResource(ConfigurableResource):
+    """Where the platform's data lives. Empty fields mean: from the environment (ABP_HOME, ABP_REGISTRY)."""
+
+    home: str = ""
+    registry_root: str = ""
+
+    @property
+    def paths(self) -> Paths:
+        return ensure_writable_home(paths(self.home or None))
+
+    @property
+    def lake(self) -> Lake:
+        return Lake(self.paths)
+
+    def registry(self) -> Registry:
+        return load_registry(self.registry_root or None)
+
+    def spark(self):
+        """The process's shared Spark session (started on first use)."""
+        return spark_session()
