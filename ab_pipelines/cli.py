@@ -115,7 +115,9 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
     else:
         kwargs = {"tags": {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
                            ASSET_PARTITION_RANGE_END_TAG: last.isoformat()}}
-    result = job.execute_in_process(instance=instance, raise_on_error=False, **kwargs)
+    # The console shows warnings only; the instance's event log (the Dagster UI) keeps everything.
+    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("ABP_LOG_LEVEL", "WARNING")}}}}
+    result = job.execute_in_process(run_config=quiet, instance=instance, raise_on_error=False, **kwargs)
     if not result.success:
         for ev in result.all_events:
             if ev.is_failure and ev.step_failure_data is not None:

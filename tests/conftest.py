@@ -1,0 +1,38 @@
+"""Shared fixtures: one Spark session per test process, a fresh ABP_HOME per test."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ["PYSPARK_PYTHON"] = sys.executable
+
+from ab_pipelines.config import load_registry  # noqa: E402
+from ab_pipelines.settings import REPO_ROOT, paths  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from ab_pipelines.lake.spark import spark_session, stop_spark
+
+    session = spark_session()
+    yield session
+    stop_spark()
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh ABP_HOME for one test (also exported, for code that reads the environment)."""
+    p = paths(tmp_path / "abp")
+    p.home.mkdir(parents=True)
+    monkeypatch.setenv("ABP_HOME", str(p.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(p.dagster_home))  # restored after the test
+    return p
+
+
+@pytest.fixture(scope="session")
+def registry():
+    return load_registry(REPO_ROOT)
