@@ -15,7 +15,14 @@ from collections.abc import Sequence
 
 import click
 
-from ab_pipelines.settings import REPO_ROOT, Paths, SetupError, check_java, ensure_writable_home, paths
+from ab_pipelines.settings import (
+    REPO_ROOT,
+    Paths,
+    SetupError,
+    check_java,
+    ensure_writable_home,
+    paths,
+)
 
 __all__ = ["main"]
 
@@ -78,7 +85,9 @@ def main() -> None:
 @main.command()
 @click.option("--start", required=True, help="First day to simulate, YYYY-MM-DD.")
 @click.option("--days", default=1, show_default=True, type=click.IntRange(1, 366))
-@click.option("--users", default=None, type=click.IntRange(10, 50_000_000), help="Population (default 20000).")
+@click.option(
+    "--users", default=None, type=click.IntRange(10, 50_000_000), help="Population (default 20000)."
+)
 @click.option("--seed", default=None, type=int, help="Random seed (default 7).")
 def simulate(start: str, days: int, users: int | None, seed: int | None) -> None:
     """Write realistic raw Kafka dumps for START..START+DAYS-1 (and history on first use)."""
@@ -86,7 +95,9 @@ def simulate(start: str, days: int, users: int | None, seed: int | None) -> None
 
     p = _home()
     try:
-        report = simulate_days(p, _parse_day(start, "--start"), days, users=users, seed=seed, registry=_registry())
+        report = simulate_days(
+            p, _parse_day(start, "--start"), days, users=users, seed=seed, registry=_registry()
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from None
     click.echo(report.summary() if hasattr(report, "summary") else str(report))
@@ -96,7 +107,10 @@ def simulate(start: str, days: int, users: int | None, seed: int | None) -> None
 def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
     """Materialize the daily job for first..last in one Dagster run; True if it succeeded."""
     from dagster import DagsterInstance
-    from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
 
     ensure_dagster_home(p)
     from jobs.definitions import daily_job, defs
@@ -113,16 +127,28 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
     if first == last:
         kwargs = {"partition_key": first.isoformat()}
     else:
-        kwargs = {"tags": {ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
-                           ASSET_PARTITION_RANGE_END_TAG: last.isoformat()}}
+        kwargs = {
+            "tags": {
+                ASSET_PARTITION_RANGE_START_TAG: first.isoformat(),
+                ASSET_PARTITION_RANGE_END_TAG: last.isoformat(),
+            }
+        }
     # The console shows warnings only; the instance's event log (the Dagster UI) keeps everything.
-    quiet = {"loggers": {"console": {"config": {"log_level": os.environ.get("ABP_LOG_LEVEL", "WARNING")}}}}
-    result = job.execute_in_process(run_config=quiet, instance=instance, raise_on_error=False, **kwargs)
+    quiet = {
+        "loggers": {
+            "console": {"config": {"log_level": os.environ.get("ABP_LOG_LEVEL", "WARNING")}}
+        }
+    }
+    result = job.execute_in_process(
+        run_config=quiet, instance=instance, raise_on_error=False, **kwargs
+    )
     if not result.success:
         for ev in result.all_events:
             if ev.is_failure and ev.step_failure_data is not None:
                 err = ev.step_failure_data.error
-                click.echo(f"step {ev.step_key} failed: {err.message.strip() if err else ''}", err=True)
+                click.echo(
+                    f"step {ev.step_key} failed: {err.message.strip() if err else ''}", err=True
+                )
     return result.success
 
 
@@ -134,14 +160,22 @@ def landing_table(p: Paths, days: Sequence[dt.date], header: bool = True) -> str
     from ab_pipelines.lake import Lake
     from ab_pipelines.lake.tables import OPS_LANDED_FILES
 
-    t = Lake(p).read_arrow(OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32())))
+    t = Lake(p).read_arrow(
+        OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32()))
+    )
     rows = {d: [0, 0, 0, 0, 0] for d in days}
     for r in t.to_pylist():
         acc = rows[r["arrival_date"]]
         for i, k in enumerate(("read", "landed", "quarantined", "duplicates")):
             acc[i] += r[k]
         acc[4] += 1
-    out = [] if not header else [f"{'arrival day':<12} {'files':>5} {'read':>9} {'landed':>9} {'quarantined':>11} {'duplicates':>10}"]
+    out = (
+        []
+        if not header
+        else [
+            f"{'arrival day':<12} {'files':>5} {'read':>9} {'landed':>9} {'quarantined':>11} {'duplicates':>10}"
+        ]
+    )
     for d in days:
         rd, ld, q, dup, nf = rows[d]
         flag = "" if rd == ld + q + dup else "  <- does not add up"
@@ -172,7 +206,9 @@ def run(date_: str | None, from_: str | None, to_: str | None) -> None:
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
     click.echo(landing_table(p, days))
     if not ok:
-        raise UserError(f"the run for {first}..{last} failed; see the messages above and the Dagster UI.")
+        raise UserError(
+            f"the run for {first}..{last} failed; see the messages above and the Dagster UI."
+        )
 
 
 # ---- validate ---------------------------------------------------------------------------------
@@ -185,8 +221,13 @@ def validate() -> None:
 
 # ---- demo -------------------------------------------------------------------------------------
 @main.command()
-@click.option("--days", default=int(os.environ.get("ABP_DEMO_DAYS", "7")), show_default=True,
-              type=click.IntRange(1, 60), help="Experiment days to play.")
+@click.option(
+    "--days",
+    default=int(os.environ.get("ABP_DEMO_DAYS", "7")),
+    show_default=True,
+    type=click.IntRange(1, 60),
+    help="Experiment days to play.",
+)
 @click.option("--users", default=None, type=click.IntRange(100, 5_000_000))
 def demo(days: int, users: int | None) -> None:
     """Play the demo: day by day, simulate the day's traffic, then land (and analyze) it."""
@@ -196,7 +237,9 @@ def demo(days: int, users: int | None) -> None:
     _require_java()
     reg = _registry()
     start = min(e.start_date for e in reg.experiments.values())
-    click.echo(f"ABP_HOME={p.home}\nplaying {days} days from {start} (after {HISTORY_DAYS} days of history)")
+    click.echo(
+        f"ABP_HOME={p.home}\nplaying {days} days from {start} (after {HISTORY_DAYS} days of history)"
+    )
     for i in range(days):
         day = start + dt.timedelta(days=i)
         first_use = not (p.raw / "_sim_state.json").exists()

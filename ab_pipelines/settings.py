@@ -104,5 +104,7 @@ def check_java() -> int:
     if major == 1 and m and m.group(2):  # "1.8.0" style
         major = int(m.group(2))
     if major < 17:
-        raise SetupError(f"Spark 4 needs Java 17 or newer but {java} is Java {major or '?'}; {fix}.")
+        raise SetupError(
+            f"Spark 4 needs Java 17 or newer but {java} is Java {major or '?'}; {fix}."
+        )
     return major

@@ -1,6 +1,5 @@
 """Landing assets: raw Kafka dumps -> bronze Delta tables, one partition per arrival day."""
 
-
 import datetime as dt
 
 from dagster import (
@@ -14,7 +13,12 @@ from dagster import (
 )
 
 from ab_pipelines.events.landing import LandingReport, land_day
-from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, BRONZE_QUARANTINE, OPS_LANDED_FILES
+from ab_pipelines.lake.tables import (
+    BRONZE_EXPOSURES,
+    BRONZE_METRIC_EVENTS,
+    BRONZE_QUARANTINE,
+    OPS_LANDED_FILES,
+)
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
 
@@ -48,7 +52,10 @@ def _key(qualified: str) -> AssetKey:
 
 
 def _landing_table(reports: list[LandingReport]) -> str:
-    lines = ["| arrival day | files | read | landed | quarantined | duplicates |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| arrival day | files | read | landed | quarantined | duplicates |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in reports:
         t = r.totals
         lines.append(
@@ -88,7 +95,10 @@ def land_raw_dumps(context: AssetExecutionContext, lake: LakeResource):
         t = report.totals
         context.log.info(f"landed {day}: {t} quarantined by reason {report.by_reason}")
         reports.append(report)
-    totals = {k: sum(r.totals[k] for r in reports) for k in ("read", "landed", "quarantined", "duplicates")}
+    totals = {
+        k: sum(r.totals[k] for r in reports)
+        for k in ("read", "landed", "quarantined", "duplicates")
+    }
     if totals["read"] != totals["landed"] + totals["quarantined"] + totals["duplicates"]:
         raise RuntimeError(f"read != landed + quarantined + duplicates: {totals}")
     by_reason: dict[str, int] = {}

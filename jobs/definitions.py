@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from dagster import AssetSelection, Definitions, build_schedule_from_partitioned_job, define_asset_job
+from dagster import (
+    AssetSelection,
+    Definitions,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+)
 
 from assets.landing import land_raw_dumps, raw_topics
 from assets.partitions import daily_partitions

@@ -65,7 +65,10 @@ def load_registry(root: Path | None = None) -> Registry:
     experiments: dict[str, Experiment] = {}
     metrics: dict[str, Metric] = {}
     files: dict[str, Path] = {}
-    for folder, model, out in (("metrics", Metric, metrics), ("experiments", Experiment, experiments)):
+    for folder, model, out in (
+        ("metrics", Metric, metrics),
+        ("experiments", Experiment, experiments),
+    ):
         for path in sorted((root / folder).glob("*.y*ml")):
             obj = _load_one(path, model, problems)
             if obj is not None:

@@ -1,6 +1,6 @@
 """The raw dump layout on disk: where a day's files are, and a writer that produces them.
 
-    $ABP_HOME/raw/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first_offset>.jsonl[.gz]
+$ABP_HOME/raw/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first_offset>.jsonl[.gz]
 """
 
 from __future__ import annotations
@@ -43,22 +43,34 @@ def list_day_files(raw: Path, day: dt.date) -> list[DumpFile]:
     out = []
     if not raw.is_dir():
         return out
-    for topic_dir in sorted(p for p in raw.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))):
+    for topic_dir in sorted(
+        p for p in raw.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
+    ):
         folder = topic_dir / f"date={day.isoformat()}"
         if not folder.is_dir():
             continue
         for f in sorted(folder.iterdir()):
             if f.is_file() and not f.name.startswith(".") and f.name.endswith(DUMP_SUFFIXES):
                 out.append(
-                    DumpFile(f, f.relative_to(raw).as_posix(), topic_dir.name, day, f.stat().st_size)
+                    DumpFile(
+                        f, f.relative_to(raw).as_posix(), topic_dir.name, day, f.stat().st_size
+                    )
                 )
     return out
 
 
-def envelope(topic: str, partition: int, offset: int, timestamp_ms: int, key: str | None, value) -> dict:
+def envelope(
+    topic: str, partition: int, offset: int, timestamp_ms: int, key: str | None, value
+) -> dict:
     """A Kafka record envelope as a sink connector writes it."""
-    return {"topic": topic, "partition": partition, "offset": offset,
-            "timestamp": timestamp_ms, "key": key, "value": value}
+    return {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "timestamp": timestamp_ms,
+        "key": key,
+        "value": value,
+    }
 
 
 def write_dump(

@@ -110,7 +110,9 @@ def _dedupe(df):
     return first.withColumn("_r", F.row_number().over(by_event)).filter("_r = 1").drop("_r")
 
 
-def land_day(spark, lake: Lake, raw: Path, day: dt.date, known_variants: Mapping[str, frozenset[str]]) -> LandingReport:
+def land_day(
+    spark, lake: Lake, raw: Path, day: dt.date, known_variants: Mapping[str, frozenset[str]]
+) -> LandingReport:
     """Land every dump file of arrival day ``day`` into bronze; idempotent. See module docstring."""
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
@@ -135,23 +137,35 @@ def land_day(spark, lake: Lake, raw: Path, day: dt.date, known_variants: Mapping
         parsed = spark.createDataFrame([], arrow_to_spark_schema(PARSED_SCHEMA))
 
     try:
-        per_file = parsed.groupBy("source_file").agg(
-            F.count("*").alias("n"),
-            F.max("source_line").alias("last_line"),
-            F.sum(F.when(F.col("status") == "ok", 1).otherwise(0)).alias("ok"),
-        ).collect()
+        per_file = (
+            parsed.groupBy("source_file")
+            .agg(
+                F.count("*").alias("n"),
+                F.max("source_line").alias("last_line"),
+                F.sum(F.when(F.col("status") == "ok", 1).otherwise(0)).alias("ok"),
+            )
+            .collect()
+        )
         for r in per_file:
             if r["n"] != r["last_line"]:
                 raise LandingError(f"{r['source_file']}: {r['n']} rows for {r['last_line']} lines")
             counts[r["source_file"]].read = r["n"]
 
-        window = [day + dt.timedelta(days=k) for k in range(-DEDUPE_WINDOW_DAYS, DEDUPE_WINDOW_DAYS + 1) if k]
+        window = [
+            day + dt.timedelta(days=k)
+            for k in range(-DEDUPE_WINDOW_DAYS, DEDUPE_WINDOW_DAYS + 1)
+            if k
+        ]
         for topic, spec in TOPIC_TABLES.items():
             cand = parsed.filter((F.col("status") == "ok") & (F.col("topic") == topic))
-            existing = lake.read_spark(spark, spec, [{"arrival_date": d.isoformat()} for d in window])
+            existing = lake.read_spark(
+                spark, spec, [{"arrival_date": d.isoformat()} for d in window]
+            )
             cols = spec.schema.names
-            both = cand.select(*cols).withColumn("_new", F.lit(True)).unionByName(
-                existing.select(*cols).withColumn("_new", F.lit(False))
+            both = (
+                cand.select(*cols)
+                .withColumn("_new", F.lit(True))
+                .unionByName(existing.select(*cols).withColumn("_new", F.lit(False)))
             )
             kept = _dedupe(both).persist(StorageLevel.MEMORY_AND_DISK)
             try:
@@ -160,7 +174,11 @@ def land_day(spark, lake: Lake, raw: Path, day: dt.date, known_variants: Mapping
                 # Rows of other days that lost to a copy of this day: their partitions are rewritten.
                 lost = (
                     existing.select("arrival_date", "source_file", "source_line")
-                    .join(kept.filter(~F.col("_new")), ["arrival_date", "source_file", "source_line"], "left_anti")
+                    .join(
+                        kept.filter(~F.col("_new")),
+                        ["arrival_date", "source_file", "source_line"],
+                        "left_anti",
+                    )
                     .groupBy("arrival_date", "source_file")
                     .count()
                     .collect()
@@ -168,7 +186,9 @@ def land_day(spark, lake: Lake, raw: Path, day: dt.date, known_variants: Mapping
                 rewritten = sorted({r["arrival_date"] for r in lost})
                 to_write = kept.filter(F.col("_new") | F.col("arrival_date").isin(rewritten))
                 replace = day_part + [{"arrival_date": d.isoformat()} for d in rewritten]
-                report.versions[spec.qualified] = write_spark(lake, spec, to_write.drop("_new"), replace=replace)
+                report.versions[spec.qualified] = write_spark(
+                    lake, spec, to_write.drop("_new"), replace=replace
+                )
             finally:
                 kept.unpersist()
             if lost:
@@ -190,11 +210,15 @@ def land_day(spark, lake: Lake, raw: Path, day: dt.date, known_variants: Mapping
     ledger = pa.Table.from_pylist(
         [{**c.__dict__, "arrival_date": day} for c in report.files], schema=OPS_LANDED_FILES.schema
     )
-    report.versions[OPS_LANDED_FILES.qualified] = lake.write_arrow(OPS_LANDED_FILES, ledger, replace=day_part)
+    report.versions[OPS_LANDED_FILES.qualified] = lake.write_arrow(
+        OPS_LANDED_FILES, ledger, replace=day_part
+    )
     return report
 
 
-def _check_committed(lake: Lake, day: dt.date, counts: dict[str, FileCounts], report: LandingReport) -> None:
+def _check_committed(
+    lake: Lake, day: dt.date, counts: dict[str, FileCounts], report: LandingReport
+) -> None:
     """Read landed and quarantined rows per file back from the commits; every file must balance.
 
     ``read`` comes from the parser's line numbers, ``duplicates`` from the dedupe, ``landed`` and
@@ -203,14 +227,20 @@ def _check_committed(lake: Lake, day: dt.date, counts: dict[str, FileCounts], re
     on_day = pc.field("arrival_date") == pa.scalar(day, pa.date32())
     landed: Counter = Counter()
     for spec in TOPIC_TABLES.values():
-        landed.update(lake.read_arrow(spec, filter=on_day, columns=["source_file"]).column("source_file").to_pylist())
+        landed.update(
+            lake.read_arrow(spec, filter=on_day, columns=["source_file"])
+            .column("source_file")
+            .to_pylist()
+        )
     q = lake.read_arrow(BRONZE_QUARANTINE, filter=on_day, columns=["source_file", "reason"])
     quarantined = Counter(q.column("source_file").to_pylist())
     report.by_reason = dict(sorted(Counter(q.column("reason").to_pylist()).items()))
     bad = []
     for c in counts.values():
         if landed[c.source_file] != c.landed:
-            bad.append(f"{c.source_file}: {c.landed} rows to land but {landed[c.source_file]} committed")
+            bad.append(
+                f"{c.source_file}: {c.landed} rows to land but {landed[c.source_file]} committed"
+            )
         c.landed, c.quarantined = landed[c.source_file], quarantined[c.source_file]
         if not c.balanced or c.duplicates < 0:
             bad.append(
@@ -225,14 +255,18 @@ def _move_landed_to_duplicates(lake: Lake, lost) -> None:
     """In the ledger of later days, count rows that lost to an earlier copy as duplicates."""
     moved = Counter({(r["arrival_date"], r["source_file"]): r["count"] for r in lost})
     days = sorted({d for d, _ in moved})
-    old = lake.read_arrow(OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32())))
+    old = lake.read_arrow(
+        OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32()))
+    )
     rows = []
     for r in old.to_pylist():
         n = moved.get((r["arrival_date"], r["source_file"]), 0)
         if n:
             rows.append({**r, "landed": r["landed"] - n, "duplicates": r["duplicates"] + n})
     if rows:
-        lake.merge_arrow(OPS_LANDED_FILES, pa.Table.from_pylist(rows, schema=OPS_LANDED_FILES.schema))
+        lake.merge_arrow(
+            OPS_LANDED_FILES, pa.Table.from_pylist(rows, schema=OPS_LANDED_FILES.schema)
+        )
 
 
 assert set(TOPIC_TABLES) == set(TOPICS)

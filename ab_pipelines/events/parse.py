@@ -28,7 +28,9 @@ __all__ = ["Rejected", "parse_dump_file", "parse_line", "read_lines", "parse_ts"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ENVELOPE = ("topic", "partition", "offset", "timestamp", "key", "value")
-RAW_KEEP_BYTES = MAX_LINE_BYTES  # quarantine keeps at most this much raw text; the file stays in raw/
+RAW_KEEP_BYTES = (
+    MAX_LINE_BYTES  # quarantine keeps at most this much raw text; the file stays in raw/
+)
 
 
 class Rejected(Exception):
@@ -91,7 +93,9 @@ def parse_ts(value: object, field: str) -> int:
     try:
         t = dt.datetime.fromisoformat(value)
     except ValueError:
-        raise Rejected("bad_timestamp", f"field '{field}' is not ISO-8601: {value[:40]!r}") from None
+        raise Rejected(
+            "bad_timestamp", f"field '{field}' is not ISO-8601: {value[:40]!r}"
+        ) from None
     if t.tzinfo is None:
         raise Rejected("bad_timestamp", f"field '{field}' has no zone (add Z or an offset)")
     delta = t - _EPOCH
@@ -197,7 +201,9 @@ def parse_line(
     if spec.name == "exposures":
         variants = known_variants.get(row["experiment_id"])
         if variants is None:
-            raise Rejected("unknown_experiment", f"experiment '{row['experiment_id']}' is not in the registry")
+            raise Rejected(
+                "unknown_experiment", f"experiment '{row['experiment_id']}' is not in the registry"
+            )
         if row["variant"] not in variants:
             raise Rejected(
                 "unknown_variant",
@@ -264,14 +270,30 @@ def parse_dump_file(
             row["status"], row["source_line"] = "ok", i
         except Rejected as rej:
             raw, nbytes = _raw_text(line)
-            row = {"status": "quarantined", "source_line": i, "reason": rej.reason,
-                   "detail": rej.detail, "raw": raw, "raw_bytes": nbytes, "topic": folder_topic}
+            row = {
+                "status": "quarantined",
+                "source_line": i,
+                "reason": rej.reason,
+                "detail": rej.detail,
+                "raw": raw,
+                "raw_bytes": nbytes,
+                "topic": folder_topic,
+            }
         add(row)
         if len(cols["source_line"]) >= batch_rows:
             yield emit()
     if corrupt is not None:
         raw, nbytes = _raw_text(corrupt.tail)
-        add({"status": "quarantined", "source_line": len(lines) + 1, "reason": "corrupt_file",
-             "detail": corrupt.message, "raw": raw, "raw_bytes": nbytes, "topic": folder_topic})
+        add(
+            {
+                "status": "quarantined",
+                "source_line": len(lines) + 1,
+                "reason": "corrupt_file",
+                "detail": corrupt.message,
+                "raw": raw,
+                "raw_bytes": nbytes,
+                "topic": folder_topic,
+            }
+        )
     if cols["source_line"]:
         yield emit()

@@ -89,11 +89,15 @@ class Lake:
         if not self.exists(spec):
             empty = spec.schema.empty_table()
             return empty.select(list(columns)) if columns else empty
-        out = self.dataset(spec, version).to_table(filter=filter, columns=list(columns or spec.schema.names))
+        out = self.dataset(spec, version).to_table(
+            filter=filter, columns=list(columns or spec.schema.names)
+        )
         schema = pa.schema([spec.schema.field(n) for n in out.column_names])
         return out.cast(schema)
 
-    def file_uris(self, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None) -> list[str]:
+    def file_uris(
+        self, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None
+    ) -> list[str]:
         """The data files of the current snapshot, optionally only those of some partitions."""
         if not self.exists(spec):
             return []
@@ -106,10 +110,13 @@ class Lake:
         return [
             os.path.join(root, a["path"])
             for a in acts
-            if tuple(sorted((k, partition_value(a[f"partition.{k}"])) for k in spec.partition_by)) in wanted
+            if tuple(sorted((k, partition_value(a[f"partition.{k}"])) for k in spec.partition_by))
+            in wanted
         ]
 
-    def read_spark(self, spark, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None):
+    def read_spark(
+        self, spark, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None
+    ):
         """A Spark DataFrame of the current snapshot (optionally some partitions only)."""
         from ab_pipelines.lake.spark_io import arrow_to_spark_schema
 
@@ -257,7 +264,9 @@ class Lake:
                 values = {k: partition_value(a[f"partition.{k}"]) for k in spec.partition_by}
                 if wanted is None or tuple(sorted(values.items())) in wanted:
                     removes.append(
-                        RemoveAction(a["path"], True, now, size=a["size_bytes"], partition_values=values)
+                        RemoveAction(
+                            a["path"], True, now, size=a["size_bytes"], partition_values=values
+                        )
                     )
         if not adds and not removes:
             return table.version()

@@ -41,7 +41,9 @@ def spark_conf() -> dict[str, str]:
     for pair in filter(None, (p.strip() for p in os.environ.get("ABP_SPARK_CONF", "").split(";"))):
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
-            raise SetupError(f"ABP_SPARK_CONF entry {pair!r} is not key=value; separate pairs with ';'.")
+            raise SetupError(
+                f"ABP_SPARK_CONF entry {pair!r} is not key=value; separate pairs with ';'."
+            )
         conf[key.strip()] = value.strip()
     return conf
 

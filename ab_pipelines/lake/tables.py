@@ -43,8 +43,20 @@ BRONZE_EXPOSURES = TableSpec(
     "bronze",
     "exposures",
     pa.schema(
-        _cols("event_id", "user_id", "experiment_id", "variant", "ts", "config_version", "source",
-              "attributes", "extra", *_KAFKA, *_LINEAGE, "arrival_date")
+        _cols(
+            "event_id",
+            "user_id",
+            "experiment_id",
+            "variant",
+            "ts",
+            "config_version",
+            "source",
+            "attributes",
+            "extra",
+            *_KAFKA,
+            *_LINEAGE,
+            "arrival_date",
+        )
     ),
     partition_by=("arrival_date",),
     keys=("event_id",),
@@ -54,8 +66,18 @@ BRONZE_METRIC_EVENTS = TableSpec(
     "bronze",
     "metric_events",
     pa.schema(
-        _cols("event_id", "user_id", "event", "value", "ts", "properties", "extra", *_KAFKA,
-              *_LINEAGE, "arrival_date")
+        _cols(
+            "event_id",
+            "user_id",
+            "event",
+            "value",
+            "ts",
+            "properties",
+            "extra",
+            *_KAFKA,
+            *_LINEAGE,
+            "arrival_date",
+        )
     ),
     partition_by=("arrival_date",),
     keys=("event_id",),
@@ -64,8 +86,18 @@ BRONZE_METRIC_EVENTS = TableSpec(
 BRONZE_QUARANTINE = TableSpec(
     "bronze",
     "quarantine",
-    pa.schema(_cols("source_file", "source_line", "topic", "reason", "detail", "raw", "raw_bytes",
-                    "arrival_date")),
+    pa.schema(
+        _cols(
+            "source_file",
+            "source_line",
+            "topic",
+            "reason",
+            "detail",
+            "raw",
+            "raw_bytes",
+            "arrival_date",
+        )
+    ),
     partition_by=("arrival_date",),
     keys=("source_file", "source_line"),
     description="Every line that could not be landed, with its file, line, raw text and reason code.",
@@ -91,7 +123,8 @@ OPS_LANDED_FILES = TableSpec(
 )
 
 TABLES: dict[str, TableSpec] = {
-    t.qualified: t for t in (BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, BRONZE_QUARANTINE, OPS_LANDED_FILES)
+    t.qualified: t
+    for t in (BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, BRONZE_QUARANTINE, OPS_LANDED_FILES)
 }
 
 

@@ -12,7 +12,12 @@ import pytest
 from ab_pipelines.events import envelope, write_dump
 from ab_pipelines.events.landing import land_day
 from ab_pipelines.lake import Lake
-from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, BRONZE_QUARANTINE, OPS_LANDED_FILES
+from ab_pipelines.lake.tables import (
+    BRONZE_EXPOSURES,
+    BRONZE_METRIC_EVENTS,
+    BRONZE_QUARANTINE,
+    OPS_LANDED_FILES,
+)
 from ab_pipelines.settings import paths
 
 pytestmark = pytest.mark.spark
@@ -22,33 +27,62 @@ KNOWN = {"checkout_cta": frozenset({"control", "treatment"})}
 
 
 def exposure(i: int, day: dt.date, event_id: str | None = None) -> dict:
-    return {"event_id": event_id or f"x{i}", "user_id": f"user-{i}", "experiment_id": "checkout_cta",
-            "variant": "control" if i % 2 else "treatment", "ts": f"{day}T10:00:{i % 60:02d}Z"}
+    return {
+        "event_id": event_id or f"x{i}",
+        "user_id": f"user-{i}",
+        "experiment_id": "checkout_cta",
+        "variant": "control" if i % 2 else "treatment",
+        "ts": f"{day}T10:00:{i % 60:02d}Z",
+    }
 
 
 def purchase(i: int, day: dt.date) -> dict:
-    return {"event_id": f"m{i}", "user_id": f"user-{i}", "event": "purchase", "value": 1.5 * i,
-            "ts": f"{day}T11:00:00Z", "properties": {"currency": "USD"}}
+    return {
+        "event_id": f"m{i}",
+        "user_id": f"user-{i}",
+        "event": "purchase",
+        "value": 1.5 * i,
+        "ts": f"{day}T11:00:00Z",
+        "properties": {"currency": "USD"},
+    }
 
 
 def write_three_days(raw):
     """Three arrival days with every kind of duplicate across and within days."""
     # D1: offsets 0..9; two bad lines
-    write_dump(raw, "exposures", D1, 0, 0,
-               [envelope("exposures", 0, i, 1, f"user-{i}", exposure(i, D1)) for i in range(10)]
-               + [b"{not json", b"\xff\xfe\xfd"])
+    write_dump(
+        raw,
+        "exposures",
+        D1,
+        0,
+        0,
+        [envelope("exposures", 0, i, 1, f"user-{i}", exposure(i, D1)) for i in range(10)]
+        + [b"{not json", b"\xff\xfe\xfd"],
+    )
     # D2: a consumer replay of offsets 5..9 (same envelopes), new offsets 10..14, and a
     # producer retry of x3 under a new offset (same event_id).
     replay = [envelope("exposures", 0, i, 2, f"user-{i}", exposure(i, D1)) for i in range(5, 10)]
     write_dump(raw, "exposures", D2, 0, 5, replay, gzipped=True)
     fresh = [envelope("exposures", 0, i, 2, f"user-{i}", exposure(i, D2)) for i in range(10, 15)]
     fresh.append(envelope("exposures", 2, 0, 2, "user-3", exposure(3, D1)))
-    fresh.append(envelope("exposures", 0, 12, 2, "user-12", exposure(12, D2)))  # duplicate within the day
+    fresh.append(
+        envelope("exposures", 0, 12, 2, "user-12", exposure(12, D2))
+    )  # duplicate within the day
     write_dump(raw, "exposures", D2, 0, 10, fresh)
-    write_dump(raw, "metric_events", D2, 0, 0,
-               [envelope("metric_events", 0, i, 2, f"user-{i}", purchase(i, D2)) for i in range(6)], gzipped=True)
+    write_dump(
+        raw,
+        "metric_events",
+        D2,
+        0,
+        0,
+        [envelope("metric_events", 0, i, 2, f"user-{i}", purchase(i, D2)) for i in range(6)],
+        gzipped=True,
+    )
     # D3: late copies of D2's purchases (kcat style: value as a JSON string) and one new
-    late = [envelope("metric_events", 0, i, 3, f"user-{i}", orjson.dumps(purchase(i, D2)).decode()) for i in range(4, 7)]
+    late = [
+        envelope("metric_events", 0, i, 3, f"user-{i}", orjson.dumps(purchase(i, D2)).decode())
+        for i in range(4, 7)
+    ]
     write_dump(raw, "metric_events", D3, 0, 4, late)
     # an unknown topic folder and an empty file are read too
     write_dump(raw, "clicks", D3, 0, 0, [envelope("clicks", 0, 0, 3, "u", {"x": 1})])
@@ -59,7 +93,9 @@ def snapshot(lake: Lake) -> dict:
     out = {}
     for spec in (BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, BRONZE_QUARANTINE, OPS_LANDED_FILES):
         rows = lake.read_arrow(spec).to_pylist()
-        out[spec.qualified] = sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS, default=str) for r in rows)
+        out[spec.qualified] = sorted(
+            orjson.dumps(r, option=orjson.OPT_SORT_KEYS, default=str) for r in rows
+        )
     return out
 
 
@@ -91,7 +127,10 @@ def test_counts_of_an_in_order_landing(spark, tmp_path):
     assert len(exp) == 15
     assert len({(r["kafka_partition"], r["kafka_offset"]) for r in exp}) == len(exp)
     assert len({r["event_id"] for r in exp}) == len(exp)
-    q = {(r["source_file"], r["source_line"]): r["reason"] for r in lake.read_arrow(BRONZE_QUARANTINE).to_pylist()}
+    q = {
+        (r["source_file"], r["source_line"]): r["reason"]
+        for r in lake.read_arrow(BRONZE_QUARANTINE).to_pylist()
+    }
     assert q == {
         ("exposures/date=2026-11-02/exposures+0+0.jsonl", 11): "bad_json",
         ("exposures/date=2026-11-02/exposures+0+0.jsonl", 12): "bad_encoding",
@@ -119,7 +158,10 @@ def test_first_arrived_copy_wins_even_when_landed_later(spark, tmp_path):
 
 
 def test_truncated_gzip_is_quarantined_with_its_good_lines_landed(spark, home):
-    body = b"".join(orjson.dumps(envelope("exposures", 5, i, 1, "u", exposure(i, D1))) + b"\n" for i in range(50))
+    body = b"".join(
+        orjson.dumps(envelope("exposures", 5, i, 1, "u", exposure(i, D1))) + b"\n"
+        for i in range(50)
+    )
     folder = home.raw / "exposures" / f"date={D1}"
     folder.mkdir(parents=True)
     (folder / "exposures+5+0.jsonl.gz").write_bytes(gzip.compress(body)[:-30])
@@ -131,4 +173,9 @@ def test_truncated_gzip_is_quarantined_with_its_good_lines_landed(spark, home):
 
 def test_no_files_is_an_empty_day(spark, home):
     report = land_day(spark, Lake(home), home.raw, D1, KNOWN)
-    assert report.files == [] and report.totals == {"read": 0, "landed": 0, "quarantined": 0, "duplicates": 0}
+    assert report.files == [] and report.totals == {
+        "read": 0,
+        "landed": 0,
+        "quarantined": 0,
+        "duplicates": 0,
+    }

@@ -18,20 +18,38 @@ WINDOW = ts_window_for(DAY)
 
 
 def exposure(**over):
-    v = {"event_id": "e1", "user_id": "user-1", "experiment_id": "checkout_cta", "variant": "control",
-         "ts": "2026-11-02T10:00:00Z"}
+    v = {
+        "event_id": "e1",
+        "user_id": "user-1",
+        "experiment_id": "checkout_cta",
+        "variant": "control",
+        "ts": "2026-11-02T10:00:00Z",
+    }
     v.update(over)
     return {k: x for k, x in v.items() if x is not ...}
 
 
 def metric(**over):
-    v = {"event_id": "m1", "user_id": "user-1", "event": "purchase", "value": 12.5, "ts": "2026-11-02T10:00:00Z"}
+    v = {
+        "event_id": "m1",
+        "user_id": "user-1",
+        "event": "purchase",
+        "value": 12.5,
+        "ts": "2026-11-02T10:00:00Z",
+    }
     v.update(over)
     return {k: x for k, x in v.items() if x is not ...}
 
 
 def env(value, topic="exposures", **over) -> bytes:
-    e = {"topic": topic, "partition": 0, "offset": 7, "timestamp": 1793491200123, "key": "user-1", "value": value}
+    e = {
+        "topic": topic,
+        "partition": 0,
+        "offset": 7,
+        "timestamp": 1793491200123,
+        "key": "user-1",
+        "value": value,
+    }
     e.update(over)
     return orjson.dumps({k: x for k, x in e.items() if x is not ...})
 
@@ -41,7 +59,9 @@ def parse(line: bytes, folder="exposures"):
 
 
 def reason(line: bytes, folder="exposures") -> str:
-    batches = list(parse_dump_file(line + b"\n", f"{folder}/date={DAY}/x+0+0.jsonl", folder, DAY, KNOWN))
+    batches = list(
+        parse_dump_file(line + b"\n", f"{folder}/date={DAY}/x+0+0.jsonl", folder, DAY, KNOWN)
+    )
     (row,) = pa.Table.from_batches(batches).to_pylist()
     assert row["status"] == "quarantined", row
     return row["reason"]
@@ -116,15 +136,21 @@ def test_ts_window_edges_are_half_open():
 
 
 def test_every_line_is_one_row_and_numbered():
-    body = env(exposure()) + b"\n\n" + b"garbage\r\n" + env(exposure(event_id="e2"))  # no final newline
-    rows = pa.Table.from_batches(list(parse_dump_file(body, "exposures/date=2026-11-02/f.jsonl", "exposures", DAY, KNOWN))).to_pylist()
+    body = (
+        env(exposure()) + b"\n\n" + b"garbage\r\n" + env(exposure(event_id="e2"))
+    )  # no final newline
+    rows = pa.Table.from_batches(
+        list(parse_dump_file(body, "exposures/date=2026-11-02/f.jsonl", "exposures", DAY, KNOWN))
+    ).to_pylist()
     assert [r["source_line"] for r in rows] == [1, 2, 3, 4]
     assert [r["status"] for r in rows] == ["ok", "quarantined", "quarantined", "ok"]
     assert rows[2]["raw"] == "garbage"
 
 
 def test_gzip_multi_member_reads_all_members():
-    data = gzip.compress(env(exposure()) + b"\n") + gzip.compress(env(exposure(event_id="e2")) + b"\n")
+    data = gzip.compress(env(exposure()) + b"\n") + gzip.compress(
+        env(exposure(event_id="e2")) + b"\n"
+    )
     lines, corrupt = read_lines(data, gzipped=True)
     assert len(lines) == 2 and corrupt is None
 
@@ -132,7 +158,9 @@ def test_gzip_multi_member_reads_all_members():
 def test_truncated_gzip_keeps_complete_lines_and_quarantines_the_tail():
     body = b"".join(env(exposure(event_id=f"e{i}")) + b"\n" for i in range(200))
     data = gzip.compress(body)[:-40]  # lose the end marker and some data
-    rows = pa.Table.from_batches(list(parse_dump_file(data, "exposures/date=2026-11-02/f.jsonl.gz", "exposures", DAY, KNOWN))).to_pylist()
+    rows = pa.Table.from_batches(
+        list(parse_dump_file(data, "exposures/date=2026-11-02/f.jsonl.gz", "exposures", DAY, KNOWN))
+    ).to_pylist()
     assert rows[-1]["reason"] == "corrupt_file"
     assert all(r["status"] == "ok" for r in rows[:-1])
     assert rows[-1]["source_line"] == len(rows)
@@ -140,18 +168,36 @@ def test_truncated_gzip_keeps_complete_lines_and_quarantines_the_tail():
 
 
 def test_a_file_that_is_not_gzip_is_one_corrupt_record():
-    rows = pa.Table.from_batches(list(parse_dump_file(b"hello, not gzip", "exposures/date=2026-11-02/f.jsonl.gz", "exposures", DAY, KNOWN))).to_pylist()
+    rows = pa.Table.from_batches(
+        list(
+            parse_dump_file(
+                b"hello, not gzip", "exposures/date=2026-11-02/f.jsonl.gz", "exposures", DAY, KNOWN
+            )
+        )
+    ).to_pylist()
     assert [(r["source_line"], r["reason"]) for r in rows] == [(1, "corrupt_file")]
     assert rows[0]["raw"] == "hello, not gzip"
 
 
 def test_empty_file_has_no_rows():
-    assert list(parse_dump_file(b"", "exposures/date=2026-11-02/f.jsonl", "exposures", DAY, KNOWN)) == []
+    assert (
+        list(parse_dump_file(b"", "exposures/date=2026-11-02/f.jsonl", "exposures", DAY, KNOWN))
+        == []
+    )
 
 
 def test_reason_codes_are_the_contracts_closed_set():
     assert set(REASON_CODES) == {
-        "bad_encoding", "bad_json", "bad_envelope", "missing_field", "wrong_type", "bad_timestamp",
-        "ts_out_of_range", "unknown_topic", "unknown_experiment", "unknown_variant", "too_large",
+        "bad_encoding",
+        "bad_json",
+        "bad_envelope",
+        "missing_field",
+        "wrong_type",
+        "bad_timestamp",
+        "ts_out_of_range",
+        "unknown_topic",
+        "unknown_experiment",
+        "unknown_variant",
+        "too_large",
         "corrupt_file",
     }

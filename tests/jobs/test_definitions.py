@@ -22,8 +22,14 @@ def test_definitions_validate_for_the_workspace(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_bytes((REPO_ROOT / "dagster.yaml").read_bytes())
     exe = os.path.join(os.path.dirname(sys.executable), "dagster")
-    out = subprocess.run([exe, "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO_ROOT,
-                         env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [exe, "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
 
@@ -35,15 +41,32 @@ def test_every_asset_is_in_the_daily_job():
     graph = defs.resolve_asset_graph()
     materializable = {k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable}
     assert materializable <= set(job.asset_layer.asset_graph.get_all_asset_keys())
-    assert {"bronze/exposures", "bronze/metric_events", "bronze/quarantine", "ops/landed_files"} <= {
-        k.to_user_string() for k in materializable
-    }
+    assert {
+        "bronze/exposures",
+        "bronze/metric_events",
+        "bronze/quarantine",
+        "ops/landed_files",
+    } <= {k.to_user_string() for k in materializable}
 
 
 def write_day(raw, day: dt.date, base: int) -> None:
-    lines = [envelope("exposures", 0, base + i, 1, f"user-{i}",
-                      {"event_id": f"e{base + i}", "user_id": f"user-{i}", "experiment_id": "checkout_cta",
-                       "variant": "control", "ts": f"{day}T10:00:00Z"}) for i in range(4)]
+    lines = [
+        envelope(
+            "exposures",
+            0,
+            base + i,
+            1,
+            f"user-{i}",
+            {
+                "event_id": f"e{base + i}",
+                "user_id": f"user-{i}",
+                "experiment_id": "checkout_cta",
+                "variant": "control",
+                "ts": f"{day}T10:00:00Z",
+            },
+        )
+        for i in range(4)
+    ]
     write_dump(raw, "exposures", day, 0, base, [*lines, lines[0], b"{oops"])
 
 
@@ -61,7 +84,9 @@ def test_a_range_lands_in_one_dagster_run_and_a_rerun_changes_nothing(home, spar
     lake = Lake(home)
     first = sorted(map(str, lake.read_arrow(BRONZE_EXPOSURES).to_pylist()))
     ledger = lake.read_arrow(OPS_LANDED_FILES).to_pylist()
-    assert [(r["read"], r["landed"], r["quarantined"], r["duplicates"]) for r in ledger] == [(6, 4, 1, 1)] * 2
+    assert [(r["read"], r["landed"], r["quarantined"], r["duplicates"]) for r in ledger] == [
+        (6, 4, 1, 1)
+    ] * 2
 
     assert run_days(home, D2, D2)  # one partition, again
     assert sorted(map(str, lake.read_arrow(BRONZE_EXPOSURES).to_pylist())) == first

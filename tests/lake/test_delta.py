@@ -35,7 +35,9 @@ def test_missing_table_reads_empty(home):
 def test_append_then_replace_one_partition_in_one_commit(home):
     lake = Lake(home)
     v0 = lake.write_arrow(OPS_LANDED_FILES, ledger([("a", 1, D1), ("b", 2, D1), ("c", 3, D2)]))
-    v1 = lake.write_arrow(OPS_LANDED_FILES, ledger([("a2", 5, D1)]), replace=[{"arrival_date": D1.isoformat()}])
+    v1 = lake.write_arrow(
+        OPS_LANDED_FILES, ledger([("a2", 5, D1)]), replace=[{"arrival_date": D1.isoformat()}]
+    )
     assert (v0, v1) == (0, 1)
     assert [r[0] for r in content(lake)] == ["a2", "c"]
     # time travel keeps the previous version readable
