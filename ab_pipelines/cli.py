@@ -113,16 +113,22 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
     )
 
     ensure_dagster_home(p)
-    from jobs.definitions import daily_job, defs
+    try:
+        from jobs.definitions import daily_job, defs
+    except SetupError as exc:
+        raise UserError(str(exc)) from None
 
     job = defs.resolve_job_def(daily_job.name)
     partitions = job.partitions_def.get_partition_keys()
-    for d in (first, last):
-        if d.isoformat() not in partitions:
-            raise UserError(
-                f"{d} is outside the daily partitions ({partitions[0]}..{partitions[-1]}); "
-                "set ABP_FIRST_DAY to land older days."
-            )
+    if first.isoformat() < partitions[0]:
+        raise UserError(
+            f"{first} is before the first daily partition {partitions[0]}; "
+            "set ABP_FIRST_DAY (YYYY-MM-DD) to land older days."
+        )
+    if last.isoformat() > partitions[-1]:
+        raise UserError(
+            f"{last} is in the future: the last day that can be run is {partitions[-1]}."
+        )
     instance = DagsterInstance.get()
     if first == last:
         kwargs = {"partition_key": first.isoformat()}
@@ -154,33 +160,10 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
 
 def landing_table(p: Paths, days: Sequence[dt.date], header: bool = True) -> str:
     """Read, landed, quarantined and duplicates per arrival day, from ops.landed_files."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
+    from ab_pipelines.events.landing import format_summary, ledger_summary
     from ab_pipelines.lake import Lake
-    from ab_pipelines.lake.tables import OPS_LANDED_FILES
 
-    t = Lake(p).read_arrow(
-        OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32()))
-    )
-    rows = {d: [0, 0, 0, 0, 0] for d in days}
-    for r in t.to_pylist():
-        acc = rows[r["arrival_date"]]
-        for i, k in enumerate(("read", "landed", "quarantined", "duplicates")):
-            acc[i] += r[k]
-        acc[4] += 1
-    out = (
-        []
-        if not header
-        else [
-            f"{'arrival day':<12} {'files':>5} {'read':>9} {'landed':>9} {'quarantined':>11} {'duplicates':>10}"
-        ]
-    )
-    for d in days:
-        rd, ld, q, dup, nf = rows[d]
-        flag = "" if rd == ld + q + dup else "  <- does not add up"
-        out.append(f"{d.isoformat():<12} {nf:>5} {rd:>9} {ld:>9} {q:>11} {dup:>10}{flag}")
-    return "\n".join(out)
+    return format_summary(ledger_summary(Lake(p), list(days)), header=header)
 
 
 @main.command()
@@ -223,16 +206,22 @@ def validate() -> None:
 @main.command()
 @click.option(
     "--days",
-    default=int(os.environ.get("ABP_DEMO_DAYS", "7")),
-    show_default=True,
+    default=None,
     type=click.IntRange(1, 60),
-    help="Experiment days to play.",
+    help="Experiment days to play (default: $ABP_DEMO_DAYS or 7).",
 )
 @click.option("--users", default=None, type=click.IntRange(100, 5_000_000))
 def demo(days: int, users: int | None) -> None:
     """Play the demo: day by day, simulate the day's traffic, then land (and analyze) it."""
     from ab_pipelines.simulate import HISTORY_DAYS, simulate_days
 
+    if days is None:
+        env_days = os.environ.get("ABP_DEMO_DAYS", "7")
+        if not env_days.isdigit() or not 1 <= int(env_days) <= 60:
+            raise UserError(
+                f"ABP_DEMO_DAYS '{env_days}' must be a whole number of days from 1 to 60."
+            )
+        days = int(env_days)
     p = _home()
     _require_java()
     reg = _registry()

@@ -98,7 +98,10 @@ def check_java() -> int:
     fix = "install OpenJDK 17 (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless')"
     if not java or not Path(java).exists():
         raise SetupError(f"Spark needs Java 17 and no 'java' was found; {fix}.")
-    out = subprocess.run([java, "-version"], capture_output=True, text=True).stderr
+    try:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=60).stderr
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SetupError(f"{java} cannot be run ({exc}); {fix}.") from None
     m = _JAVA_VERSION.search(out)
     major = int(m.group(1)) if m else 0
     if major == 1 and m and m.group(2):  # "1.8.0" style

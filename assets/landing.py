@@ -1,6 +1,7 @@
 """Landing assets: raw Kafka dumps -> bronze Delta tables, one partition per arrival day."""
 
 import datetime as dt
+from collections import Counter
 
 from dagster import (
     AssetExecutionContext,
@@ -12,13 +13,14 @@ from dagster import (
     multi_asset,
 )
 
-from ab_pipelines.events.landing import LandingReport, land_day
+from ab_pipelines.events.landing import format_summary, land_day, ledger_summary
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
     BRONZE_QUARANTINE,
     OPS_LANDED_FILES,
 )
+from assets.metadata import table_metadata
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
 
@@ -51,19 +53,6 @@ def _key(qualified: str) -> AssetKey:
     return AssetKey(qualified.split("."))
 
 
-def _landing_table(reports: list[LandingReport]) -> str:
-    lines = [
-        "| arrival day | files | read | landed | quarantined | duplicates |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in reports:
-        t = r.totals
-        lines.append(
-            f"| {r.day} | {len(r.files)} | {t['read']} | {t['landed']} | {t['quarantined']} | {t['duplicates']} |"
-        )
-    return "\n".join(lines)
-
-
 @multi_asset(
     specs=[
         AssetSpec(
@@ -89,32 +78,46 @@ def land_raw_dumps(context: AssetExecutionContext, lake: LakeResource):
     days = [dt.date.fromisoformat(k) for k in context.partition_keys]
     registry = lake.registry()
     spark = lake.spark()
+    the_lake = lake.lake
     reports = []
     for day in days:
-        report = land_day(spark, lake.lake, lake.paths.raw, day, registry.known_variants())
-        t = report.totals
-        context.log.info(f"landed {day}: {t} quarantined by reason {report.by_reason}")
+        report = land_day(spark, the_lake, lake.paths.raw, day, registry.known_variants())
+        context.log.info(f"landed {day}: {report.totals}; quarantined by reason {report.by_reason}")
+        if report.rewritten_days:
+            context.log.warning(
+                f"landing {day} replaced later copies of its records on {report.rewritten_days}: "
+                "re-materialize the analysis of those days"
+            )
         reports.append(report)
-    totals = {
-        k: sum(r.totals[k] for r in reports)
-        for k in ("read", "landed", "quarantined", "duplicates")
-    }
-    if totals["read"] != totals["landed"] + totals["quarantined"] + totals["duplicates"]:
-        raise RuntimeError(f"read != landed + quarantined + duplicates: {totals}")
-    by_reason: dict[str, int] = {}
+
+    files = [f for r in reports for f in r.files]
+    by_reason = Counter()
     for r in reports:
-        for k, v in r.by_reason.items():
-            by_reason[k] = by_reason.get(k, 0) + v
-    common = {
-        **{k: MetadataValue.int(v) for k, v in totals.items()},
-        "days": MetadataValue.md(_landing_table(reports)),
-        "quarantined_by_reason": MetadataValue.json(by_reason),
-        "spark_master": MetadataValue.text(spark.sparkContext.master),
+        by_reason.update(r.by_reason)
+    rewritten = sorted({d.isoformat() for r in reports for d in r.rewritten_days})
+    per_table = {
+        BRONZE_EXPOSURES: {"landed": sum(f.landed for f in files if f.topic == "exposures")},
+        BRONZE_METRIC_EVENTS: {
+            "landed": sum(f.landed for f in files if f.topic == "metric_events")
+        },
+        BRONZE_QUARANTINE: {"quarantined": sum(f.quarantined for f in files)},
+        OPS_LANDED_FILES: {
+            "files": len(files),
+            **{
+                k: sum(r.totals[k] for r in reports)
+                for k in ("read", "landed", "quarantined", "duplicates")
+            },
+        },
     }
     for spec, _ in _LANDED:
-        meta = dict(common)
-        meta["path"] = MetadataValue.path(str(lake.lake.path(spec)))
-        version = lake.lake.version(spec)
-        if version is not None:
-            meta["delta_version"] = MetadataValue.int(version)
+        meta = table_metadata(the_lake, spec, days)
+        meta.update({k: MetadataValue.int(v) for k, v in per_table[spec].items()})
+        meta["spark_master"] = MetadataValue.text(spark.sparkContext.master)
+        if spec is BRONZE_QUARANTINE:
+            meta["quarantined_by_reason"] = MetadataValue.json(dict(sorted(by_reason.items())))
+        if spec is OPS_LANDED_FILES:
+            meta["days"] = MetadataValue.md(
+                format_summary(ledger_summary(the_lake, days), markdown=True)
+            )
+            meta["rewritten_days"] = MetadataValue.json(rewritten)
         yield MaterializeResult(asset_key=_key(spec.qualified), metadata=meta)

@@ -1,8 +1,6 @@
 """The Dagster resource that hands assets the lake, the raw folder, the registry and Spark."""
 
-from __future__ import annotations
-
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
 from ab_pipelines.config import Registry, load_registry
 from ab_pipelines.lake import Lake, spark_session
@@ -17,9 +15,12 @@ class LakeResource(ConfigurableResource):
     home: str = ""
     registry_root: str = ""
 
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        ensure_writable_home(self.paths)  # once per run: a clear error before any work
+
     @property
     def paths(self) -> Paths:
-        return ensure_writable_home(paths(self.home or None))
+        return paths(self.home or None)
 
     @property
     def lake(self) -> Lake:

@@ -38,13 +38,21 @@ from ab_pipelines.lake.tables import (
     TableSpec,
 )
 
-__all__ = ["FileCounts", "LandingError", "LandingReport", "land_day"]
+__all__ = [
+    "FileCounts",
+    "LandingError",
+    "LandingReport",
+    "format_summary",
+    "land_day",
+    "ledger_summary",
+]
 
 TOPIC_TABLES: dict[str, TableSpec] = {
     "exposures": BRONZE_EXPOSURES,
     "metric_events": BRONZE_METRIC_EVENTS,
 }
-_ORDER = ("arrival_date", "source_file", "source_line")
+# "First arrived": earliest arrival day, then Kafka order, then file and line.
+_ORDER = ("arrival_date", "kafka_partition", "kafka_offset", "source_file", "source_line")
 
 
 class LandingError(RuntimeError):
@@ -118,6 +126,7 @@ def land_day(
     from pyspark.sql import functions as F
 
     files = list_day_files(raw, day)
+    _refuse_missing_files(lake, day, files)
     report = LandingReport(day=day)
     counts = {f.rel: FileCounts(f.rel, f.topic, f.size) for f in files}
     day_part = [{"arrival_date": day.isoformat()}]
@@ -179,8 +188,8 @@ def land_day(
                         ["arrival_date", "source_file", "source_line"],
                         "left_anti",
                     )
-                    .groupBy("arrival_date", "source_file")
-                    .count()
+                    .select("arrival_date")
+                    .distinct()
                     .collect()
                 )
                 rewritten = sorted({r["arrival_date"] for r in lost})
@@ -191,9 +200,7 @@ def land_day(
                 )
             finally:
                 kept.unpersist()
-            if lost:
-                _move_landed_to_duplicates(lake, lost)
-                report.rewritten_days = sorted(set(report.rewritten_days) | set(rewritten))
+            report.rewritten_days = sorted(set(report.rewritten_days) | set(rewritten))
 
         quarantine = parsed.filter(F.col("status") == "quarantined")
         report.versions[BRONZE_QUARANTINE.qualified] = write_spark(
@@ -213,7 +220,39 @@ def land_day(
     report.versions[OPS_LANDED_FILES.qualified] = lake.write_arrow(
         OPS_LANDED_FILES, ledger, replace=day_part
     )
+    # Later days may have lost rows to this day's copies (now, or in a run that died before
+    # its ledger update): recount their ledger rows from bronze, so a re-run repairs them.
+    _reconcile_ledger(lake, [day + dt.timedelta(days=k) for k in range(1, DEDUPE_WINDOW_DAYS + 1)])
     return report
+
+
+def _landed_per_file(lake: Lake, days: list[dt.date]) -> Counter:
+    """Rows in bronze per source file, over the arrival days given."""
+    on_days = pc.field("arrival_date").isin(pa.array(days, pa.date32()))
+    landed: Counter = Counter()
+    for spec in TOPIC_TABLES.values():
+        got = lake.read_arrow(spec, filter=on_days, columns=["source_file"])
+        landed.update(got.column("source_file").to_pylist())
+    return landed
+
+
+def _refuse_missing_files(lake: Lake, day: dt.date, files) -> None:
+    """Re-landing a day whose landed files are gone or changed would silently drop rows: refuse."""
+    on_day = pc.field("arrival_date") == pa.scalar(day, pa.date32())
+    before = lake.read_arrow(OPS_LANDED_FILES, filter=on_day, columns=["source_file", "bytes"])
+    now = {f.rel: f.size for f in files}
+    bad = [
+        f"{r['source_file']} ({r['bytes']} bytes when landed, "
+        + (f"{now[r['source_file']]} now)" if r["source_file"] in now else "now missing)")
+        for r in before.to_pylist()
+        if now.get(r["source_file"]) != r["bytes"]
+    ]
+    if bad:
+        raise LandingError(
+            f"arrival day {day} was landed from files that are now missing or changed: "
+            + "; ".join(bad)
+            + ". Restore them in raw/ before re-landing; landing never drops landed rows."
+        )
 
 
 def _check_committed(
@@ -224,14 +263,8 @@ def _check_committed(
     ``read`` comes from the parser's line numbers, ``duplicates`` from the dedupe, ``landed`` and
     ``quarantined`` from the tables as committed: a row lost or doubled on the way fails here.
     """
+    landed = _landed_per_file(lake, [day])
     on_day = pc.field("arrival_date") == pa.scalar(day, pa.date32())
-    landed: Counter = Counter()
-    for spec in TOPIC_TABLES.values():
-        landed.update(
-            lake.read_arrow(spec, filter=on_day, columns=["source_file"])
-            .column("source_file")
-            .to_pylist()
-        )
     q = lake.read_arrow(BRONZE_QUARANTINE, filter=on_day, columns=["source_file", "reason"])
     quarantined = Counter(q.column("source_file").to_pylist())
     report.by_reason = dict(sorted(Counter(q.column("reason").to_pylist()).items()))
@@ -251,22 +284,61 @@ def _check_committed(
         raise LandingError(f"landing of {day} does not add up: " + "; ".join(bad))
 
 
-def _move_landed_to_duplicates(lake: Lake, lost) -> None:
-    """In the ledger of later days, count rows that lost to an earlier copy as duplicates."""
-    moved = Counter({(r["arrival_date"], r["source_file"]): r["count"] for r in lost})
-    days = sorted({d for d, _ in moved})
-    old = lake.read_arrow(
+def _reconcile_ledger(lake: Lake, days: list[dt.date]) -> None:
+    """Set landed (from bronze) and duplicates (the rest) of the ledger rows of ``days``."""
+    ledger = lake.read_arrow(
         OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32()))
     )
+    if not ledger.num_rows:
+        return
+    landed = _landed_per_file(lake, sorted(set(ledger.column("arrival_date").to_pylist())))
     rows = []
-    for r in old.to_pylist():
-        n = moved.get((r["arrival_date"], r["source_file"]), 0)
-        if n:
-            rows.append({**r, "landed": r["landed"] - n, "duplicates": r["duplicates"] + n})
+    for r in ledger.to_pylist():
+        n = landed[r["source_file"]]
+        if n != r["landed"]:
+            rows.append({**r, "landed": n, "duplicates": r["read"] - n - r["quarantined"]})
     if rows:
         lake.merge_arrow(
             OPS_LANDED_FILES, pa.Table.from_pylist(rows, schema=OPS_LANDED_FILES.schema)
         )
+
+
+_SUMMARY = ("files", "read", "landed", "quarantined", "duplicates")
+
+
+def ledger_summary(lake: Lake, days: list[dt.date]) -> list[dict]:
+    """Per arrival day: files, read, landed, quarantined, duplicates (from ops.landed_files)."""
+    ledger = lake.read_arrow(
+        OPS_LANDED_FILES, filter=pc.field("arrival_date").isin(pa.array(days, pa.date32()))
+    )
+    rows = {d: dict.fromkeys(_SUMMARY, 0) for d in days}
+    for r in ledger.to_pylist():
+        acc = rows[r["arrival_date"]]
+        acc["files"] += 1
+        for k in _SUMMARY[1:]:
+            acc[k] += r[k]
+    return [{"arrival_day": d, **rows[d]} for d in days]
+
+
+def format_summary(rows: list[dict], markdown: bool = False, header: bool = True) -> str:
+    """The per-day landing table, as text for a terminal or as Markdown for Dagster metadata."""
+    names = ("arrival day", *_SUMMARY)
+    lines = []
+    if markdown:
+        lines += ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    elif header:
+        lines.append(f"{names[0]:<12}" + "".join(f" {n:>11}" for n in names[1:]))
+    for r in rows:
+        values = [r[k] for k in _SUMMARY]
+        ok = r["read"] == r["landed"] + r["quarantined"] + r["duplicates"]
+        if markdown:
+            lines.append(f"| {r['arrival_day']} | " + " | ".join(map(str, values)) + " |")
+        else:
+            flag = "" if ok else "  <- does not add up"
+            lines.append(
+                f"{r['arrival_day'].isoformat():<12}" + "".join(f" {v:>11}" for v in values) + flag
+            )
+    return "\n".join(lines)
 
 
 assert set(TOPIC_TABLES) == set(TOPICS)

@@ -28,9 +28,9 @@ __all__ = ["Rejected", "parse_dump_file", "parse_line", "read_lines", "parse_ts"
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ENVELOPE = ("topic", "partition", "offset", "timestamp", "key", "value")
-RAW_KEEP_BYTES = (
-    MAX_LINE_BYTES  # quarantine keeps at most this much raw text; the file stays in raw/
-)
+_INT64 = 1 << 63
+# Kafka partitions are int32, offsets int64; the timestamp (ms) must fit int64 once in µs.
+_ENVELOPE_INT_LIMITS = {"partition": 1 << 31, "offset": _INT64, "timestamp": _INT64 // 1000}
 
 
 class Rejected(Exception):
@@ -48,6 +48,44 @@ class _Corrupt:
     message: str
 
 
+_GZIP_CHUNK = 1 << 14
+
+
+def _gunzip(data: bytes) -> tuple[bytes, _Corrupt | None]:
+    """Decompress every gzip member, in chunks, keeping all output produced before a break."""
+    out: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        start, produced = pos, sum(map(len, out))
+        d = zlib.decompressobj(wbits=31)  # one gzip member; concatenated members are legal
+        try:
+            while pos < len(data) and not d.eof:
+                chunk = data[pos : pos + _GZIP_CHUNK]
+                saved = d.copy()
+                try:
+                    out.append(d.decompress(chunk))
+                except zlib.error:
+                    # zlib drops a failing call's output: replay the chunk byte by byte from the
+                    # saved state so every byte decompressed before the break is kept.
+                    for k in range(len(chunk)):
+                        out.append(saved.decompress(chunk[k : k + 1]))
+                    raise
+                pos += len(chunk)
+            out.append(d.flush())
+        except zlib.error as exc:
+            # With no text out of this member (say, not gzip at all), keep its bytes as the tail.
+            tail = data[start:] if sum(map(len, out)) == produced else b""
+            return b"".join(out), _Corrupt(tail, f"gzip stream is corrupt near byte {pos}: {exc}")
+        if not d.eof:
+            return b"".join(out), _Corrupt(
+                b"", "gzip stream ends before its end marker (truncated file)"
+            )
+        pos -= len(d.unused_data)
+        if not data[pos:].strip(b"\x00"):  # some writers pad with zeros
+            break
+    return b"".join(out), None
+
+
 def read_lines(data: bytes, gzipped: bool) -> tuple[list[bytes], _Corrupt | None]:
     """Split a file's bytes into lines; a gzip that ends early or breaks yields a corrupt tail.
 
@@ -57,23 +95,7 @@ def read_lines(data: bytes, gzipped: bool) -> tuple[list[bytes], _Corrupt | None
     """
     corrupt = None
     if gzipped:
-        out, pos = [], 0
-        while pos < len(data):
-            d = zlib.decompressobj(wbits=31)  # one gzip member; concatenated members are legal
-            try:
-                out.append(d.decompress(data[pos:]))
-                out.append(d.flush())
-            except zlib.error as exc:
-                # Keep the undecodable bytes themselves when no text came out of this member.
-                corrupt = _Corrupt(data[pos:], f"gzip stream is corrupt at byte {pos}: {exc}")
-                break
-            if not d.eof:
-                corrupt = _Corrupt(b"", "gzip stream ends before its end marker (truncated file)")
-                break
-            pos = len(data) - len(d.unused_data)
-            if not d.unused_data.strip(b"\x00"):
-                break
-        text = b"".join(out)
+        text, corrupt = _gunzip(data)
         if corrupt is not None:
             cut = text.rfind(b"\n") + 1
             text, tail = text[:cut], text[cut:]
@@ -135,10 +157,12 @@ def parse_line(
     topic = env["topic"]
     if not isinstance(topic, str):
         raise Rejected("bad_envelope", "envelope field 'topic' must be a string")
-    for key in ("partition", "offset", "timestamp"):
+    for key, limit in _ENVELOPE_INT_LIMITS.items():
         v = env[key]
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise Rejected("bad_envelope", f"envelope field '{key}' must be a non-negative integer")
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < limit:
+            raise Rejected(
+                "bad_envelope", f"envelope field '{key}' must be an integer in [0, {limit})"
+            )
     key = env.get("key")
     if key is not None and not isinstance(key, str):
         key = orjson.dumps(key).decode()
@@ -179,8 +203,8 @@ def parse_line(
                 raise Rejected("wrong_type", f"field '{f}' must be a string")
             row[f] = v
         elif kind == "int":
-            if not isinstance(v, int) or isinstance(v, bool):
-                raise Rejected("wrong_type", f"field '{f}' must be an integer")
+            if not isinstance(v, int) or isinstance(v, bool) or not -_INT64 <= v < _INT64:
+                raise Rejected("wrong_type", f"field '{f}' must be a 64-bit integer")
             row[f] = v
         elif kind == "number":
             if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
@@ -227,7 +251,8 @@ def ts_window_for(arrival_date: dt.date) -> tuple[int, int]:
 
 
 def _raw_text(b: bytes) -> tuple[str, int]:
-    return b[:RAW_KEEP_BYTES].decode("utf-8", errors="replace"), len(b)
+    # At most 1 MiB of raw text is kept in quarantine; the whole file stays in raw/.
+    return b[:MAX_LINE_BYTES].decode("utf-8", errors="replace"), len(b)
 
 
 def parse_dump_file(

@@ -45,6 +45,19 @@ def _add_actions(table: DeltaTable) -> list[dict]:
     return pa.table(table.get_add_actions(flatten=True)).to_pylist()
 
 
+def _files_in(
+    table: DeltaTable, spec: TableSpec, partitions: Iterable[PartitionValues] | None
+) -> list[tuple[dict, dict[str, str]]]:
+    """The snapshot's add actions (with their partition values) in the given partitions, or all."""
+    wanted = None if partitions is None else {tuple(sorted(p.items())) for p in partitions}
+    out = []
+    for a in _add_actions(table):
+        values = {k: partition_value(a[f"partition.{k}"]) for k in spec.partition_by}
+        if wanted is None or tuple(sorted(values.items())) in wanted:
+            out.append((a, values))
+    return out
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -104,15 +117,8 @@ class Lake:
         dt_ = self.table(spec)
         if partitions is None:
             return dt_.file_uris()
-        wanted = {tuple(sorted(p.items())) for p in partitions}
-        acts = _add_actions(dt_)
         root = str(self.path(spec))
-        return [
-            os.path.join(root, a["path"])
-            for a in acts
-            if tuple(sorted((k, partition_value(a[f"partition.{k}"])) for k in spec.partition_by))
-            in wanted
-        ]
+        return [os.path.join(root, a["path"]) for a, _ in _files_in(dt_, spec, partitions)]
 
     def read_spark(
         self, spark, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None
@@ -258,16 +264,13 @@ class Lake:
         table = self.table(spec)
         removes: list[RemoveAction] = []
         if overwrite_all or replace is not None:
-            wanted = None if overwrite_all else {tuple(sorted(p.items())) for p in replace}
             now = _now_ms()
-            for a in _add_actions(table):
-                values = {k: partition_value(a[f"partition.{k}"]) for k in spec.partition_by}
-                if wanted is None or tuple(sorted(values.items())) in wanted:
-                    removes.append(
-                        RemoveAction(
-                            a["path"], True, now, size=a["size_bytes"], partition_values=values
-                        )
+            for a, values in _files_in(table, spec, None if overwrite_all else replace):
+                removes.append(
+                    RemoveAction(
+                        a["path"], True, now, size=a["size_bytes"], partition_values=values
                     )
+                )
         if not adds and not removes:
             return table.version()
         table.create_write_transaction(

@@ -7,10 +7,11 @@ import gzip
 import itertools
 
 import orjson
+import pyarrow as pa
 import pytest
 
 from ab_pipelines.events import envelope, write_dump
-from ab_pipelines.events.landing import land_day
+from ab_pipelines.events.landing import LandingError, land_day
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
@@ -179,3 +180,54 @@ def test_no_files_is_an_empty_day(spark, home):
         "quarantined": 0,
         "duplicates": 0,
     }
+
+
+def test_relanding_a_day_whose_files_are_gone_is_refused(spark, home):
+    write_dump(
+        home.raw,
+        "exposures",
+        D1,
+        0,
+        0,
+        [envelope("exposures", 0, i, 1, "u", exposure(i, D1)) for i in range(3)],
+    )
+    lake = Lake(home)
+    land_day(spark, lake, home.raw, D1, KNOWN)
+    (home.raw / "exposures" / f"date={D1}" / "exposures+0+0.jsonl").unlink()
+    with pytest.raises(LandingError, match="now missing.*Restore them"):
+        land_day(spark, lake, home.raw, D1, KNOWN)
+    assert lake.read_arrow(BRONZE_EXPOSURES).num_rows == 3
+
+
+def test_within_a_day_kafka_order_wins_not_file_name_order(spark, home):
+    # the same event under offsets 999 and 1000: file "+1000" sorts first as text
+    write_dump(
+        home.raw, "exposures", D1, 1, 999, [envelope("exposures", 1, 999, 1, "u", exposure(1, D1))]
+    )
+    write_dump(
+        home.raw,
+        "exposures",
+        D1,
+        1,
+        1000,
+        [envelope("exposures", 1, 1000, 1, "u", exposure(1, D1))],
+    )
+    land_day(spark, Lake(home), home.raw, D1, KNOWN)
+    (row,) = Lake(home).read_arrow(BRONZE_EXPOSURES).to_pylist()
+    assert row["kafka_offset"] == 999
+
+
+def test_a_stale_ledger_of_a_later_day_is_repaired_by_a_rerun(spark, tmp_path):
+    lake = land(spark, tmp_path, "stale", [D2, D1])
+    good = snapshot(lake)
+    # a run that died between rewriting D2 in bronze and updating D2's ledger rows
+    ledger = lake.read_arrow(OPS_LANDED_FILES).to_pylist()
+    broken = [{**r, "landed": r["read"] - r["quarantined"], "duplicates": 0} for r in ledger]
+    lake.write_arrow(
+        OPS_LANDED_FILES,
+        pa.Table.from_pylist(broken, schema=OPS_LANDED_FILES.schema),
+        overwrite_all=True,
+    )
+    assert snapshot(lake) != good
+    land_day(spark, lake, lake.home.raw, D1, KNOWN)
+    assert snapshot(lake) == good

@@ -201,3 +201,44 @@ def test_reason_codes_are_the_contracts_closed_set():
         "too_large",
         "corrupt_file",
     }
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        (env(exposure(), timestamp=10**16), "bad_envelope"),
+        (env(exposure(), offset=2**64 - 1), "bad_envelope"),
+        (env(exposure(), partition=2**31), "bad_envelope"),
+        (env(exposure(), offset=-1), "bad_envelope"),
+        (env(exposure(config_version=2**63)), "wrong_type"),
+    ],
+)
+def test_integers_that_do_not_fit_are_quarantined_not_crashing(line, expected):
+    assert reason(line) == expected
+
+
+def _gz_rows(data: bytes):
+    return pa.Table.from_batches(
+        list(parse_dump_file(data, "exposures/date=2026-11-02/f.jsonl.gz", "exposures", DAY, KNOWN))
+    ).to_pylist()
+
+
+def test_a_flipped_byte_in_the_middle_keeps_the_lines_before_it():
+    body = b"".join(env(exposure(event_id=f"e{i}")) + b"\n" for i in range(3000))
+    data = bytearray(gzip.compress(body))
+    data[len(data) // 2] ^= 0xFF
+    rows = _gz_rows(bytes(data))
+    assert rows[-1]["reason"] == "corrupt_file"
+    good = [r for r in rows if r["status"] == "ok"]
+    assert len(good) > 500 and len(rows) == len(good) + 1 + sum(
+        r["status"] == "quarantined" and r["reason"] != "corrupt_file" for r in rows
+    )
+
+
+def test_a_bad_checksum_keeps_every_line_and_flags_the_file():
+    body = b"".join(env(exposure(event_id=f"e{i}")) + b"\n" for i in range(100))
+    data = bytearray(gzip.compress(body))
+    data[-8] ^= 0xFF  # the CRC32 of the trailer
+    rows = _gz_rows(bytes(data))
+    assert [r["status"] for r in rows[:-1]] == ["ok"] * 100
+    assert rows[-1]["reason"] == "corrupt_file" and rows[-1]["source_line"] == 101

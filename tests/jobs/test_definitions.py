@@ -90,8 +90,15 @@ def test_a_range_lands_in_one_dagster_run_and_a_rerun_changes_nothing(home, spar
 
     assert run_days(home, D2, D2)  # one partition, again
     assert sorted(map(str, lake.read_arrow(BRONZE_EXPOSURES).to_pylist())) == first
-    mats = instance.fetch_materializations(
-        __import__("dagster").AssetKey(["bronze", "exposures"]), limit=10
-    ).records
-    meta = mats[0].asset_materialization.metadata
-    assert meta["read"].value == 6 and meta["landed"].value == 4 and meta["duplicates"].value == 1
+    from dagster import AssetKey
+
+    def last_meta(*key):
+        (rec,) = instance.fetch_materializations(AssetKey(list(key)), limit=1).records
+        return rec.asset_materialization.metadata
+
+    assert last_meta("bronze", "exposures")["landed"].value == 4
+    assert last_meta("bronze", "exposures")["dagster/row_count"].value == 4
+    assert "preview" in last_meta("bronze", "exposures")
+    assert last_meta("bronze", "quarantine")["quarantined_by_reason"].value == {"bad_json": 1}
+    ledger_meta = last_meta("ops", "landed_files")
+    assert (ledger_meta["read"].value, ledger_meta["duplicates"].value) == (6, 1)
