@@ -150,11 +150,9 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
     )
     if not result.success:
         for ev in result.all_events:
-            if ev.is_failure and ev.step_failure_data is not None:
-                err = ev.step_failure_data.error
-                click.echo(
-                    f"step {ev.step_key} failed: {err.message.strip() if err else ''}", err=True
-                )
+            if ev.is_step_failure and ev.step_failure_data.error is not None:
+                msg = ev.step_failure_data.error.message.strip()
+                click.echo(f"step {ev.step_key} failed: {msg}", err=True)
     return result.success
 
 

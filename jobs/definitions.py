@@ -1,34 +1,65 @@
-"""The Definitions object `dagster dev` loads (workspace.yaml): assets, jobs, schedules, resources."""
+"""The Definitions object `dagster dev` loads (workspace.yaml): assets, jobs, schedules, sensors."""
 
-from __future__ import annotations
+import datetime as dt
+import os
 
 from dagster import (
     AssetSelection,
     Definitions,
+    build_last_update_freshness_checks,
     build_schedule_from_partitioned_job,
+    build_sensor_for_freshness_checks,
     define_asset_job,
 )
 
+from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS
+from assets.common import asset_key
 from assets.landing import land_raw_dumps, raw_topics
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
+from assets.traffic import exposure_counts
+from jobs.maintenance import maintain_tables, maintenance_schedule
+from jobs.sensors import new_dump_files
 
-__all__ = ["daily_job", "defs"]
+__all__ = ["daily_job", "defs", "land_stream_job"]
 
 # Everything the platform materializes for a day; later stages join this selection.
 daily_job = define_asset_job(
     "daily",
-    selection=AssetSelection.assets(land_raw_dumps),
+    selection=AssetSelection.assets(land_raw_dumps, exposure_counts),
     partitions_def=daily_partitions,
     description="Land, check and analyze one day (or a range, in one run).",
+)
+
+# The streaming path: only the landing step (and its checks), only files not landed yet.
+land_stream_job = define_asset_job(
+    "land_stream",
+    selection=AssetSelection.assets(land_raw_dumps),
+    partitions_def=daily_partitions,
+    config={"ops": {"land_raw_dumps": {"config": {"new_files_only": True}}}},
+    description="Land the new dump files of one arrival day (requested by the new_dump_files sensor).",
 )
 
 # At 00:30 UTC, the day that just ended (its dumps are complete).
 daily_schedule = build_schedule_from_partitioned_job(daily_job, hour_of_day=0, minute_of_hour=30)
 
+# No new dumps (raw) or no new landing (bronze) for this long is a failed check.
+FRESHNESS_HOURS = float(os.environ.get("ABP_FRESHNESS_HOURS", "26"))
+freshness_checks = build_last_update_freshness_checks(
+    assets=[
+        *(s.key for s in raw_topics),
+        asset_key(BRONZE_EXPOSURES),
+        asset_key(BRONZE_METRIC_EVENTS),
+    ],
+    lower_bound_delta=dt.timedelta(hours=FRESHNESS_HOURS),
+)
+freshness_sensor = build_sensor_for_freshness_checks(freshness_checks=freshness_checks)
+
 defs = Definitions(
-    assets=[*raw_topics, land_raw_dumps],
-    jobs=[daily_job],
-    schedules=[daily_schedule],
+    assets=[*raw_topics, land_raw_dumps, exposure_counts],
+    asset_checks=freshness_checks,
+    jobs=[daily_job, land_stream_job, maintain_tables],
+    schedules=[daily_schedule, maintenance_schedule],
+    sensors=[new_dump_files, freshness_sensor],
     resources={"lake": LakeResource()},
 )

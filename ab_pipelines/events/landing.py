@@ -3,9 +3,11 @@
 1. The day's files are parsed in Spark executors (``mapInArrow``, one task per few files) by
    :func:`parse_dump_file`, which checks bytes and lines itself: every line becomes one row, a
    landing candidate or a quarantined line with its reason code.
+   A day is landed whole (its partitions replaced) or, on the streaming path, file by file
+   (only files not yet in ``ops.landed_files``, appended).
 2. Candidates are deduplicated against each other and against the bronze rows of the arrival days
    within ``DEDUPE_WINDOW_DAYS`` on both sides: by (topic, partition, offset), then by ``event_id``.
-   The copy that arrived first wins (earliest arrival day, then file, then line), so the tables do
+   The copy that arrived first wins (earliest arrival day, then Kafka order), so the tables do
    not depend on the order in which days are landed or re-landed. When a re-landed earlier day
    wins over a copy already landed on a later day, that later partition is rewritten in the same
    transaction.
@@ -83,6 +85,7 @@ class LandingReport:
     by_reason: dict[str, int] = field(default_factory=dict)
     rewritten_days: list[dt.date] = field(default_factory=list)
     versions: dict[str, int] = field(default_factory=dict)
+    mode: str = "whole day"
 
     def total(self, name: str) -> int:
         return sum(getattr(f, name) for f in self.files)
@@ -119,15 +122,37 @@ def _dedupe(df):
 
 
 def land_day(
-    spark, lake: Lake, raw: Path, day: dt.date, known_variants: Mapping[str, frozenset[str]]
+    spark,
+    lake: Lake,
+    raw: Path,
+    day: dt.date,
+    known_variants: Mapping[str, frozenset[str]],
+    new_files_only: bool = False,
 ) -> LandingReport:
-    """Land every dump file of arrival day ``day`` into bronze; idempotent. See module docstring."""
+    """Land the dump files of arrival day ``day`` into bronze; idempotent. See module docstring.
+
+    By default the whole day is (re)landed: its partitions are replaced. With ``new_files_only``
+    (the streaming path) only files not yet in ``ops.landed_files`` are landed and appended; if a
+    run died after committing some of them, the whole day is re-landed instead, so nothing doubles.
+    """
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 
-    files = list_day_files(raw, day)
-    _refuse_missing_files(lake, day, files)
+    all_files = list_day_files(raw, day)
+    ledger_files = _refuse_missing_files(lake, day, all_files)
     report = LandingReport(day=day)
+    if new_files_only:
+        on_day = pc.field("arrival_date") == pa.scalar(day, pa.date32())
+        seen = set(_landed_per_file(lake, [day])) | set(
+            lake.read_arrow(BRONZE_QUARANTINE, filter=on_day, columns=["source_file"])
+            .column("source_file")
+            .to_pylist()
+        )
+        new_files_only = seen <= ledger_files  # rows of unledgered files: a run died midway
+    files = [f for f in all_files if f.rel not in ledger_files] if new_files_only else all_files
+    report.mode = "new files" if new_files_only else "whole day"
+    if new_files_only and not files:
+        return report
     counts = {f.rel: FileCounts(f.rel, f.topic, f.size) for f in files}
     day_part = [{"arrival_date": day.isoformat()}]
 
@@ -160,10 +185,12 @@ def land_day(
                 raise LandingError(f"{r['source_file']}: {r['n']} rows for {r['last_line']} lines")
             counts[r["source_file"]].read = r["n"]
 
+        # Whole-day mode replaces the day, so it compares with the other days only; the
+        # streaming mode appends, so the day's own rows are compared too.
         window = [
             day + dt.timedelta(days=k)
             for k in range(-DEDUPE_WINDOW_DAYS, DEDUPE_WINDOW_DAYS + 1)
-            if k
+            if k or new_files_only
         ]
         for topic, spec in TOPIC_TABLES.items():
             cand = parsed.filter((F.col("status") == "ok") & (F.col("topic") == topic))
@@ -180,7 +207,7 @@ def land_day(
             try:
                 for r in kept.filter(F.col("_new")).groupBy("source_file").count().collect():
                     counts[r["source_file"]].landed = r["count"]  # checked against the commit below
-                # Rows of other days that lost to a copy of this day: their partitions are rewritten.
+                # Days whose landed rows lost to a copy from these files: their partitions are rewritten.
                 lost = (
                     existing.select("arrival_date", "source_file", "source_line")
                     .join(
@@ -194,17 +221,19 @@ def land_day(
                 )
                 rewritten = sorted({r["arrival_date"] for r in lost})
                 to_write = kept.filter(F.col("_new") | F.col("arrival_date").isin(rewritten))
-                replace = day_part + [{"arrival_date": d.isoformat()} for d in rewritten]
+                replace = ([] if new_files_only else day_part) + [
+                    {"arrival_date": d.isoformat()} for d in rewritten
+                ]
                 report.versions[spec.qualified] = write_spark(
                     lake, spec, to_write.drop("_new"), replace=replace
                 )
             finally:
                 kept.unpersist()
-            report.rewritten_days = sorted(set(report.rewritten_days) | set(rewritten))
+            report.rewritten_days = sorted(set(report.rewritten_days) | set(rewritten) - {day})
 
         quarantine = parsed.filter(F.col("status") == "quarantined")
         report.versions[BRONZE_QUARANTINE.qualified] = write_spark(
-            lake, BRONZE_QUARANTINE, quarantine, replace=day_part
+            lake, BRONZE_QUARANTINE, quarantine, replace=None if new_files_only else day_part
         )
     finally:
         parsed.unpersist()
@@ -217,12 +246,21 @@ def land_day(
     ledger = pa.Table.from_pylist(
         [{**c.__dict__, "arrival_date": day} for c in report.files], schema=OPS_LANDED_FILES.schema
     )
-    report.versions[OPS_LANDED_FILES.qualified] = lake.write_arrow(
-        OPS_LANDED_FILES, ledger, replace=day_part
+    if new_files_only:
+        report.versions[OPS_LANDED_FILES.qualified] = lake.write_arrow(OPS_LANDED_FILES, ledger)
+    else:
+        report.versions[OPS_LANDED_FILES.qualified] = lake.write_arrow(
+            OPS_LANDED_FILES, ledger, replace=day_part
+        )
+    # Other days may have lost rows to these copies (now, or in a run that died before its
+    # ledger update): recount their ledger rows from bronze, so a re-run repairs them.
+    _reconcile_ledger(
+        lake,
+        [
+            day + dt.timedelta(days=k)
+            for k in range(0 if new_files_only else 1, DEDUPE_WINDOW_DAYS + 1)
+        ],
     )
-    # Later days may have lost rows to this day's copies (now, or in a run that died before
-    # its ledger update): recount their ledger rows from bronze, so a re-run repairs them.
-    _reconcile_ledger(lake, [day + dt.timedelta(days=k) for k in range(1, DEDUPE_WINDOW_DAYS + 1)])
     return report
 
 
@@ -236,8 +274,11 @@ def _landed_per_file(lake: Lake, days: list[dt.date]) -> Counter:
     return landed
 
 
-def _refuse_missing_files(lake: Lake, day: dt.date, files) -> None:
-    """Re-landing a day whose landed files are gone or changed would silently drop rows: refuse."""
+def _refuse_missing_files(lake: Lake, day: dt.date, files) -> set[str]:
+    """The files already landed for ``day``; refuse if any is now gone or changed.
+
+    Re-landing a day whose landed files are gone or changed would silently drop rows.
+    """
     on_day = pc.field("arrival_date") == pa.scalar(day, pa.date32())
     before = lake.read_arrow(OPS_LANDED_FILES, filter=on_day, columns=["source_file", "bytes"])
     now = {f.rel: f.size for f in files}
@@ -253,6 +294,7 @@ def _refuse_missing_files(lake: Lake, day: dt.date, files) -> None:
             + "; ".join(bad)
             + ". Restore them in raw/ before re-landing; landing never drops landed rows."
         )
+    return set(before.column("source_file").to_pylist())
 
 
 def _check_committed(
@@ -266,8 +308,9 @@ def _check_committed(
     landed = _landed_per_file(lake, [day])
     on_day = pc.field("arrival_date") == pa.scalar(day, pa.date32())
     q = lake.read_arrow(BRONZE_QUARANTINE, filter=on_day, columns=["source_file", "reason"])
-    quarantined = Counter(q.column("source_file").to_pylist())
-    report.by_reason = dict(sorted(Counter(q.column("reason").to_pylist()).items()))
+    mine = [r for r in q.to_pylist() if r["source_file"] in counts]
+    quarantined = Counter(r["source_file"] for r in mine)
+    report.by_reason = dict(sorted(Counter(r["reason"] for r in mine).items()))
     bad = []
     for c in counts.values():
         if landed[c.source_file] != c.landed:

@@ -29,7 +29,19 @@ from deltalake.transaction import AddAction, RemoveAction, create_table_with_add
 from ab_pipelines.lake.tables import TableSpec
 from ab_pipelines.settings import Paths
 
-__all__ = ["Lake", "partition_value"]
+__all__ = ["TIME_TRAVEL_DAYS", "Lake", "partition_value", "retention_properties"]
+
+# Any version younger than this can be read back; vacuum and log cleanup keep exactly that long.
+TIME_TRAVEL_DAYS = int(os.environ.get("ABP_TIME_TRAVEL_DAYS", "30"))
+
+
+def retention_properties(days: int = TIME_TRAVEL_DAYS) -> dict[str, str]:
+    """The Delta table properties that make vacuum and log cleanup honour the time-travel promise."""
+    return {
+        "delta.deletedFileRetentionDuration": f"interval {days} days",
+        "delta.logRetentionDuration": f"interval {days} days",
+    }
+
 
 PartitionValues = Mapping[str, str]
 
@@ -259,6 +271,7 @@ class Lake:
                 partition_by=list(spec.partition_by) or None,
                 name=spec.qualified,
                 description=spec.description,
+                configuration=retention_properties(),
             )
             return self.table(spec).version()
         table = self.table(spec)

@@ -122,9 +122,53 @@ OPS_LANDED_FILES = TableSpec(
     description="One row per landed dump file: read = landed + quarantined + duplicates.",
 )
 
+OPS_DQ_RESULTS = TableSpec(
+    "ops",
+    "dq_results",
+    pa.schema(
+        [
+            ("table", pa.string()),
+            ("check", pa.string()),
+            ("passed", pa.bool_()),
+            ("observed", pa.string()),
+            ("sample", pa.string()),
+            ("description", pa.string()),
+            ("checked_at", pa.timestamp("us", tz="UTC")),
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("day", "table", "check"),
+    description="Every data-quality check result: day, table, check, passed, observed value, sample rows.",
+)
+SILVER_EXPOSURE_COUNTS = TableSpec(
+    "silver",
+    "exposure_counts",
+    pa.schema(
+        [
+            ("event_date", pa.date32()),
+            ("experiment_id", pa.string()),
+            ("variant", pa.string()),
+            ("exposures", pa.int64()),
+            ("units", pa.int64()),
+            ("arrival_date", pa.date32()),
+        ]
+    ),
+    partition_by=("arrival_date",),
+    keys=("event_date", "experiment_id", "variant"),
+    description="Exposure events and distinct users per event day, experiment and variant, by arrival day.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.qualified: t
-    for t in (BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, BRONZE_QUARANTINE, OPS_LANDED_FILES)
+    for t in (
+        BRONZE_EXPOSURES,
+        BRONZE_METRIC_EVENTS,
+        BRONZE_QUARANTINE,
+        OPS_LANDED_FILES,
+        OPS_DQ_RESULTS,
+        SILVER_EXPOSURE_COUNTS,
+    )
 }
 
 

@@ -231,3 +231,51 @@ def test_a_stale_ledger_of_a_later_day_is_repaired_by_a_rerun(spark, tmp_path):
     assert snapshot(lake) != good
     land_day(spark, lake, lake.home.raw, D1, KNOWN)
     assert snapshot(lake) == good
+
+
+def test_streaming_files_one_by_one_equals_landing_the_whole_day(spark, tmp_path):
+    reference = snapshot(land(spark, tmp_path, "whole", [D1, D2, D3]))
+    home = paths(tmp_path / "stream")
+    write_three_days(home.raw)
+    lake = Lake(home)
+    land_day(spark, lake, home.raw, D1, KNOWN)
+    # D2's files arrive one at a time; the streaming path lands only what is new
+    d2 = sorted((home.raw / "exposures" / f"date={D2}").iterdir()) + sorted(
+        (home.raw / "metric_events" / f"date={D2}").iterdir()
+    )
+    hidden = {f: f.with_name("." + f.name) for f in d2}
+    for f, h in hidden.items():
+        f.rename(h)
+    for f, h in hidden.items():
+        h.rename(f)
+        report = land_day(spark, lake, home.raw, D2, KNOWN, new_files_only=True)
+        assert report.mode == "new files" and [x.source_file for x in report.files] == [
+            f.relative_to(home.raw).as_posix()
+        ]
+    again = land_day(spark, lake, home.raw, D2, KNOWN, new_files_only=True)
+    assert again.files == []  # nothing new: nothing landed twice
+    land_day(spark, lake, home.raw, D3, KNOWN, new_files_only=True)
+    assert snapshot(lake) == reference
+
+
+def test_streaming_after_a_run_that_died_midway_relands_the_whole_day(spark, home):
+    write_dump(
+        home.raw,
+        "exposures",
+        D1,
+        0,
+        0,
+        [envelope("exposures", 0, i, 1, "u", exposure(i, D1)) for i in range(3)],
+    )
+    lake = Lake(home)
+    land_day(spark, lake, home.raw, D1, KNOWN)
+    # the ledger commit never happened
+    lake.write_arrow(
+        OPS_LANDED_FILES,
+        OPS_LANDED_FILES.schema.empty_table(),
+        replace=[{"arrival_date": D1.isoformat()}],
+    )
+    report = land_day(spark, lake, home.raw, D1, KNOWN, new_files_only=True)
+    assert report.mode == "whole day"
+    assert lake.read_arrow(BRONZE_EXPOSURES).num_rows == 3
+    assert [(f.read, f.landed, f.duplicates) for f in report.files] == [(3, 3, 0)]

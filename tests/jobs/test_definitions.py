@@ -102,3 +102,102 @@ def test_a_range_lands_in_one_dagster_run_and_a_rerun_changes_nothing(home, spar
     assert last_meta("bronze", "quarantine")["quarantined_by_reason"].value == {"bad_json": 1}
     ledger_meta = last_meta("ops", "landed_files")
     assert (ledger_meta["read"].value, ledger_meta["duplicates"].value) == (6, 1)
+
+
+def write_exposures(raw, day: dt.date, n: int) -> None:
+    base = (day - D1).days * 1000
+    write_dump(
+        raw,
+        "exposures",
+        day,
+        0,
+        base,
+        [
+            envelope(
+                "exposures",
+                0,
+                base + i,
+                1,
+                f"user-{i}",
+                {
+                    "event_id": f"e{base + i}",
+                    "user_id": f"user-{i}",
+                    "experiment_id": "checkout_cta",
+                    "variant": "control" if i % 2 else "treatment",
+                    "ts": f"{day}T10:00:00Z",
+                },
+            )
+            for i in range(n)
+        ],
+    )
+
+
+@pytest.mark.spark
+@pytest.mark.dagster
+def test_a_failed_blocking_check_stops_the_downstream_asset(home, spark):
+    from dagster import AssetCheckKey, AssetKey, DagsterInstance
+
+    from ab_pipelines.lake.tables import OPS_DQ_RESULTS, SILVER_EXPOSURE_COUNTS
+
+    days = [D1 + dt.timedelta(days=k) for k in range(4)]
+    for day in days[:3]:
+        write_exposures(home.raw, day, 40)
+    write_exposures(home.raw, days[3], 4)  # a producer that broke: a tenth of the usual volume
+    assert run_days(home, days[0], days[2])
+    lake = Lake(home)
+    assert {r["arrival_date"] for r in lake.read_arrow(SILVER_EXPOSURE_COUNTS).to_pylist()} == set(
+        days[:3]
+    )
+
+    run_days(home, days[3], days[3])
+    # bronze landed the day (nothing is lost), but the blocked silver asset did not run for it
+    assert lake.read_arrow(BRONZE_EXPOSURES).num_rows == 124
+    assert days[3] not in {
+        r["arrival_date"] for r in lake.read_arrow(SILVER_EXPOSURE_COUNTS).to_pylist()
+    }
+    dq = {
+        (r["day"], r["table"], r["check"]): r for r in lake.read_arrow(OPS_DQ_RESULTS).to_pylist()
+    }
+    failed = dq[(days[3], "bronze.exposures", "volume_in_band")]
+    assert failed["passed"] is False and '"table_row_count_to_be_between":4' in failed["observed"]
+    assert dq[(days[2], "bronze.exposures", "volume_in_band")]["passed"] is True
+
+    instance = DagsterInstance.get()
+    check_key = AssetCheckKey(AssetKey(["bronze", "exposures"]), "volume_in_band")
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key([check_key])[
+        check_key
+    ]
+    assert latest.event.dagster_event.event_specific_data.passed is False
+    mats = instance.fetch_materializations(
+        AssetKey(["silver", "exposure_counts"]), limit=10
+    ).records
+    assert {m.partition_key for m in mats} == {d.isoformat() for d in days[:3]}
+    # a failed check is not a transient failure: the step is not retried
+    last_run = instance.get_runs(limit=1)[0]
+    kinds = [
+        e.dagster_event.event_type_value
+        for e in instance.all_logs(last_run.run_id)
+        if e.dagster_event
+    ]
+    assert (
+        "STEP_FAILURE" in kinds
+        and "STEP_UP_FOR_RETRY" not in kinds
+        and "STEP_RESTARTED" not in kinds
+    )
+
+
+@pytest.mark.spark
+@pytest.mark.dagster
+def test_errors_in_the_data_fail_at_once_without_retries(home, spark):
+    from dagster import DagsterInstance
+
+    write_day(home.raw, D1, 0)
+    assert run_days(home, D1, D1)
+    next((home.raw / "exposures" / f"date={D1}").iterdir()).unlink()
+    assert not run_days(home, D1, D1)
+    last_run = DagsterInstance.get().get_runs(limit=1)[0]
+    events = [e for e in DagsterInstance.get().all_logs(last_run.run_id) if e.dagster_event]
+    kinds = [e.dagster_event.event_type_value for e in events]
+    assert kinds.count("STEP_FAILURE") == 1 and "STEP_UP_FOR_RETRY" not in kinds
+    failure = next(e for e in events if e.dagster_event.event_type_value == "STEP_FAILURE")
+    assert "now missing" in failure.dagster_event.step_failure_data.user_failure_data.description

@@ -1,0 +1,79 @@
+"""Table maintenance: compact small files, checkpoint the log, vacuum what time travel no longer needs.
+
+The promise: any version of a table younger than ``TIME_TRAVEL_DAYS`` can be read
+(``Lake.read_arrow(spec, version=N)``). Vacuum and log cleanup therefore keep exactly that long:
+both retentions are table properties (``delta.deletedFileRetentionDuration``,
+``delta.logRetentionDuration``) set to the same number of days.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import time
+from dataclasses import dataclass
+
+from ab_pipelines.lake.delta import TIME_TRAVEL_DAYS, Lake, retention_properties
+from ab_pipelines.lake.tables import TableSpec
+
+__all__ = ["MaintenanceReport", "maintain_table"]
+
+STAGING_GRACE = dt.timedelta(days=1)  # a staging folder older than this belongs to a dead run
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    table: str
+    version_before: int
+    version_after: int
+    files_before: int
+    files_after: int
+    files_vacuumed: int
+    staging_removed: int
+
+
+def maintain_table(
+    lake: Lake, spec: TableSpec, retention_days: int = TIME_TRAVEL_DAYS
+) -> MaintenanceReport | None:
+    """Compact, checkpoint, clean the log and vacuum one table; None if it does not exist yet."""
+    if not lake.exists(spec):
+        return None
+    table = lake.table(spec)
+    version_before, files_before = table.version(), len(table.file_uris())
+    wanted = retention_properties(retention_days)
+    if any(table.metadata().configuration.get(k) != v for k, v in wanted.items()):
+        table.alter.set_table_properties(wanted, raise_if_not_exists=False)
+    table.optimize.compact(target_size=128 * 1024 * 1024)
+    table = lake.table(spec)
+    table.create_checkpoint()
+    table.cleanup_metadata()
+    vacuumed = table.vacuum(
+        retention_hours=retention_days * 24,
+        dry_run=False,
+        enforce_retention_duration=False,
+        full=True,
+    )
+    table = lake.table(spec)
+    return MaintenanceReport(
+        table=spec.qualified,
+        version_before=version_before,
+        version_after=table.version(),
+        files_before=files_before,
+        files_after=len(table.file_uris()),
+        files_vacuumed=len(vacuumed),
+        staging_removed=_remove_dead_staging(lake, spec),
+    )
+
+
+def _remove_dead_staging(lake: Lake, spec: TableSpec) -> int:
+    """Staging folders of runs that died (vacuum skips folders starting with '_')."""
+    root = lake.path(spec) / "_staging"
+    if not root.is_dir():
+        return 0
+    cutoff = time.time() - STAGING_GRACE.total_seconds()
+    removed = 0
+    for d in root.iterdir():
+        if d.stat().st_mtime < cutoff:
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed

@@ -1,0 +1,115 @@
+"""The streaming path: a sensor that notices new dump files and requests a landing run for their day.
+
+The sensor only looks (the 60-second sensor limit): it stats the raw folders, compares each
+changed day's files with ops.landed_files, and asks for a `land_stream` run of that arrival day.
+The run lands only the files not yet landed, with the same exactly-once rules as the daily run.
+It also records, as an observation of raw/<topic>, when the newest dump arrived, which the
+freshness checks read.
+"""
+
+import datetime as dt
+import hashlib
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    DefaultSensorStatus,
+    MetadataValue,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from ab_pipelines.events.dumps import list_day_files
+from ab_pipelines.lake import Lake
+from ab_pipelines.lake.tables import OPS_LANDED_FILES
+from ab_pipelines.settings import paths
+from assets.partitions import daily_partitions
+
+__all__ = ["changed_days", "new_dump_files"]
+
+SENSOR_INTERVAL_SECONDS = 30
+_SLACK_SECONDS = 5.0  # a folder touched this close to the last look is looked at again
+
+
+def changed_days(raw, since: float) -> tuple[dict[str, dict[dt.date, float]], float]:
+    """Per topic, the arrival-day folders modified after ``since``, and the newest mtime seen."""
+    out: dict[str, dict[dt.date, float]] = {}
+    newest = since
+    if not raw.is_dir():
+        return out, newest
+    for topic_dir in raw.iterdir():
+        if not topic_dir.is_dir() or topic_dir.name.startswith(("_", ".")):
+            continue
+        for day_dir in topic_dir.glob("date=*"):
+            mtime = day_dir.stat().st_mtime
+            if mtime <= since:
+                continue
+            try:
+                day = dt.date.fromisoformat(day_dir.name.removeprefix("date="))
+            except ValueError:
+                continue
+            out.setdefault(topic_dir.name, {})[day] = mtime
+            newest = max(newest, mtime)
+    return out, newest
+
+
+@sensor(
+    job_name="land_stream",
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Requests a landing run for every arrival day with dump files not yet landed.",
+)
+def new_dump_files(context: SensorEvaluationContext):
+    home = paths()
+    state = json.loads(context.cursor) if context.cursor else {"since": 0.0}
+    changed, newest = changed_days(home.raw, state["since"] - _SLACK_SECONDS)
+    if not changed:
+        return SkipReason("no dump folder changed")
+    lake = Lake(home)
+    valid = set(daily_partitions.get_partition_keys())
+    requests, observations = [], []
+    for day in sorted({d for days in changed.values() for d in days}):
+        if day.isoformat() not in valid:
+            context.log.warning(f"dumps of {day} are outside the daily partitions; not landed")
+            continue
+        on_day = pc.field("arrival_date") == pa.scalar(day, pa.date32())
+        landed = set(
+            lake.read_arrow(OPS_LANDED_FILES, filter=on_day, columns=["source_file"])
+            .column("source_file")
+            .to_pylist()
+        )
+        new = sorted(
+            f"{f.rel}:{f.size}" for f in list_day_files(home.raw, day) if f.rel not in landed
+        )
+        if new:
+            key = hashlib.sha256("\n".join(new).encode()).hexdigest()[:16]
+            requests.append(
+                RunRequest(
+                    run_key=f"{day}:{key}",
+                    partition_key=day.isoformat(),
+                    tags={"abp/trigger": "new_dump_files", "abp/new_files": str(len(new))},
+                )
+            )
+    for topic, days in changed.items():
+        if topic in ("exposures", "metric_events"):
+            last = max(days.values())
+            observations.append(
+                AssetObservation(
+                    asset_key=AssetKey(["raw", topic]),
+                    metadata={
+                        "dagster/last_updated_timestamp": MetadataValue.timestamp(last),
+                        "latest_arrival_day": MetadataValue.text(max(days).isoformat()),
+                    },
+                )
+            )
+    return SensorResult(
+        run_requests=requests,
+        asset_events=observations,
+        cursor=json.dumps({"since": newest}),
+    )
