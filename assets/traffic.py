@@ -7,7 +7,8 @@ from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, as
 import ab_pipelines.events.traffic
 from ab_pipelines.events.traffic import count_exposures
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, SILVER_EXPOSURE_COUNTS
-from assets.common import OWNER, SPARK_RETRY, asset_key, code_version
+from ab_pipelines.quality import record_outcomes, run_checks
+from assets.common import OWNER, SPARK_RETRY, asset_key, check_results, check_specs, code_version
 from assets.metadata import table_metadata
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
@@ -26,6 +27,7 @@ __all__ = ["exposure_counts"]
     pool="spark",
     retry_policy=SPARK_RETRY,
     code_version=code_version(ab_pipelines.events.traffic),
+    check_specs=check_specs(SILVER_EXPOSURE_COUNTS),
     description=SILVER_EXPOSURE_COUNTS.description,
 )
 def exposure_counts(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
@@ -34,4 +36,9 @@ def exposure_counts(context: AssetExecutionContext, lake: LakeResource) -> Mater
     spark = lake.spark()
     rows = sum(count_exposures(spark, lake.lake, day) for day in days)
     context.log.info(f"{rows} exposure-count rows for {len(days)} arrival day(s)")
-    return MaterializeResult(metadata=table_metadata(lake.lake, SILVER_EXPOSURE_COUNTS, days))
+    outcomes = [o for day in days for o in run_checks(lake.lake, SILVER_EXPOSURE_COUNTS, day, {})]
+    record_outcomes(lake.lake, outcomes)
+    return MaterializeResult(
+        metadata=table_metadata(lake.lake, SILVER_EXPOSURE_COUNTS, days),
+        check_results=check_results(outcomes),
+    )

@@ -21,7 +21,12 @@ import pyarrow.compute as pc
 from ab_pipelines.events.parse import ts_window_for
 from ab_pipelines.events.schema import TOPICS
 from ab_pipelines.lake.delta import Lake
-from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, TableSpec
+from ab_pipelines.lake.tables import (
+    BRONZE_EXPOSURES,
+    BRONZE_METRIC_EVENTS,
+    SILVER_EXPOSURE_COUNTS,
+    TableSpec,
+)
 
 __all__ = ["CHECKS", "CheckOutcome", "VOLUME_BAND", "check_names", "run_checks"]
 
@@ -164,6 +169,18 @@ _COMMON = [
     ),
 ]
 
+
+def _counts_consistent(lake, spec, day, known):
+    gxe = _gxe()
+    return [
+        gxe.ExpectColumnValuesToBeBetween(column="units", min_value=1),
+        gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="exposures", column_B="units", or_equal=True
+        ),
+        gxe.ExpectCompoundColumnsToBeUnique(column_list=["event_date", "experiment_id", "variant"]),
+    ]
+
+
 CHECKS: dict[str, list[_Check]] = {
     BRONZE_EXPOSURES.qualified: [
         *_COMMON,
@@ -176,6 +193,13 @@ CHECKS: dict[str, list[_Check]] = {
     BRONZE_METRIC_EVENTS.qualified: [
         *_COMMON,
         _Check("values_finite", "Every metric value is a finite number.", _finite_values),
+    ],
+    SILVER_EXPOSURE_COUNTS.qualified: [
+        _Check(
+            "counts_consistent",
+            "At least one user per row, no more users than exposures, one row per key.",
+            _counts_consistent,
+        ),
     ],
 }
 
@@ -217,7 +241,9 @@ def run_checks(
     source = ctx.data_sources.add_or_update_pandas(name)
     batch_def = source.add_dataframe_asset("day").add_batch_definition_whole_dataframe("whole")
     batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
-    id_cols = [c for c in _ROW_ID if c in frame.columns]
+    id_cols = [c for c in _ROW_ID if c in frame.columns] or [
+        c for c in spec.keys if c in frame.columns
+    ]
     fmt = {
         "result_format": "SUMMARY",
         "partial_unexpected_count": SAMPLE_ROWS,

@@ -92,3 +92,18 @@ def test_dead_staging_folders_are_removed(home):
     fresh.mkdir()
     report = maintain_table(lake, OPS_LANDED_FILES)
     assert report.staging_removed == 1 and not dead.exists() and fresh.exists()
+
+
+def test_the_maintenance_job_runs_in_dagster(home):
+    from dagster import DagsterInstance
+
+    from jobs.definitions import defs
+
+    lake = Lake(home)
+    small_files_table(lake, 8)
+    before, v3 = content(lake), content(lake, 3)
+    with DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("maintain_tables").execute_in_process(instance=instance)
+    assert result.success
+    assert len(lake.table(OPS_LANDED_FILES).file_uris()) == 2
+    assert content(lake) == before and content(lake, 3) == v3

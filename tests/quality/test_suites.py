@@ -144,3 +144,26 @@ def test_results_are_recorded_and_a_rerun_replaces_them(home):
     record_outcomes(lake, run_checks(lake, BRONZE_EXPOSURES, D, KNOWN))
     rows = lake.read_arrow(OPS_DQ_RESULTS).to_pylist()
     assert len(rows) == 6 and all(r["passed"] for r in rows)
+
+
+def test_silver_counts_have_checks_too(home):
+    from ab_pipelines.lake.tables import SILVER_EXPOSURE_COUNTS
+
+    lake = Lake(home)
+    rows = [
+        {
+            "event_date": D,
+            "experiment_id": "checkout_cta",
+            "variant": v,
+            "exposures": e,
+            "units": u,
+            "arrival_date": D,
+        }
+        for v, e, u in (("control", 10, 8), ("treatment", 5, 7))
+    ]
+    lake.write_arrow(
+        SILVER_EXPOSURE_COUNTS, pa.Table.from_pylist(rows, schema=SILVER_EXPOSURE_COUNTS.schema)
+    )
+    (out,) = run_checks(lake, SILVER_EXPOSURE_COUNTS, D, {})
+    assert out.check == "counts_consistent" and not out.passed
+    assert out.sample[0]["variant"] == "treatment"
