@@ -240,10 +240,23 @@ def demo(days: int, users: int | None) -> None:
             raise UserError(f"landing {first}..{day} failed; see the messages above.")
         span = [first + dt.timedelta(days=k) for k in range((day - first).days + 1)]
         click.echo(landing_table(p, span, header=i == 0))
+    click.echo(_quality_line(p))
     click.echo(
         "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
         "runs and their metadata.\nThe analysts' dashboard ('make dashboard') arrives with the dashboard issue."
     )
+
+
+def _quality_line(p: Paths) -> str:
+    from ab_pipelines.lake import Lake
+    from ab_pipelines.lake.tables import OPS_DQ_RESULTS
+
+    rows = (
+        Lake(p).read_arrow(OPS_DQ_RESULTS, columns=["table", "check", "day", "passed"]).to_pylist()
+    )
+    failed = sorted(f"{r['day']} {r['table']}.{r['check']}" for r in rows if not r["passed"])
+    line = f"data-quality checks: {len(rows) - len(failed)} passed, {len(failed)} failed (ops.dq_results)"
+    return line + "".join(f"\n  failed: {f}" for f in failed)
 
 
 # ---- dagster ----------------------------------------------------------------------------------
