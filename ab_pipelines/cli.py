@@ -192,12 +192,114 @@ def run(date_: str | None, from_: str | None, to_: str | None) -> None:
         )
 
 
-# ---- validate ---------------------------------------------------------------------------------
+# ---- registry and config plane -------------------------------------------------------------
+def _problems(p: Paths) -> list[str]:
+    """Every registry problem, against the last published state when validation rules exist."""
+    from ab_pipelines.config import RegistryError, load_registry
+    from ab_pipelines.config.publish import published_state
+
+    try:
+        from ab_pipelines.config.validate import validate_registry
+    except ImportError:  # the registry rules are not there yet: parsing only
+        try:
+            load_registry()
+            return []
+        except RegistryError as exc:
+            return exc.problems
+    return [str(x) for x in validate_registry(None, published_state(p))]
+
+
 @main.command()
 def validate() -> None:
-    """Check that every experiment and metric file parses (full rules arrive with the registry issue)."""
+    """Validate the registry (every problem on one line: file, field, reason)."""
+    p = _home()
+    problems = _problems(p)
+    if problems:
+        for line in problems:
+            click.echo(line, err=True)
+        raise UserError(f"the registry has {len(problems)} problem(s); nothing can be published.")
     reg = _registry()
     click.echo(f"ok: {len(reg.experiments)} experiments, {len(reg.metrics)} metrics")
+
+
+@main.command()
+def publish() -> None:
+    """Compile the registry plus kills into the signed edge config; a new version only on change."""
+    from ab_pipelines.config.publish import PublishRefused
+    from ab_pipelines.config.publish import publish as do_publish
+
+    p = _home()
+    try:
+        result = do_publish(p, actor=os.environ.get("USER", "abp"))
+    except PublishRefused as exc:
+        for line in exc.problems:
+            click.echo(line, err=True)
+        raise UserError(
+            f"not published: the registry has {len(exc.problems)} problem(s); the last good config keeps serving."
+        ) from None
+    what = "published" if result.changed else "unchanged"
+    click.echo(
+        f"{what}: version {result.version} at {result.path} ({', '.join(result.experiments)})"
+    )
+
+
+@main.command()
+@click.argument("experiment")
+@click.option("--reason", required=True, help="Why (kept in ops.kills and ops.audit_log).")
+@click.option("--by", "by", required=True, help="Who (an email).")
+def kill(experiment: str, reason: str, by: str) -> None:
+    """Kill switch: everyone gets the baseline from the next config version; audited."""
+    from ab_pipelines.config.publish import kill as do_kill
+
+    p = _home()
+    try:
+        result = do_kill(p, experiment, reason, by)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(
+        f"killed {experiment}: config version {result.version} serves the baseline to everyone"
+    )
+
+
+@main.command()
+@click.argument("user_id")
+@click.argument("experiment", required=False)
+@click.option(
+    "--attr", "attrs", multiple=True, metavar="K=V", help="An attribute, e.g. --attr country=US."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the explanation as JSON.")
+def assign(user_id: str, experiment: str | None, attrs: tuple[str, ...], as_json: bool) -> None:
+    """What the SDK would return for USER_ID (and EXPERIMENT), and why."""
+    import json as _json
+
+    from ab_pipelines.assignment import Client
+
+    attributes = {}
+    for a in attrs:
+        k, sep, v = a.partition("=")
+        if not sep or not k:
+            raise UserError(f"--attr '{a}' is not key=value.")
+        attributes[k] = v
+    p = _home()
+    path = p.edge / "config.json"
+    if not path.exists():
+        raise UserError(f"no published config at {path}; run 'abp publish' first.")
+    client = Client.from_file(str(path))
+    ids = [experiment] if experiment else sorted(client.experiment_ids)
+    out = {e: client.explain(user_id, e, attributes=attributes) for e in ids}
+    if as_json:
+        click.echo(_json.dumps(out, indent=2, sort_keys=True, default=str))
+        return
+    for e, why in out.items():
+        detail = f"bucket {why.get('bucket')}"
+        if why.get("layer"):
+            detail = (
+                f"layer {why['layer']} bucket {why.get('layer_bucket')} in {why.get('layer_range')}, "
+                + detail
+            )
+        click.echo(
+            f"{e}: {why.get('variant')}  ({why.get('decided_by')}; {detail}; config v{why.get('config_version')})"
+        )
 
 
 # ---- demo -------------------------------------------------------------------------------------

@@ -15,14 +15,15 @@ from dagster import (
 
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS
 from assets.common import asset_key
+from assets.config_plane import edge_config
 from assets.landing import land_raw_dumps, raw_topics
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
 from assets.traffic import exposure_counts
 from jobs.maintenance import maintain_tables, maintenance_schedule
-from jobs.sensors import new_dump_files
+from jobs.sensors import new_dump_files, registry_changed
 
-__all__ = ["daily_job", "defs", "land_stream_job"]
+__all__ = ["daily_job", "defs", "land_stream_job", "publish_config_job"]
 
 # Everything the platform materializes for a day; later stages join this selection.
 daily_job = define_asset_job(
@@ -39,6 +40,13 @@ land_stream_job = define_asset_job(
     partitions_def=daily_partitions,
     config={"ops": {"land_raw_dumps": {"config": {"new_files_only": True}}}},
     description="Land the new dump files of one arrival day (requested by the new_dump_files sensor).",
+)
+
+# The config plane: compile, sign and serve the edge config (requested by registry_changed).
+publish_config_job = define_asset_job(
+    "publish_config",
+    selection=AssetSelection.assets(edge_config),
+    description="Validate the registry and publish the signed edge config (a new version only on change).",
 )
 
 # At 00:30 UTC, the day that just ended (its dumps are complete).
@@ -61,10 +69,10 @@ with warnings.catch_warnings():
     freshness_sensor = build_sensor_for_freshness_checks(freshness_checks=freshness_checks)
 
 defs = Definitions(
-    assets=[*raw_topics, land_raw_dumps, exposure_counts],
+    assets=[*raw_topics, land_raw_dumps, exposure_counts, edge_config],
     asset_checks=freshness_checks,
-    jobs=[daily_job, land_stream_job, maintain_tables],
+    jobs=[daily_job, land_stream_job, publish_config_job, maintain_tables],
     schedules=[daily_schedule, maintenance_schedule],
-    sensors=[new_dump_files, freshness_sensor],
+    sensors=[new_dump_files, registry_changed, freshness_sensor],
     resources={"lake": LakeResource()},
 )

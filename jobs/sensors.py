@@ -31,7 +31,7 @@ from ab_pipelines.lake.tables import OPS_LANDED_FILES
 from ab_pipelines.settings import paths
 from assets.partitions import daily_partitions
 
-__all__ = ["changed_days", "new_dump_files"]
+__all__ = ["changed_days", "new_dump_files", "registry_changed", "registry_fingerprint"]
 
 SENSOR_INTERVAL_SECONDS = 30
 _SLACK_SECONDS = 5.0  # a folder touched this close to the last look is looked at again
@@ -113,3 +113,30 @@ def new_dump_files(context: SensorEvaluationContext):
         asset_events=observations,
         cursor=json.dumps({"since": newest}),
     )
+
+
+def registry_fingerprint() -> str:
+    """A hash of the registry files and of the kills table's version: what publishing reads."""
+    from ab_pipelines.lake.tables import OPS_KILLS
+    from ab_pipelines.settings import registry_root
+
+    h = hashlib.sha256()
+    root = registry_root()
+    for folder in ("experiments", "metrics"):
+        for f in sorted((root / folder).glob("*.y*ml")):
+            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    h.update(str(Lake(paths()).version(OPS_KILLS)).encode())
+    return h.hexdigest()[:16]
+
+
+@sensor(
+    job_name="publish_config",
+    minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Republishes the edge config when the registry files (or the kills) change.",
+)
+def registry_changed(context: SensorEvaluationContext):
+    fingerprint = registry_fingerprint()
+    if fingerprint == context.cursor:
+        return SkipReason("registry unchanged")
+    return SensorResult(run_requests=[RunRequest(run_key=fingerprint)], cursor=fingerprint)

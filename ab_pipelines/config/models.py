@@ -16,13 +16,25 @@ __all__ = [
     "Guardrail",
     "Metric",
     "Variant",
+    "STATUSES",
+    "Status",
 ]
 
 Status = Literal["draft", "in_review", "approved", "running", "stopped"]
+STATUSES: tuple[str, ...] = (
+    "draft",
+    "in_review",
+    "approved",
+    "running",
+    "stopped",
+)  # lifecycle order
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+WEIGHT_TOLERANCE = 1e-9
 
 
 class Variant(_Model):
@@ -96,6 +108,28 @@ class Experiment(_Model):
         # `country: US` is read as `country: [US]`.
         if isinstance(v, dict):
             return {k: (x if isinstance(x, list) else [x]) for k, x in v.items()}
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _variants_split_traffic(cls, v: list[Variant]) -> list[Variant]:
+        # The SDK maps buckets onto cumulative weights, so these must hold for every loaded experiment.
+        if len(v) < 2:
+            raise ValueError(f"needs at least two variants, got {len(v)}")
+        ids = [x.id for x in v]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"variant ids must be unique; repeated: {', '.join(dupes)}")
+        total = sum(x.weight for x in v)
+        if abs(total - 1) > WEIGHT_TOLERANCE:
+            raise ValueError(f"weights sum to {total:.10g}, not 1")
+        return v
+
+    @field_validator("layer_range")
+    @classmethod
+    def _layer_range_inside_unit(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not 0 <= v[0] < v[1] <= 1:
+            raise ValueError(f"[{v[0]:g}, {v[1]:g}] must satisfy 0 <= lo < hi <= 1")
         return v
 
     @property

@@ -159,6 +159,36 @@ SILVER_EXPOSURE_COUNTS = TableSpec(
     description="Exposure events and distinct users per event day, experiment and variant, by arrival day.",
 )
 
+_TS = pa.timestamp("us", tz="UTC")
+OPS_KILLS = TableSpec(
+    "ops",
+    "kills",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("killed_at", _TS),
+            ("by", pa.string()),
+            ("reason", pa.string()),
+        ]
+    ),
+    keys=("experiment_id",),
+    description="Kill switch: who killed which experiment, when and why; publishing applies it on top of the registry.",
+)
+OPS_AUDIT_LOG = TableSpec(
+    "ops",
+    "audit_log",
+    pa.schema(
+        [
+            ("at", _TS),
+            ("actor", pa.string()),
+            ("action", pa.string()),
+            ("experiment_id", pa.string()),
+            ("detail", pa.string()),
+        ]
+    ),
+    description="Append-only audit trail of config-plane actions: publish, kill.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.qualified: t
     for t in (
@@ -168,6 +198,8 @@ TABLES: dict[str, TableSpec] = {
         OPS_LANDED_FILES,
         OPS_DQ_RESULTS,
         SILVER_EXPOSURE_COUNTS,
+        OPS_KILLS,
+        OPS_AUDIT_LOG,
     )
 }
 

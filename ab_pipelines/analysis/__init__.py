@@ -1,0 +1,1 @@
+"""Spark analysis: exposures to assignments, per-user metrics, sufficient statistics."""

@@ -1,0 +1,591 @@
+"""The assignment client: reads the signed edge config and answers "which variant?" locally.
+
+    from ab_pipelines.assignment import Client
+    client = Client.from_file("$ABP_HOME/edge/config.json", refresh_seconds=30)
+    client.assign("user-42", "checkout_cta", attributes={"country": "US"})   # variant id or None
+
+The rules, in order (CONTRACTS section 6, docs/edge-config.md):
+
+1. the experiment is not in the payload: None;
+2. the unit value is the user id when ``unit`` is ``user_id``, else ``attributes[unit]``; a
+   missing (None or empty) unit: None. Non-string values are compared and hashed as ``str(v)``;
+3. a forced override for the unit wins;
+4. ``killed`` returns the baseline, ``stopped`` its ``serve_variant`` (else the baseline);
+5. targeting: every targeted attribute must be given and ``str(value)`` be one of its values;
+6. a sticky store, when given, returns the unit's first variant (if still a variant);
+7. the hash: in a layer ``bucket(layer, unit)`` must be in ``layer_buckets``; then the variant whose
+   ``variant_buckets`` range holds ``bucket(salt, unit)``, or None;
+8. an exposure is logged once per (unit, experiment) per client, only on steps 6 and 7.
+
+A payload is refused (one error line on the ``ab_pipelines.sdk`` logger, last good config kept)
+when its signature, schema or version is wrong; the first load of ``from_*`` raises ConfigError.
+Importing this module pulls in no Spark, Dagster, pandas or pyarrow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ab_pipelines.assignment import signing
+from ab_pipelines.assignment.exposures import ExposureSink
+from ab_pipelines.assignment.hashing import BUCKETS, bucket, pick_variant
+from ab_pipelines.assignment.sticky import StickyStore
+
+__all__ = ["Client", "CompiledExperiment", "ConfigError", "EdgeConfig", "parse_payload"]
+
+log = logging.getLogger("ab_pipelines.sdk")
+
+PAYLOAD_SCHEMA = 1
+STATUSES = ("running", "stopped", "killed")
+
+# How a variant was decided; exposures are logged only for STICKY and HASH.
+OVERRIDE, KILLED, STOPPED, STICKY, HASH = "override", "killed", "stopped", "sticky", "hash"
+_EXPOSED_PATHS = (STICKY, HASH)
+
+
+class ConfigError(ValueError):
+    """An edge config that cannot be used: unreadable, not JSON, unsigned, bad schema or version."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledExperiment:
+    """One payload entry, precomputed at load so that ``assign`` does no parsing."""
+
+    id: str
+    status: str
+    salt: str
+    unit: str
+    by_user: bool
+    layer: str | None
+    layer_lo: int
+    layer_hi: int
+    variants: tuple[str, ...]
+    variant_set: frozenset[str]
+    ranges: tuple[tuple[int, int], ...]
+    targeting: tuple[tuple[str, frozenset[str]], ...]
+    overrides: Mapping[str, str]
+    fixed: str | None  # what killed/stopped serve; None while running
+
+    @property
+    def baseline(self) -> str:
+        return self.variants[0]
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    """A validated payload."""
+
+    version: int
+    content_sha: str
+    published_at: str | None
+    experiments: Mapping[str, CompiledExperiment]
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _bucket_pair(v: object, where: str) -> tuple[int, int]:
+    if not (isinstance(v, list | tuple) and len(v) == 2 and all(_is_int(x) for x in v)):
+        raise ConfigError(f"{where} must be a pair of integers")
+    lo, hi = v
+    if not 0 <= lo <= hi <= BUCKETS:
+        raise ConfigError(f"{where} [{lo}, {hi}] is not within [0, {BUCKETS}]")
+    return lo, hi
+
+
+def _str_list(v: object, where: str) -> list[str]:
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise ConfigError(f"{where} must be a list of strings")
+    return v
+
+
+def _compile_experiment(exp_id: str, e: object) -> CompiledExperiment:
+    where = f"experiments.{exp_id}"
+    if not isinstance(e, dict):
+        raise ConfigError(f"{where} must be an object")
+    missing = [
+        k
+        for k in (
+            "status",
+            "salt",
+            "unit",
+            "layer",
+            "layer_buckets",
+            "variants",
+            "variant_buckets",
+            "targeting",
+            "overrides",
+            "serve_variant",
+        )
+        if k not in e
+    ]
+    if missing:
+        raise ConfigError(f"{where} lacks field(s) {', '.join(missing)}")
+    status = e["status"]
+    if status not in STATUSES:
+        raise ConfigError(f"{where}.status {status!r} is not one of {', '.join(STATUSES)}")
+    for k in ("salt", "unit"):
+        if not isinstance(e[k], str) or not e[k]:
+            raise ConfigError(f"{where}.{k} must be a non-empty string")
+    variants = _str_list(e["variants"], f"{where}.variants")
+    if not variants or len(set(variants)) != len(variants) or "" in variants:
+        raise ConfigError(f"{where}.variants must be distinct non-empty strings, at least one")
+    layer = e["layer"]
+    if layer is None:
+        if e["layer_buckets"] is not None:
+            raise ConfigError(f"{where}.layer_buckets must be null outside a layer")
+        layer_lo, layer_hi = 0, BUCKETS
+    elif isinstance(layer, str) and layer:
+        layer_lo, layer_hi = _bucket_pair(e["layer_buckets"], f"{where}.layer_buckets")
+    else:
+        raise ConfigError(f"{where}.layer must be a non-empty string or null")
+    vb = e["variant_buckets"]
+    if not isinstance(vb, list) or len(vb) != len(variants):
+        raise ConfigError(f"{where}.variant_buckets must have one range per variant")
+    ranges = tuple(_bucket_pair(r, f"{where}.variant_buckets[{i}]") for i, r in enumerate(vb))
+    targeting = e["targeting"]
+    if not isinstance(targeting, dict):
+        raise ConfigError(f"{where}.targeting must be an object")
+    compiled_targeting = tuple(
+        (k, frozenset(_str_list(v, f"{where}.targeting.{k}"))) for k, v in targeting.items()
+    )
+    overrides = e["overrides"]
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}.overrides must be an object")
+    for unit, v in overrides.items():
+        if v not in variants:
+            raise ConfigError(f"{where}.overrides.{unit} {v!r} is not a variant")
+    serve = e["serve_variant"]
+    if serve is not None and serve not in variants:
+        raise ConfigError(f"{where}.serve_variant {serve!r} is not a variant")
+    # killed serves the baseline whatever serve_variant says; stopped its shipped variant
+    fixed = {"running": None, "killed": variants[0]}.get(status, serve or variants[0])
+    return CompiledExperiment(
+        id=exp_id,
+        status=status,
+        salt=e["salt"],
+        unit=e["unit"],
+        by_user=e["unit"] == "user_id",
+        layer=layer,
+        layer_lo=layer_lo,
+        layer_hi=layer_hi,
+        variants=tuple(variants),
+        variant_set=frozenset(variants),
+        ranges=ranges,
+        targeting=compiled_targeting,
+        overrides=dict(overrides),
+        fixed=fixed,
+    )
+
+
+def parse_payload(payload: object) -> EdgeConfig:
+    """Schema-check a payload (docs/edge-config.md, schema 1) and precompute it, or ConfigError."""
+    if not isinstance(payload, dict):
+        raise ConfigError("the payload is not a JSON object")
+    if payload.get("schema") != PAYLOAD_SCHEMA or not _is_int(payload.get("schema")):
+        raise ConfigError(f"schema {payload.get('schema')!r} is not {PAYLOAD_SCHEMA}")
+    version = payload.get("version")
+    if not _is_int(version) or version < 1:
+        raise ConfigError(f"version {version!r} is not an integer >= 1")
+    experiments = payload.get("experiments")
+    if not isinstance(experiments, dict):
+        raise ConfigError("experiments must be an object")
+    sha = payload.get("content_sha")
+    if not isinstance(sha, str):
+        raise ConfigError("content_sha must be a string")
+    actual = hashlib.sha256(signing.canonical_json(experiments).encode()).hexdigest()
+    if sha != actual:
+        raise ConfigError("content_sha does not match the experiments")
+    published_at = payload.get("published_at")
+    if published_at is not None and not isinstance(published_at, str):
+        raise ConfigError("published_at must be a string")
+    compiled = {str(k): _compile_experiment(str(k), v) for k, v in experiments.items()}
+    return EdgeConfig(version, sha, published_at, compiled)
+
+
+class Client:
+    """Local, deterministic assignment from the edge config. Build it with ``from_file``,
+    ``from_url`` or ``from_payload``.
+
+    Args (of every constructor):
+        refresh_seconds: reload the source lazily, on an ``assign`` after this many seconds.
+        public_key: base64 raw Ed25519 key, a path to one, or a key object; default
+            ``ABP_PUBLIC_KEY`` or (outside prod) the development key.
+        sticky: a StickyStore; a unit then keeps its first variant across config changes.
+        exposure_sink: an ExposureSink; the first exposure per (unit, experiment) goes there.
+    """
+
+    def __init__(
+        self,
+        *,
+        refresh_seconds: float | None = None,
+        public_key: str | Ed25519PublicKey | None = None,
+        sticky: StickyStore | None = None,
+        exposure_sink: ExposureSink | None = None,
+    ) -> None:
+        self._config: EdgeConfig | None = None
+        self._public_key = public_key
+        self._resolved_key: Ed25519PublicKey | None = (
+            public_key if isinstance(public_key, Ed25519PublicKey) else None
+        )
+        self.sticky = sticky
+        self.exposure_sink = exposure_sink
+        self._exposed: set[tuple[str, str]] = set()
+        self._swap_lock = threading.Lock()
+        self._refresh_lock = threading.Lock()
+        self._source: str | None = None
+        self._source_kind: str | None = None
+        self._last_raw: bytes | None = None
+        self.refresh_seconds = refresh_seconds
+        self._refresh_at: float | None = None
+        self._io_errors_logged: set[str] = set()
+
+    # ----------------------------------------------------------------- construction
+
+    @classmethod
+    def from_file(cls, path: str | Path, refresh_seconds: float | None = None, **kw) -> Client:
+        """A client reading a signed config file; ConfigError if the first read is refused."""
+        client = cls(refresh_seconds=refresh_seconds, **kw)
+        client._source, client._source_kind = str(path), "file"
+        client._reload(first=True)
+        return client
+
+    @classmethod
+    def from_url(cls, url: str, refresh_seconds: float | None = None, **kw) -> Client:
+        """A client fetching a signed config over HTTP(S) with urllib."""
+        client = cls(refresh_seconds=refresh_seconds, **kw)
+        client._source, client._source_kind = url, "url"
+        client._reload(first=True)
+        return client
+
+    @classmethod
+    def from_payload(
+        cls, envelope_or_dict: Mapping | str | bytes, *, trusted: bool = False, **kw
+    ) -> Client:
+        """A client from a signed envelope (dict or JSON text). An unsigned payload dict is
+        accepted only with ``trusted=True`` (tests, the simulator)."""
+        client = cls(**kw)
+        client._install(client._decode(envelope_or_dict, trusted), "payload")
+        return client
+
+    # ----------------------------------------------------------------- loading
+
+    @property
+    def config_version(self) -> int | None:
+        return self._config.version if self._config else None
+
+    @property
+    def config(self) -> EdgeConfig | None:
+        return self._config
+
+    @property
+    def experiment_ids(self) -> list[str]:
+        return list(self._config.experiments) if self._config else []
+
+    def _key(self) -> Ed25519PublicKey:
+        if self._resolved_key is None:
+            self._resolved_key = signing.public_key(self._public_key)
+        return self._resolved_key
+
+    def _decode(self, data: Mapping | str | bytes, trusted: bool) -> EdgeConfig:
+        if isinstance(data, str | bytes):
+            try:
+                data = json.loads(data)
+            except ValueError as exc:
+                raise ConfigError(f"not JSON (truncated?): {exc}") from None
+        if isinstance(data, Mapping) and "payload" in data:
+            try:
+                payload = signing.verify_envelope(dict(data), self._key())
+            except signing.SignatureError as exc:
+                raise ConfigError(f"signature refused: {exc}") from None
+        elif trusted:
+            payload = data
+        else:
+            raise ConfigError(
+                "not a signed envelope (unsigned payloads need from_payload(..., trusted=True))"
+            )
+        return parse_payload(payload)
+
+    def _install(self, cfg: EdgeConfig, source: str) -> bool:
+        """Swap in ``cfg`` unless its version goes back or reuses a number for other content."""
+        with self._swap_lock:
+            held = self._config
+            if held is not None:
+                if cfg.version < held.version:
+                    raise ConfigError(
+                        f"version {cfg.version} is lower than the held version {held.version}"
+                    )
+                if cfg.version == held.version:
+                    if cfg.content_sha != held.content_sha:
+                        raise ConfigError(
+                            f"version {cfg.version} is already held with different content"
+                        )
+                    return False
+            self._config = cfg
+        log.debug("edge config version %d loaded from %s", cfg.version, source)
+        return True
+
+    def load_payload(
+        self, envelope_or_dict: Mapping | str | bytes, *, trusted: bool = False, source="payload"
+    ) -> bool:
+        """Offer a new payload; True if it was installed, False if refused (logged) or unchanged."""
+        try:
+            return self._install(self._decode(envelope_or_dict, trusted), source)
+        except ConfigError as exc:
+            self._refuse(source, str(exc))
+            return False
+
+    def _refuse(self, source: str, reason: str) -> None:
+        log.error(
+            "edge config from %s refused: %s; keeping version %s",
+            source,
+            reason,
+            self.config_version,
+        )
+
+    def _read_source(self) -> bytes:
+        if self._source_kind == "file":
+            return Path(self._source).read_bytes()
+        with urllib.request.urlopen(self._source, timeout=10) as resp:  # noqa: S310
+            return resp.read()
+
+    def _reload(self, first: bool = False) -> bool:
+        if self.refresh_seconds is not None:
+            self._refresh_at = time.monotonic() + self.refresh_seconds
+        try:
+            raw = self._read_source()
+        except OSError as exc:
+            if first:
+                raise ConfigError(f"{self._source}: cannot read: {exc}") from None
+            self._refuse(self._source, f"cannot read: {exc}")
+            return False
+        if raw == self._last_raw:
+            return False  # unchanged since the last attempt: already installed or refused
+        self._last_raw = raw
+        try:
+            return self._install(self._decode(raw, trusted=False), self._source)
+        except ConfigError as exc:
+            if first:
+                raise ConfigError(f"{self._source}: {exc}") from None
+            self._refuse(self._source, str(exc))
+            return False
+
+    def refresh(self) -> bool:
+        """Reload the file or URL now; True if a new version was installed."""
+        if self._source is None:
+            return False
+        with self._refresh_lock:
+            return self._reload()
+
+    def _lazy_refresh(self) -> None:
+        if self._refresh_lock.acquire(blocking=False):  # another thread is already reloading
+            try:
+                if self._refresh_at is not None and time.monotonic() >= self._refresh_at:
+                    self._reload()
+            finally:
+                self._refresh_lock.release()
+
+    # ----------------------------------------------------------------- assignment
+
+    def _evaluate(
+        self, exp: CompiledExperiment, user_id, attributes, trace: dict | None
+    ) -> tuple[str | None, str | None, str | None]:
+        """(variant, how it was decided, unit value): rules 2 to 7."""
+        unit = user_id if exp.by_user else attributes.get(exp.unit) if attributes else None
+        if unit is None or unit == "":
+            if trace is not None:
+                trace["unit_value"] = None
+                trace["decided_by"] = "no unit value"
+            return None, None, None
+        if type(unit) is not str:
+            unit = str(unit)
+        if trace is not None:
+            trace["unit_value"] = unit
+            trace["override"] = exp.overrides.get(unit)
+        v = exp.overrides.get(unit)
+        if v is not None:
+            return v, OVERRIDE, unit
+        if exp.fixed is not None:
+            return exp.fixed, exp.status, unit
+        if exp.targeting:
+            ok = True
+            for attr, allowed in exp.targeting:
+                a = attributes.get(attr) if attributes else None
+                if a is not None and type(a) is not str:
+                    a = str(a)
+                hit = a is not None and a in allowed
+                if trace is not None:
+                    trace.setdefault("targeting", {})[attr] = {
+                        "value": a,
+                        "allowed": sorted(allowed),
+                        "match": hit,
+                    }
+                if not hit:
+                    ok = False
+                    if trace is None:
+                        break
+            if not ok:
+                if trace is not None:
+                    trace["targeting_match"] = False
+                    trace["decided_by"] = "targeting"
+                return None, None, unit
+            if trace is not None:
+                trace["targeting_match"] = True
+        if self.sticky is not None:
+            try:
+                v = self.sticky.get(unit, exp.id)
+            except Exception as exc:  # noqa: BLE001 - a broken store falls back to the hash
+                self._log_io_once("sticky get", exc)
+                v = None
+            if trace is not None:
+                trace["sticky"] = v
+            if v is not None and v in exp.variant_set:
+                return v, STICKY, unit
+        if exp.layer is not None:
+            lb = bucket(exp.layer, unit)
+            if trace is not None:
+                trace["layer_bucket"] = lb
+                trace["in_layer"] = exp.layer_lo <= lb < exp.layer_hi
+            if not exp.layer_lo <= lb < exp.layer_hi:
+                if trace is not None:
+                    trace["decided_by"] = "not in layer range"
+                return None, None, unit
+        b = bucket(exp.salt, unit)
+        i = pick_variant(exp.ranges, b)
+        if trace is not None:
+            trace["bucket"] = b
+            trace["variant_range"] = list(exp.ranges[i]) if i is not None else None
+        if i is None:
+            if trace is not None:
+                trace["decided_by"] = "bucket in no variant range"
+            return None, None, unit
+        return exp.variants[i], HASH, unit
+
+    def _assign(self, exp: CompiledExperiment, user_id, attributes) -> str | None:
+        variant, how, unit = self._evaluate(exp, user_id, attributes, None)
+        if how is HASH and self.sticky is not None:
+            try:
+                self.sticky.set(unit, exp.id, variant)
+            except Exception as exc:  # noqa: BLE001
+                self._log_io_once("sticky set", exc)
+        if (how is HASH or how is STICKY) and self.exposure_sink is not None:
+            key = (unit, exp.id)
+            if key not in self._exposed:
+                self._exposed.add(key)
+                self._log_exposure(exp, unit, user_id, variant, attributes)
+        return variant
+
+    def assign(
+        self, unit_or_user_id: str, experiment_id: str, attributes: Mapping[str, Any] | None = None
+    ) -> str | None:
+        """The variant id for this user (or unit) in one experiment, or None."""
+        if self._refresh_at is not None and time.monotonic() >= self._refresh_at:
+            self._lazy_refresh()
+        exp = self._config.experiments.get(experiment_id)
+        if exp is None:
+            return None
+        return self._assign(exp, unit_or_user_id, attributes)
+
+    def assign_all(
+        self, user_id: str, attributes: Mapping[str, Any] | None = None
+    ) -> dict[str, str]:
+        """{experiment_id: variant} for every experiment of the payload that gives a variant."""
+        if self._refresh_at is not None and time.monotonic() >= self._refresh_at:
+            self._lazy_refresh()
+        out = {}
+        for exp_id, exp in self._config.experiments.items():
+            v = self._assign(exp, user_id, attributes)
+            if v is not None:
+                out[exp_id] = v
+        return out
+
+    def explain(
+        self, user_id: str, experiment_id: str, attributes: Mapping[str, Any] | None = None
+    ) -> dict:
+        """Every step of the decision, without side effects (no sticky write, no exposure).
+
+        Keys: in_payload, status, unit, unit_value, override, targeting (per attribute) and
+        targeting_match, sticky, layer, layer_range, layer_bucket, in_layer, bucket,
+        variant_ranges, variant_range (the range holding ``bucket``), variant, decided_by
+        (override, killed, stopped, sticky, hash, or why None), exposure_eligible,
+        exposure_already_logged, exposure_logged (by this client, now or on ``assign``).
+        """
+        cfg = self._config
+        out: dict[str, Any] = {
+            "experiment_id": experiment_id,
+            "user_id": user_id,
+            "config_version": cfg.version,
+            "in_payload": experiment_id in cfg.experiments,
+        }
+        exp = cfg.experiments.get(experiment_id)
+        if exp is None:
+            out.update(variant=None, decided_by="not in payload", exposure_logged=False)
+            return out
+        out.update(
+            status=exp.status,
+            unit=exp.unit,
+            salt=exp.salt,
+            layer=exp.layer,
+            layer_range=[exp.layer_lo, exp.layer_hi] if exp.layer is not None else None,
+            variant_ranges={v: list(r) for v, r in zip(exp.variants, exp.ranges, strict=True)},
+            sticky_store=self.sticky is not None,
+        )
+        variant, how, unit = self._evaluate(exp, user_id, attributes, out)
+        out["variant"] = variant
+        if unit is not None and "bucket" not in out:
+            # Decided before the hash step: still show where the hash would put the unit.
+            if exp.layer is not None and "layer_bucket" not in out:
+                lb = bucket(exp.layer, unit)
+                out["layer_bucket"], out["in_layer"] = lb, exp.layer_lo <= lb < exp.layer_hi
+            out["bucket"] = b = bucket(exp.salt, unit)
+            i = pick_variant(exp.ranges, b)
+            out["variant_range"] = list(exp.ranges[i]) if i is not None else None
+        if how is not None:
+            out["decided_by"] = how
+        out.setdefault("decided_by", None)
+        eligible = how in _EXPOSED_PATHS
+        already = (unit, experiment_id) in self._exposed
+        out["exposure_eligible"] = eligible
+        out["exposure_already_logged"] = already
+        out["exposure_logged"] = eligible and (already or self.exposure_sink is not None)
+        return out
+
+    # ----------------------------------------------------------------- side effects
+
+    def _log_io_once(self, what: str, exc: Exception) -> None:
+        if what not in self._io_errors_logged:
+            self._io_errors_logged.add(what)
+            log.error("%s failed (assignment continues): %s", what, exc)
+
+    def _log_exposure(self, exp, unit, user_id, variant, attributes) -> None:
+        try:
+            self.exposure_sink.log(
+                unit=unit,
+                user_id=user_id if isinstance(user_id, str) and user_id else unit,
+                experiment_id=exp.id,
+                variant=variant,
+                config_version=self._config.version,
+                attributes=attributes,
+            )
+        except Exception as exc:  # noqa: BLE001 - a sink failure never breaks assign
+            self._log_io_once("exposure sink", exc)
+
+    def flush(self) -> None:
+        """Flush the exposure sink (also done at interpreter exit by DumpExposureSink)."""
+        if self.exposure_sink is not None:
+            try:
+                self.exposure_sink.flush()
+            except Exception as exc:  # noqa: BLE001
+                self._log_io_once("exposure sink", exc)

@@ -1,0 +1,227 @@
+"""Exposure sinks: where the client reports "this unit saw this variant" (CONTRACTS section 6).
+
+``DumpExposureSink`` writes the Kafka dump format of CONTRACTS section 2, topic ``exposures``:
+
+    raw_dir/exposures/date=YYYY-MM-DD/exposures+<partition>+<first_offset>.jsonl
+
+one file per flush, the day being the UTC day of the flush (the arrival day). Offsets continue
+across restarts: at start the sink finds the newest file of its partition and counts its lines.
+A write that fails is logged once and its events stay buffered for the next flush, so a broken
+disk never breaks ``assign``. The envelope is written here rather than imported from
+``ab_pipelines.events``, whose package pulls in pyarrow.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import gzip
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+__all__ = ["DumpExposureSink", "ExposureSink", "ListExposureSink", "SOURCE", "TOPIC"]
+
+log = logging.getLogger("ab_pipelines.sdk")
+
+TOPIC = "exposures"
+SOURCE = "sdk-python"
+
+
+@runtime_checkable
+class ExposureSink(Protocol):
+    """Receives one call per first exposure; must not raise into ``assign`` (the client guards)."""
+
+    def log(
+        self,
+        *,
+        unit: str,
+        user_id: str,
+        experiment_id: str,
+        variant: str,
+        config_version: int,
+        attributes: Mapping | None,
+    ) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+def _iso_ms(epoch_s: float) -> str:
+    t = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def _event(
+    unit: str,
+    user_id: str,
+    experiment_id: str,
+    variant: str,
+    config_version: int,
+    attributes: Mapping | None,
+    epoch_s: float,
+) -> dict:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "user_id": user_id,
+        "experiment_id": experiment_id,
+        "variant": variant,
+        "ts": _iso_ms(epoch_s),
+        "config_version": config_version,
+        "source": SOURCE,
+        "attributes": dict(attributes) if attributes else {},
+    }
+
+
+class ListExposureSink:
+    """Keeps the exposure events in memory (``events``), for tests and the simulator."""
+
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self.clock = clock or time.time
+        self.events: list[dict] = []
+
+    def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:
+        ev = _event(unit, user_id, experiment_id, variant, config_version, attributes, self.clock())
+        ev["unit"] = unit
+        self.events.append(ev)
+
+    def flush(self) -> None:
+        pass
+
+
+def _count_lines(path: Path) -> int:
+    data = path.read_bytes()
+    if path.name.endswith(".gz"):
+        data = gzip.decompress(data)
+    return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+
+def _flush_at_exit(ref: weakref.ref) -> None:
+    sink = ref()
+    if sink is not None:
+        sink.flush()
+
+
+class DumpExposureSink:
+    """Buffered writer of ``exposures`` dump files for one partition number of its own.
+
+    Args:
+        raw_dir: the raw folder (``$ABP_HOME/raw``).
+        partition: this writer's partition; no two writers may share one.
+        flush_every: events buffered before a file is written.
+        clock: epoch seconds, for tests; defaults to ``time.time``.
+        max_buffer: events kept while writes fail; the oldest are dropped beyond it (logged).
+    """
+
+    def __init__(
+        self,
+        raw_dir: str | Path,
+        partition: int,
+        flush_every: int = 1000,
+        clock: Callable[[], float] | None = None,
+        max_buffer: int = 1_000_000,
+    ) -> None:
+        if partition < 0:
+            raise ValueError("partition must be >= 0")
+        self.raw_dir = Path(raw_dir)
+        self.partition = partition
+        self.flush_every = max(1, flush_every)
+        self.max_buffer = max(self.flush_every, max_buffer)
+        self.clock = clock or time.time
+        self._lock = threading.RLock()
+        self._buffer: list[tuple[str, int, dict]] = []  # (key, timestamp ms, event)
+        self._failing = False
+        self.dropped = 0
+        self.next_offset = self._scan_next_offset()
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def _scan_next_offset(self) -> int:
+        """One past the highest offset already written for this partition, or 0."""
+        pattern = re.compile(rf"^{TOPIC}\+{self.partition}\+(\d+)\.jsonl(\.gz)?$")
+        newest: tuple[int, Path] | None = None
+        try:
+            for day in (self.raw_dir / TOPIC).glob("date=*"):
+                for f in day.iterdir():
+                    m = pattern.match(f.name)
+                    if m and (newest is None or int(m.group(1)) > newest[0]):
+                        newest = (int(m.group(1)), f)
+            return 0 if newest is None else newest[0] + _count_lines(newest[1])
+        except OSError as exc:
+            log.error("exposure sink %s: cannot scan for offsets (%s); starting at 0", self, exc)
+            return 0
+
+    def __repr__(self) -> str:
+        return f"DumpExposureSink({str(self.raw_dir)!r}, partition={self.partition})"
+
+    def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:
+        now = self.clock()
+        ev = _event(unit, user_id, experiment_id, variant, config_version, attributes, now)
+        with self._lock:
+            self._buffer.append((unit, int(now * 1000), ev))
+            if len(self._buffer) >= self.flush_every:
+                self.flush()
+
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def flush(self) -> None:
+        """Write the buffer as one dump file; on failure log once and keep it for the next try."""
+        with self._lock:
+            if not self._buffer:
+                return
+            batch = self._buffer
+            first = self.next_offset
+            try:
+                path = self._write(batch, first)
+            except Exception as exc:  # noqa: BLE001 - a sink failure must never reach assign
+                if not self._failing:
+                    log.error(
+                        "exposure sink %s: write failed, %d events kept for retry: %s",
+                        self,
+                        len(batch),
+                        exc,
+                    )
+                self._failing = True
+                if len(batch) > self.max_buffer:
+                    drop = len(batch) - self.max_buffer
+                    del batch[:drop]
+                    self.dropped += drop
+                    log.error("exposure sink %s: buffer full, dropped %d oldest events", self, drop)
+                return
+            if self._failing:
+                log.warning("exposure sink %s: writing again (%s)", self, path.name)
+            self._failing = False
+            self._buffer = []
+            self.next_offset = first + len(batch)
+
+    def _write(self, batch: list[tuple[str, int, dict]], first: int) -> Path:
+        day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
+        folder = self.raw_dir / TOPIC / f"date={day.isoformat()}"
+        folder.mkdir(parents=True, exist_ok=True)
+        lines = []
+        for i, (key, ts_ms, ev) in enumerate(batch):
+            env = {
+                "topic": TOPIC,
+                "partition": self.partition,
+                "offset": first + i,
+                "timestamp": ts_ms,
+                "key": key,
+                "value": ev,
+            }
+            # ASCII escapes, so an id holding a lone surrogate cannot break the whole batch
+            lines.append(json.dumps(env, separators=(",", ":"), default=str) + "\n")
+        name = f"{TOPIC}+{self.partition}+{first}.jsonl"
+        tmp = folder / f".{name}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("".join(lines))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / name)
+        return folder / name

@@ -1,0 +1,267 @@
+"""The config plane: compile the registry plus kills into the signed edge payload, and the kill switch.
+
+Layout under ``$ABP_HOME/edge/`` (docs/edge-config.md):
+
+    config.json                 the current signed payload (replaced atomically)
+    versions/config-v<N>.json   an immutable copy of every version
+    registry_state.json         every experiment's last published status and layer range, which
+                                ``abp validate`` checks transitions against
+
+The version moves only when the compiled experiments change. A registry that does not validate is
+never published: the last good payload keeps serving. A kill does not need the registry at all: it
+is applied to the payload that is serving, so a broken registry cannot hold a kill back, and every
+later publish applies ``ops.kills`` again, so no republish undoes it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+
+from ab_pipelines.assignment.hashing import BUCKETS, variant_ranges
+from ab_pipelines.assignment.signing import canonical_json, sign_payload
+from ab_pipelines.config.models import Experiment
+from ab_pipelines.config.registry import Registry, RegistryError, load_registry
+from ab_pipelines.lake.delta import Lake
+from ab_pipelines.lake.tables import OPS_AUDIT_LOG, OPS_KILLS
+from ab_pipelines.settings import Paths
+
+__all__ = [
+    "PAYLOAD_SCHEMA",
+    "PublishRefused",
+    "PublishResult",
+    "compile_experiments",
+    "current_payload",
+    "kill",
+    "published_state",
+    "publish",
+]
+
+PAYLOAD_SCHEMA = 1
+
+
+class PublishRefused(ValueError):
+    """The registry does not validate; ``problems`` has one line each. Nothing was published."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: int
+    changed: bool
+    path: Path
+    experiments: tuple[str, ...]
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+def _iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def compile_experiment(e: Experiment, killed: bool) -> dict:
+    """One experiment as the SDK reads it; ranges are computed here, once, for every client."""
+    in_layer = e.layer is not None
+    ranges = variant_ranges([v.weight for v in e.variants], 1.0 if in_layer else e.allocation)
+    status = "killed" if killed else e.status
+    serve = (
+        e.baseline
+        if killed
+        else (e.shipped_variant or e.baseline)
+        if e.status == "stopped"
+        else None
+    )
+    lo, hi = e.layer_range or (0.0, 1.0)
+    return {
+        "status": status,
+        "salt": e.hash_salt,
+        "unit": e.unit,
+        "layer": e.layer,
+        "layer_buckets": [round(BUCKETS * lo), round(BUCKETS * hi)] if in_layer else None,
+        "variants": e.variant_ids,
+        "variant_buckets": [list(r) for r in ranges],
+        "targeting": {k: list(v) for k, v in sorted(e.targeting.items())},
+        "overrides": dict(sorted(e.overrides.items())),
+        "serve_variant": serve,
+    }
+
+
+def compile_experiments(registry: Registry, killed: set[str]) -> dict:
+    """Running, stopped and killed experiments (a kill of any registered experiment counts)."""
+    return {
+        e.id: compile_experiment(e, e.id in killed)
+        for e in sorted(registry.experiments.values(), key=lambda e: e.id)
+        if e.status in ("running", "stopped") or e.id in killed
+    }
+
+
+def _edge(home: Paths) -> Path:
+    return home.edge
+
+
+def current_payload(home: Paths) -> dict | None:
+    """The payload serving now (read back from our own signed file), or None."""
+    path = _edge(home) / "config.json"
+    if not path.exists():
+        return None
+    return json.loads(json.loads(path.read_text())["payload"])
+
+
+def published_state(home: Paths) -> dict | None:
+    path = _edge(home) / "registry_state.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _latest_version(home: Paths) -> int:
+    folder = _edge(home) / "versions"
+    versions = (
+        [int(p.stem.removeprefix("config-v")) for p in folder.glob("config-v*.json")]
+        if folder.is_dir()
+        else []
+    )
+    return max(versions, default=0)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _audit(lake: Lake, actor: str, action: str, experiment_id: str | None, detail: dict) -> None:
+    row = {
+        "at": _now(),
+        "actor": actor,
+        "action": action,
+        "experiment_id": experiment_id,
+        "detail": orjson.dumps(detail, option=orjson.OPT_SORT_KEYS).decode(),
+    }
+    lake.write_arrow(OPS_AUDIT_LOG, pa.Table.from_pylist([row], schema=OPS_AUDIT_LOG.schema))
+
+
+def killed_experiments(lake: Lake) -> set[str]:
+    return set(
+        lake.read_arrow(OPS_KILLS, columns=["experiment_id"]).column("experiment_id").to_pylist()
+    )
+
+
+def _serve(home: Paths, experiments: dict, actor: str, now: dt.datetime) -> PublishResult:
+    """Sign and write a new version if ``experiments`` differ from what is serving."""
+    sha = hashlib.sha256(canonical_json(experiments).encode()).hexdigest()
+    current = current_payload(home)
+    path = _edge(home) / "config.json"
+    if current is not None and current.get("content_sha") == sha:
+        return PublishResult(current["version"], False, path, tuple(experiments))
+    version = max(_latest_version(home), current["version"] if current else 0) + 1
+    payload = {
+        "schema": PAYLOAD_SCHEMA,
+        "version": version,
+        "published_at": _iso(now),
+        "content_sha": sha,
+        "experiments": experiments,
+    }
+    text = json.dumps(sign_payload(payload), indent=None)
+    copy = _edge(home) / "versions" / f"config-v{version}.json"
+    _write_atomic(copy, text)
+    copy.chmod(0o444)
+    _write_atomic(path, text)
+    _audit(
+        Lake(home),
+        actor,
+        "publish",
+        None,
+        {"version": version, "content_sha": sha, "experiments": sorted(experiments)},
+    )
+    return PublishResult(version, True, path, tuple(experiments))
+
+
+def publish(
+    home: Paths,
+    registry_root: Path | None = None,
+    actor: str = "abp",
+    now: dt.datetime | None = None,
+) -> PublishResult:
+    """Validate the registry against the last published state, compile it with the kills, serve it."""
+    now = now or _now()
+    state = published_state(home)
+    try:
+        from ab_pipelines.config.validate import validate_registry
+    except ImportError:  # pragma: no cover - validation arrives with the registry rules
+        validate_registry = None
+    if validate_registry is not None:
+        problems = [str(p) for p in validate_registry(registry_root, state)]
+        if problems:
+            raise PublishRefused(problems)
+    try:
+        registry = load_registry(registry_root)
+    except RegistryError as exc:
+        raise PublishRefused(exc.problems) from None
+    lake = Lake(home)
+    result = _serve(home, compile_experiments(registry, killed_experiments(lake)), actor, now)
+    new_state = {
+        "version": result.version,
+        "experiments": {
+            e.id: {
+                "status": e.status,
+                "layer": e.layer,
+                "layer_range": list(e.layer_range) if e.layer_range else None,
+            }
+            for e in registry.experiments.values()
+        },
+    }
+    _write_atomic(
+        _edge(home) / "registry_state.json", json.dumps(new_state, indent=2, sort_keys=True)
+    )
+    return result
+
+
+def kill(
+    home: Paths,
+    experiment_id: str,
+    reason: str,
+    by: str,
+    registry_root: Path | None = None,
+    now: dt.datetime | None = None,
+) -> PublishResult:
+    """Kill switch: record who/when/why, and serve the baseline to everyone from the next version."""
+    now = now or _now()
+    if not reason.strip() or not by.strip():
+        raise ValueError("a kill needs --reason and --by")
+    current = current_payload(home) or {"experiments": {}}
+    experiments = dict(current["experiments"])
+    if experiment_id not in experiments:
+        try:
+            registry = load_registry(registry_root)
+        except RegistryError:
+            registry = None
+        exp = registry.experiments.get(experiment_id) if registry else None
+        if exp is None:
+            known = sorted(set(experiments) | set(registry.experiments if registry else []))
+            raise ValueError(
+                f"unknown experiment '{experiment_id}'; known: {', '.join(known) or 'none'}"
+            )
+        experiments[experiment_id] = compile_experiment(exp, killed=True)
+    lake = Lake(home)
+    row = {"experiment_id": experiment_id, "killed_at": now, "by": by, "reason": reason}
+    lake.merge_arrow(OPS_KILLS, pa.Table.from_pylist([row], schema=OPS_KILLS.schema))
+    _audit(lake, by, "kill", experiment_id, {"reason": reason})
+    entry = dict(experiments[experiment_id])
+    entry["status"], entry["serve_variant"] = "killed", entry["variants"][0]
+    experiments[experiment_id] = entry
+    return _serve(home, experiments, by, now)

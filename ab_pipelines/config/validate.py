@@ -1,0 +1,303 @@
+"""The registry's rules (CONTRACTS section 3): every problem of every file, each naming file and field.
+
+``validate_registry`` is what ``abp validate`` and publishing run. It checks, beyond what the
+pydantic models enforce on each field (types, weights summing to 1, unique variant ids, ...):
+
+- content: dates, layers (pairing, bounds, no allocation, no overlap while running), the
+  randomization unit, variants named by ``shipped_variant`` and ``overrides``, metric references and
+  each metric's kind-specific fields;
+- approvals: ``approved``/``running``/``stopped`` need a current approval by someone not the owner;
+- the published state: status moves one step at a time, a running experiment's layer range never
+  moves, and a published experiment is stopped rather than removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from ab_pipelines import settings
+from ab_pipelines.config.approvals import content_sha, same_person
+from ab_pipelines.config.models import STATUSES, Experiment, Metric
+from ab_pipelines.config.registry import (
+    Problem,
+    Registry,
+    read_registry,
+    read_yaml_mapping,
+    relative_name,
+)
+
+__all__ = [
+    "Problem",
+    "approval_problems",
+    "content_problems",
+    "published_problems",
+    "validate_registry",
+]
+
+DEFAULT_UNIT = "user_id"
+UNITS_FILE = "units.yaml"
+NEEDS_APPROVAL = frozenset({"approved", "running", "stopped"})
+# A new experiment may be published in any state up to running (if approved), but not stopped.
+FIRST_PUBLISH = frozenset({"draft", "in_review", "approved", "running"})
+
+
+def validate_registry(
+    registry_root: Path | None = None, published_state: Mapping | None = None
+) -> list[Problem]:
+    """Every problem of the registry at ``registry_root`` (default: the configured one).
+
+    Args:
+        registry_root: the folder holding ``experiments/`` and ``metrics/``.
+        published_state: the last published config, ``{"experiments": {id: {"status": str,
+            "layer": str | None, "layer_range": [lo, hi] | None}}}``; None when nothing was published.
+
+    Returns:
+        The problems, grouped by file (files in name order); empty when the registry is valid.
+    """
+    root = Path(registry_root) if registry_root is not None else settings.registry_root()
+    registry, problems = read_registry(root)
+    problems += content_problems(registry, root)
+    problems += approval_problems(registry, root)
+    problems += published_problems(registry, root, published_state)
+    return sorted(problems, key=lambda p: p.file)  # stable: a file's problems keep their order
+
+
+# ---- content ------------------------------------------------------------------------------------
+def content_problems(registry: Registry, root: Path) -> list[Problem]:
+    """Problems of the loaded experiments and metrics that no single field shows."""
+    problems: list[Problem] = []
+    units = _allowed_units(root, problems)
+    # A metric whose own file failed to load is reported there, not at every reference to it.
+    metric_files = _stems(root / "metrics")
+    for metric in registry.metrics.values():
+        name = relative_name(registry.file_of("metrics", metric.id), root)
+        problems += _metric_problems(metric, name)
+    for exp in registry.experiments.values():
+        name = relative_name(registry.file_of("experiments", exp.id), root)
+        problems += _experiment_problems(exp, name, units)
+        problems += _reference_problems(exp, name, registry.metrics.keys() | metric_files)
+    problems += _overlap_problems(registry, root)
+    return problems
+
+
+def _stems(folder: Path) -> set[str]:
+    return {p.stem for p in folder.glob("*.y*ml")}
+
+
+def _allowed_units(root: Path, problems: list[Problem]) -> set[str]:
+    path = root / UNITS_FILE
+    if not path.exists():
+        return {DEFAULT_UNIT}
+    listed = read_yaml_mapping(path, UNITS_FILE, problems) or {}
+    return {DEFAULT_UNIT, *(str(k) for k in listed)}
+
+
+def _metric_problems(m: Metric, name: str) -> list[Problem]:
+    out: list[Problem] = []
+    if m.kind == "ratio":
+        for part in ("numerator", "denominator"):
+            if getattr(m, part) is None:
+                out.append(Problem(name, part, f"a ratio metric needs a {part} (event and agg)"))
+        for unused in ("event", "agg"):
+            if getattr(m, unused) is not None:
+                out.append(
+                    Problem(
+                        name,
+                        unused,
+                        "not used by a ratio metric; set it in numerator and denominator",
+                    )
+                )
+        return out
+    if m.event is None:
+        out.append(Problem(name, "event", f"a {m.kind} metric needs the event it reads"))
+    if m.kind == "mean" and m.agg not in ("sum", "count"):
+        out.append(
+            Problem(name, "agg", f"a mean metric needs agg sum or count, got {m.agg or 'none'}")
+        )
+    if m.kind == "proportion" and m.agg not in (None, "any"):
+        out.append(
+            Problem(
+                name,
+                "agg",
+                f"a proportion counts users with any event; agg must be any or absent, got {m.agg}",
+            )
+        )
+    for unused in ("numerator", "denominator"):
+        if getattr(m, unused) is not None:
+            out.append(
+                Problem(name, unused, f"only a ratio metric has a {unused}, this is a {m.kind}")
+            )
+    return out
+
+
+def _experiment_problems(e: Experiment, name: str, units: set[str]) -> list[Problem]:
+    out: list[Problem] = []
+    if e.end_date is not None and e.end_date < e.start_date:
+        out.append(Problem(name, "end_date", f"{e.end_date} is before start_date {e.start_date}"))
+    if e.unit not in units:
+        out.append(
+            Problem(
+                name,
+                "unit",
+                f"unknown unit '{e.unit}'; expected {DEFAULT_UNIT} or a key of {UNITS_FILE}",
+            )
+        )
+    if e.layer is not None and e.layer_range is None:
+        out.append(Problem(name, "layer_range", f"layer '{e.layer}' needs a layer_range"))
+    if e.layer is None and e.layer_range is not None:
+        out.append(Problem(name, "layer", "a layer_range needs a layer"))
+    if e.layer is not None and e.allocation != 1:
+        out.append(
+            Problem(
+                name,
+                "allocation",
+                f"must not be set inside layer '{e.layer}'; the layer_range is the share it takes",
+            )
+        )
+    variants = e.variant_ids
+    if e.shipped_variant is not None:
+        if e.shipped_variant not in variants:
+            out.append(
+                Problem(
+                    name,
+                    "shipped_variant",
+                    f"'{e.shipped_variant}' is not one of the variants ({', '.join(variants)})",
+                )
+            )
+        if e.status != "stopped":
+            out.append(
+                Problem(
+                    name, "shipped_variant", f"is set only once stopped; status is '{e.status}'"
+                )
+            )
+    for user, variant in e.overrides.items():
+        if variant not in variants:
+            out.append(
+                Problem(
+                    name, "overrides", f"user '{user}' is forced into unknown variant '{variant}'"
+                )
+            )
+    return out
+
+
+def _reference_problems(e: Experiment, name: str, known: Iterable[str]) -> list[Problem]:
+    known = set(known)
+    roles = {
+        "metrics.primary": e.metrics.primary,
+        "metrics.secondary": e.metrics.secondary,
+        "metrics.guardrails": [g.metric for g in e.metrics.guardrails],
+    }
+    return [
+        Problem(name, field, f"unknown metric '{m}' (no metrics/{m}.yaml)")
+        for field, ids in roles.items()
+        for m in ids
+        if m not in known
+    ]
+
+
+def _overlap_problems(registry: Registry, root: Path) -> list[Problem]:
+    by_layer: dict[str, list[Experiment]] = {}
+    for e in sorted(registry.experiments.values(), key=lambda e: e.id):
+        if e.status == "running" and e.layer is not None and e.layer_range is not None:
+            by_layer.setdefault(e.layer, []).append(e)
+    out: list[Problem] = []
+    for layer, exps in by_layer.items():
+        for j, b in enumerate(exps):
+            for a in exps[:j]:
+                (alo, ahi), (blo, bhi) = a.layer_range, b.layer_range
+                if alo < bhi and blo < ahi:  # half-open intervals [lo, hi)
+                    out.append(
+                        Problem(
+                            relative_name(registry.file_of("experiments", b.id), root),
+                            "layer_range",
+                            f"[{blo:g}, {bhi:g}) overlaps {a.id}'s [{alo:g}, {ahi:g}) "
+                            f"in layer '{layer}'; both are running",
+                        )
+                    )
+    return out
+
+
+# ---- approvals ----------------------------------------------------------------------------------
+def approval_problems(registry: Registry, root: Path) -> list[Problem]:
+    """Experiments past review without a current approval by someone other than the owner."""
+    out: list[Problem] = []
+    for e in registry.experiments.values():
+        if e.status not in NEEDS_APPROVAL:
+            continue
+        path = registry.file_of("experiments", e.id)
+        name = relative_name(path, root)
+        reviews = [a for a in e.approvals if not same_person(a.by, e.owner)]
+        if not reviews:
+            out.append(
+                Problem(
+                    name,
+                    "approvals",
+                    f"status '{e.status}' needs an approval by someone other than the owner {e.owner}",
+                )
+            )
+        elif not any(a.sha == content_sha(path) for a in reviews):
+            out.append(
+                Problem(
+                    name,
+                    "approvals",
+                    f"approval is stale: content changed since {reviews[-1].by} approved it",
+                )
+            )
+    return out
+
+
+# ---- the published state ------------------------------------------------------------------------
+def published_problems(
+    registry: Registry, root: Path, published_state: Mapping | None
+) -> list[Problem]:
+    """Status transitions, moved layer ranges and removals, against the last published config."""
+    published: Mapping = (published_state or {}).get("experiments", {})
+    files_present = _stems(root / "experiments")  # a file that failed to load was not removed
+    out: list[Problem] = []
+    for exp_id, pub in published.items():
+        if exp_id in registry.experiments or exp_id in files_present:
+            continue
+        reason = (
+            "removed; a stopped experiment stays in the registry as its record"
+            if pub.get("status") == "stopped"
+            else "removed; stop it instead"
+        )
+        out.append(Problem(f"experiments/{exp_id}.yaml", "", reason))
+    for e in registry.experiments.values():
+        name = relative_name(registry.file_of("experiments", e.id), root)
+        pub = published.get(e.id)
+        if pub is None:
+            if e.status not in FIRST_PUBLISH:
+                out.append(
+                    Problem(name, "status", f"'{e.status}' but never published; start it first")
+                )
+            continue
+        out += _transition_problems(e, name, pub)
+    return out
+
+
+def _transition_problems(e: Experiment, name: str, pub: Mapping) -> list[Problem]:
+    out: list[Problem] = []
+    was, now = pub["status"], e.status
+    step = STATUSES.index(now) - STATUSES.index(was)
+    if step < 0:
+        out.append(Problem(name, "status", f"cannot go back from '{was}' (published) to '{now}'"))
+    elif step > 1:
+        skipped = STATUSES[STATUSES.index(was) + 1 : STATUSES.index(now)]
+        out.append(
+            Problem(
+                name,
+                "status",
+                f"'{was}' -> '{now}' skips {', '.join(skipped)}; statuses move one step at a time",
+            )
+        )
+    if was == "running":
+        was_layer = pub.get("layer")
+        was_range = tuple(float(x) for x in pub["layer_range"]) if pub.get("layer_range") else None
+        now_range = tuple(float(x) for x in e.layer_range) if e.layer_range else None
+        if (was_layer, was_range) != (e.layer, now_range):
+            field = "layer" if was_layer != e.layer else "layer_range"
+            was_text = f"{was_layer} {list(was_range)}" if was_layer and was_range else "no layer"
+            out.append(Problem(name, field, f"range moved since it was published (was {was_text})"))
+    return out
