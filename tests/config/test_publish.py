@@ -29,20 +29,32 @@ def test_publish_signs_and_moves_the_version_only_on_change(home, registry_copy)
     envelope = json.loads((home.edge / "config.json").read_text())
     payload = verify_envelope(envelope)
     assert payload["version"] == 1 and set(payload["experiments"]) == {
-        "checkout_cta", "checkout_layout", "homepage_aa", "recs_ranking", "search_speed"}
+        "checkout_cta",
+        "checkout_layout",
+        "homepage_aa",
+        "recs_ranking",
+        "search_speed",
+    }
     cta = payload["experiments"]["checkout_cta"]
-    assert cta["layer_buckets"] == [0, 5000] and cta["variant_buckets"] == [[0, 5000], [5000, 10000]]
+    assert cta["layer_buckets"] == [0, 5000] and cta["variant_buckets"] == [
+        [0, 5000],
+        [5000, 10000],
+    ]
     recs = payload["experiments"]["recs_ranking"]
     assert recs["variant_buckets"] == [[0, 3000], [5000, 8000]]  # allocation 0.6
     again = publish(home, registry_copy)
     assert not again.changed and again.version == 1
-    assert (home.edge / "versions" / "config-v1.json").read_text() == (home.edge / "config.json").read_text()
+    assert (home.edge / "versions" / "config-v1.json").read_text() == (
+        home.edge / "config.json"
+    ).read_text()
 
 
 def test_a_broken_registry_is_refused_and_the_last_good_config_serves(home, registry_copy):
     publish(home, registry_copy)
     good = (home.edge / "config.json").read_bytes()
-    (registry_copy / "experiments" / "homepage_aa.yaml").write_text("id: homepage_aa\nvariants: [oops\n")
+    (registry_copy / "experiments" / "homepage_aa.yaml").write_text(
+        "id: homepage_aa\nvariants: [oops\n"
+    )
     with pytest.raises(PublishRefused) as err:
         publish(home, registry_copy)
     assert any("homepage_aa.yaml" in p for p in err.value.problems)
@@ -51,7 +63,13 @@ def test_a_broken_registry_is_refused_and_the_last_good_config_serves(home, regi
 
 def test_kill_serves_the_baseline_and_survives_republish(home, registry_copy):
     publish(home, registry_copy)
-    result = kill(home, "checkout_cta", "conversion crashed", "oncall@example.com", registry_root=registry_copy)
+    result = kill(
+        home,
+        "checkout_cta",
+        "conversion crashed",
+        "oncall@example.com",
+        registry_root=registry_copy,
+    )
     assert result.version == 2
     client = Client.from_file(str(home.edge / "config.json"))
     assert {client.assign(f"user-{i}", "checkout_cta") for i in range(500)} == {"control"}
@@ -59,7 +77,11 @@ def test_kill_serves_the_baseline_and_survives_republish(home, registry_copy):
     assert current_payload(home)["experiments"]["checkout_cta"]["status"] == "killed"
     lake = Lake(home)
     (k,) = lake.read_arrow(OPS_KILLS).to_pylist()
-    assert (k["experiment_id"], k["by"], k["reason"]) == ("checkout_cta", "oncall@example.com", "conversion crashed")
+    assert (k["experiment_id"], k["by"], k["reason"]) == (
+        "checkout_cta",
+        "oncall@example.com",
+        "conversion crashed",
+    )
     actions = [r["action"] for r in lake.read_arrow(OPS_AUDIT_LOG).to_pylist()]
     assert actions.count("kill") == 1 and actions.count("publish") == 2
 
@@ -67,7 +89,9 @@ def test_kill_serves_the_baseline_and_survives_republish(home, registry_copy):
 def test_kill_works_even_when_the_registry_is_broken(home, registry_copy):
     publish(home, registry_copy)
     (registry_copy / "experiments" / "search_speed.yaml").write_text("::: not yaml")
-    result = kill(home, "search_speed", "pages too slow", "oncall@example.com", registry_root=registry_copy)
+    result = kill(
+        home, "search_speed", "pages too slow", "oncall@example.com", registry_root=registry_copy
+    )
     assert result.changed
     assert current_payload(home)["experiments"]["search_speed"]["serve_variant"] == "control"
 

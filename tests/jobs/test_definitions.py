@@ -40,7 +40,9 @@ def test_every_asset_is_in_the_daily_job():
     job = defs.resolve_job_def(daily_job.name)
     graph = defs.resolve_asset_graph()
     materializable = {
-        k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable and k.path[0] != "config"
+        k
+        for k in graph.get_all_asset_keys()
+        if graph.get(k).is_materializable and k.path[0] != "config"
     }
     assert materializable <= set(job.asset_layer.asset_graph.get_all_asset_keys())
     assert {
