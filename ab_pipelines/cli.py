@@ -96,11 +96,36 @@ def simulate(start: str, days: int, users: int | None, seed: int | None) -> None
     p = _home()
     try:
         report = simulate_days(
-            p, _parse_day(start, "--start"), days, users=users, seed=seed, registry=_registry()
+            p,
+            _parse_day(start, "--start"),
+            days,
+            users=users,
+            seed=seed,
+            registry=_registry(),
+            assigner=_published_assigner(p),
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
     click.echo(report.summary() if hasattr(report, "summary") else str(report))
+
+
+def _publish_or_fail(p: Paths) -> int:
+    """Publish the registry (a new version only if it changed); a broken registry stops here."""
+    from ab_pipelines.config.publish import PublishRefused, publish
+
+    try:
+        return publish(p, actor="demo").version
+    except PublishRefused as exc:
+        raise UserError("the registry has problems:\n  " + "\n  ".join(exc.problems)) from None
+
+
+def _published_assigner(p: Paths):
+    """Traffic is assigned by the SDK with the config published so far (None: not published yet)."""
+    from ab_pipelines.assignment import Client
+    from ab_pipelines.simulate import sdk_assigner
+
+    path = p.edge / "config.json"
+    return sdk_assigner(Client.from_file(str(path))) if path.exists() else None
 
 
 # ---- run --------------------------------------------------------------------------------------
@@ -223,6 +248,26 @@ def validate() -> None:
 
 
 @main.command()
+@click.argument("experiment")
+@click.option("--by", "by", required=True, help="The reviewer (not the owner).")
+def approve(experiment: str, by: str) -> None:
+    """Record a review: append an approval of EXPERIMENT's current content (its sha) to its YAML."""
+    from ab_pipelines.config import approve as do_approve
+    from ab_pipelines.settings import registry_root
+
+    path = registry_root() / "experiments" / f"{experiment}.yaml"
+    if not path.exists():
+        raise UserError(f"no experiment file {path}.")
+    try:
+        approval = do_approve(path, by)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(
+        f"approved {experiment} by {approval.by} (sha {approval.sha[:12]}); commit the file for review"
+    )
+
+
+@main.command()
 def publish() -> None:
     """Compile the registry plus kills into the signed edge config; a new version only on change."""
     from ab_pipelines.config.publish import PublishRefused
@@ -332,8 +377,11 @@ def demo(days: int, users: int | None) -> None:
     for i in range(days):
         day = start + dt.timedelta(days=i)
         first_use = not (p.raw / "_sim_state.json").exists()
+        _publish_or_fail(p)
         try:
-            simulate_days(p, day, 1, users=users, registry=_registry())
+            simulate_days(
+                p, day, 1, users=users, registry=_registry(), assigner=_published_assigner(p)
+            )
         except ValueError as exc:
             raise UserError(str(exc)) from None
         # On first use the history arrives too: land it with the first day, in one run.

@@ -45,6 +45,16 @@ class SignatureError(ValueError):
     """A payload whose envelope, signature or key cannot be trusted."""
 
 
+_warned: set[str] = set()
+
+
+def _warn_dev(what: str) -> None:
+    """Say once per process that the development key is in use."""
+    if what not in _warned:
+        _warned.add(what)
+        log.warning(f"{what} the edge config with the DEVELOPMENT key (ABP_ENV is not prod)")
+
+
 def is_prod() -> bool:
     return os.environ.get("ABP_ENV", "dev").strip().lower() == "prod"
 
@@ -100,7 +110,7 @@ def signing_key() -> SigningKey:
         raise SignatureError(
             "ABP_ENV=prod needs ABP_SIGNING_KEY (base64 of a raw Ed25519 private key)"
         )
-    log.warning("signing the edge config with the DEVELOPMENT key (ABP_ENV is not prod)")
+    _warn_dev("signing")
     return SigningKey(
         DEV_KEY_ID, Ed25519PrivateKey.from_private_bytes(base64.b64decode(_DEV_PRIVATE))
     )
@@ -118,7 +128,7 @@ def public_key(value: str | None = None) -> Ed25519PublicKey:
         raise SignatureError(
             "ABP_ENV=prod needs ABP_PUBLIC_KEY (base64 of a raw Ed25519 public key)"
         )
-    log.warning("verifying the edge config with the DEVELOPMENT key (ABP_ENV is not prod)")
+    _warn_dev("verifying")
     return Ed25519PublicKey.from_public_bytes(base64.b64decode(_DEV_PUBLIC))
 
 

@@ -23,6 +23,7 @@ from ab_pipelines.simulate.population import (
     assign_population,
     make_population,
     registry_assigner,
+    sdk_assigner,
 )
 from ab_pipelines.simulate.traffic import ExposurePlan, day_events, deliver_day
 from ab_pipelines.simulate.truth import (
@@ -44,6 +45,7 @@ __all__ = [
     "is_running",
     "make_population",
     "registry_assigner",
+    "sdk_assigner",
     "simulate_days",
     "state_path",
 ]

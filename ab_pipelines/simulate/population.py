@@ -25,6 +25,7 @@ __all__ = [
     "assign_population",
     "make_population",
     "registry_assigner",
+    "sdk_assigner",
 ]
 
 COUNTRIES = ("US", "CA", "GB", "DE", "BR")
@@ -159,3 +160,21 @@ def assign_population(pop: Population, experiment: Experiment, assigner: Assigne
         if v is not None:
             out[i] = index.get(v, -1)
     return out
+
+
+def sdk_assigner(client) -> Assigner:
+    """An assigner that asks the SDK ``client`` (the config published so far), as real traffic would.
+
+    Killed and stopped experiments return None here: their users are served the baseline and log
+    no exposure, which the simulation treats as "not in the experiment" (no planted effect, no
+    exposure). An experiment the published config does not have is not assigned at all.
+    """
+
+    def assign(experiment: Experiment, unit: str, attributes: Mapping[str, str]) -> str | None:
+        config = client.config
+        compiled = config.experiments.get(experiment.id) if config is not None else None
+        if compiled is None or compiled.status != "running":
+            return None
+        return client.assign(unit, experiment.id, attributes)
+
+    return assign

@@ -85,3 +85,28 @@ def test_days_outside_the_partitions_are_skipped(home):
     dump(home.raw, dt.date(2001, 1, 1), 0)
     result = evaluate()
     assert isinstance(result, SensorResult) and result.run_requests == []
+
+
+def test_registry_changed_requests_a_publish_on_change_only(home, tmp_path, monkeypatch):
+    import shutil
+
+    from ab_pipelines.config.publish import kill, publish
+    from ab_pipelines.settings import REPO_ROOT
+    from jobs.sensors import registry_changed
+
+    root = tmp_path / "registry"
+    shutil.copytree(REPO_ROOT / "experiments", root / "experiments")
+    shutil.copytree(REPO_ROOT / "metrics", root / "metrics")
+    monkeypatch.setenv("ABP_REGISTRY", str(root))
+    first = registry_changed(build_sensor_context(cursor=None))
+    assert len(first.run_requests) == 1
+    assert isinstance(registry_changed(build_sensor_context(cursor=first.cursor)), SkipReason)
+    publish(home, root)
+    kill(home, "homepage_aa", "test", "a@example.com", registry_root=root)  # the kills table moved
+    after_kill = registry_changed(build_sensor_context(cursor=first.cursor))
+    assert len(after_kill.run_requests) == 1
+    (root / "metrics" / "orders.yaml").write_text(
+        (root / "metrics" / "orders.yaml").read_text() + "\n# edited\n"
+    )
+    edited = registry_changed(build_sensor_context(cursor=after_kill.cursor))
+    assert len(edited.run_requests) == 1 and edited.cursor != after_kill.cursor
