@@ -130,15 +130,24 @@ def _history(registry: Registry, start: dt.date, n: int) -> list[dt.date]:
 
 
 def _exposure_plans(
-    pop: Population, running: list[Experiment], assignments: dict[str, np.ndarray]
+    pop: Population,
+    running: list[Experiment],
+    assignments: dict[str, np.ndarray],
+    assigner: Assigner,
 ) -> list[ExposurePlan]:
+    sdk_logged = getattr(assigner, "logged", None)  # the SDK decides who logs (sdk_assigner)
     plans = []
     for exp in running:
         variants = assignments[exp.id]
-        overridden = (
-            np.array([u in exp.overrides for u in pop.user_ids]) if exp.overrides else False
-        )
-        logged = (variants >= 0) & ~overridden & ~exposure_dropped(pop.user_ids, exp, variants)
+        if sdk_logged is not None:
+            units = sdk_logged(exp.id)
+            eligible = np.array([u in units for u in pop.user_ids], dtype=bool)
+        else:
+            overridden = (
+                np.array([u in exp.overrides for u in pop.user_ids]) if exp.overrides else False
+            )
+            eligible = (variants >= 0) & ~overridden
+        logged = eligible & ~exposure_dropped(pop.user_ids, exp, variants)
         plans.append(ExposurePlan(exp, variants, logged))
     return plans
 
@@ -206,7 +215,8 @@ def simulate_days(
                 assignments_cache[exp.id] = assign_population(pop, exp, assigner)
             assignments[exp.id] = assignments_cache[exp.id]
         mults = user_multipliers(pop.size, assignments, registry.experiments)
-        events = day_events(pop, day, n_seed, mults, _exposure_plans(pop, running, assignments))
+        plans = _exposure_plans(pop, running, assignments, assigner)
+        events = day_events(pop, day, n_seed, mults, plans)
         delivered = deliver_day(home.raw, day, n_seed, events)
         files += delivered.files
         for topic, n in delivered.lines.items():

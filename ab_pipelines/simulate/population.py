@@ -165,10 +165,18 @@ def assign_population(pop: Population, experiment: Experiment, assigner: Assigne
 def sdk_assigner(client) -> Assigner:
     """An assigner that asks the SDK ``client`` (the config published so far), as real traffic would.
 
-    Killed and stopped experiments return None here: their users are served the baseline and log
-    no exposure, which the simulation treats as "not in the experiment" (no planted effect, no
-    exposure). An experiment the published config does not have is not assigned at all.
+    Each simulated day is one client session: the SDK's own exposure logging (once per unit and
+    running experiment, never for overrides, killed or stopped experiments) decides which users
+    log exposures that day; the simulator writes those exposures, with its delivery quirks (late,
+    duplicate, malformed), in the SDK sink's dump format. Killed and stopped experiments return
+    None here: their users are served the baseline, log nothing and carry no planted effect.
+    ``assign.logged(experiment_id)`` gives the units the SDK logged.
     """
+    from ab_pipelines.assignment import ListExposureSink
+
+    if client.exposure_sink is None:
+        client.exposure_sink = ListExposureSink()
+    sink = client.exposure_sink
 
     def assign(experiment: Experiment, unit: str, attributes: Mapping[str, str]) -> str | None:
         config = client.config
@@ -177,4 +185,8 @@ def sdk_assigner(client) -> Assigner:
             return None
         return client.assign(unit, experiment.id, attributes)
 
+    def logged(experiment_id: str) -> set[str]:
+        return {e["unit"] for e in sink.events if e["experiment_id"] == experiment_id}
+
+    assign.logged = logged
     return assign

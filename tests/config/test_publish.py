@@ -99,3 +99,18 @@ def test_kill_works_even_when_the_registry_is_broken(home, registry_copy):
 def test_kill_of_an_unknown_experiment_is_one_sentence(home, registry_copy):
     with pytest.raises(ValueError, match="unknown experiment 'nope'"):
         kill(home, "nope", "x", "a@example.com", registry_root=registry_copy)
+
+
+def test_a_polling_client_serves_the_baseline_from_its_next_refresh(
+    home, registry_copy, monkeypatch
+):
+    publish(home, registry_copy)
+    client = Client.from_file(str(home.edge / "config.json"), refresh_seconds=30)
+    users = [f"user-{i}" for i in range(400)]
+    before = {client.assign(u, "homepage_aa") for u in users}
+    assert before == {"a", "b"}
+    kill(home, "homepage_aa", "A/A alarm", "oncall@example.com", registry_root=registry_copy)
+    assert {client.assign(u, "homepage_aa") for u in users} == before  # not refreshed yet
+    client.refresh()  # what the next refresh interval does
+    assert client.config_version == 2
+    assert {client.assign(u, "homepage_aa") for u in users} == {"a"}

@@ -57,3 +57,18 @@ def test_a_kill_on_day_one_removes_the_experiment_from_day_two(home, registry):
     ]  # not day 1's late ones
     assert not any(r["experiment_id"] == "search_speed" for r in day2)
     assert any(r["experiment_id"] == "homepage_aa" for r in day2)
+
+
+def test_the_sdk_decides_who_logs_exposures(home, registry):
+    publish(home)
+    client = Client.from_file(str(home.edge / "config.json"))
+    assigner = sdk_assigner(client)
+    simulate_days(
+        home, D1, 1, users=1500, seed=5, registry=registry, assigner=assigner, history_days=0
+    )
+    rows = [r for r in exposed(home, registry, D1) if r["experiment_id"] == "homepage_aa"]
+    assert rows and {r["user_id"] for r in rows} <= assigner.logged("homepage_aa")
+    cta = {
+        r["user_id"] for r in exposed(home, registry, D1) if r["experiment_id"] == "checkout_cta"
+    }
+    assert "qa-user-1" not in assigner.logged("checkout_cta") and "qa-user-1" not in cta
