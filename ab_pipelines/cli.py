@@ -329,7 +329,12 @@ def assign(user_id: str, experiment: str | None, attrs: tuple[str, ...], as_json
     path = p.edge / "config.json"
     if not path.exists():
         raise UserError(f"no published config at {path}; run 'abp publish' first.")
-    client = Client.from_file(str(path))
+    from ab_pipelines.assignment import ConfigError
+
+    try:
+        client = Client.from_file(str(path))
+    except ConfigError as exc:
+        raise UserError(f"the published config cannot be used: {exc}") from None
     ids = [experiment] if experiment else sorted(client.experiment_ids)
     out = {e: client.explain(user_id, e, attributes=attributes) for e in ids}
     if as_json:

@@ -122,9 +122,12 @@ def registry_fingerprint() -> str:
 
     h = hashlib.sha256()
     root = registry_root()
-    for folder in ("experiments", "metrics"):
-        for f in sorted((root / folder).glob("*.y*ml")):
-            h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    files = [root / "units.yaml"] + [
+        f for d in ("experiments", "metrics") for f in sorted((root / d).glob("*.y*ml"))
+    ]
+    for f in files:
+        if f.exists():
+            h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
     h.update(str(Lake(paths()).version(OPS_KILLS)).encode())
     return h.hexdigest()[:16]
 
@@ -139,4 +142,5 @@ def registry_changed(context: SensorEvaluationContext):
     fingerprint = registry_fingerprint()
     if fingerprint == context.cursor:
         return SkipReason("registry unchanged")
-    return SensorResult(run_requests=[RunRequest(run_key=fingerprint)], cursor=fingerprint)
+    # No run key: a revert to an earlier fingerprint must publish again (Dagster skips used keys).
+    return SensorResult(run_requests=[RunRequest()], cursor=fingerprint)

@@ -20,7 +20,10 @@ BUCKETS = 10_000
 
 def _buckets(salt: str, units: np.ndarray) -> np.ndarray:
     return np.fromiter(
-        (mmh3.hash(f"{salt}:{u}".encode(), 0, False) % BUCKETS for u in units),
+        (
+            mmh3.hash(f"{salt}:{u}".encode("utf-8", "surrogatepass"), 0, False) % BUCKETS
+            for u in units
+        ),
         dtype=np.int64,
         count=len(units),
     )
@@ -45,7 +48,8 @@ def assign_frame(units: pd.Series, attributes: pd.Series | None, exp: dict) -> p
     )
     unit = np.array([None if u is None or u == "" else str(u) for u in raw], dtype=object)
     has_unit = np.array([u is not None for u in unit], dtype=bool)
-    unit_text = np.where(has_unit, unit, "").astype(str)
+    # object arrays, not numpy strings: those drop trailing NULs and pad every id to the longest
+    unit_text = np.array([u if u is not None else "" for u in unit], dtype=object)
     out = np.full(n, None, dtype=object)
 
     targeted = np.ones(n, dtype=bool)
@@ -54,7 +58,9 @@ def assign_frame(units: pd.Series, attributes: pd.Series | None, exp: dict) -> p
         targeted &= np.array([a.get(key) is not None and str(a.get(key)) in allowed for a in attrs])
 
     status = exp["status"]
-    if status in ("killed", "stopped"):
+    if status == "killed":
+        out[has_unit] = exp["variants"][0]
+    elif status == "stopped":
         out[has_unit] = exp["serve_variant"] or exp["variants"][0]
     elif status == "running":
         live = has_unit & targeted

@@ -573,7 +573,7 @@ class Client:
         try:
             self.exposure_sink.log(
                 unit=unit,
-                user_id=user_id if isinstance(user_id, str) and user_id else unit,
+                user_id=str(user_id) if user_id is not None and user_id != "" else unit,
                 experiment_id=exp.id,
                 variant=variant,
                 config_version=self._config.version,

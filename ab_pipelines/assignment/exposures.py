@@ -118,6 +118,7 @@ class DumpExposureSink:
         flush_every: events buffered before a file is written.
         clock: epoch seconds, for tests; defaults to ``time.time``.
         max_buffer: events kept while writes fail; the oldest are dropped beyond it (logged).
+        flush_interval: seconds after which the next logged exposure flushes the buffer.
     """
 
     def __init__(
@@ -127,6 +128,7 @@ class DumpExposureSink:
         flush_every: int = 1000,
         clock: Callable[[], float] | None = None,
         max_buffer: int = 1_000_000,
+        flush_interval: float = 60.0,
     ) -> None:
         if partition < 0:
             raise ValueError("partition must be >= 0")
@@ -135,6 +137,9 @@ class DumpExposureSink:
         self.flush_every = max(1, flush_every)
         self.max_buffer = max(self.flush_every, max_buffer)
         self.clock = clock or time.time
+        # A quiet client still delivers within a minute, well inside late_arrival_days.
+        self.flush_interval = flush_interval
+        self._last_flush = self.clock()
         self._lock = threading.RLock()
         self._buffer: list[tuple[str, int, dict]] = []  # (key, timestamp ms, event)
         self._failing = False
@@ -165,7 +170,11 @@ class DumpExposureSink:
         ev = _event(unit, user_id, experiment_id, variant, config_version, attributes, now)
         with self._lock:
             self._buffer.append((unit, int(now * 1000), ev))
-            if len(self._buffer) >= self.flush_every:
+            if (
+                len(self._buffer) >= self.flush_every
+                or now - self._last_flush >= self.flush_interval
+            ):
+                self._last_flush = now
                 self.flush()
 
     def pending(self) -> int:

@@ -21,7 +21,8 @@ def bucket(salt: str, unit: str) -> int:
     >>> 0 <= bucket("checkout_cta", "user-42") < 10000
     True
     """
-    return mmh3.hash(f"{salt}:{unit}".encode(), 0, False) % BUCKETS
+    # surrogatepass: an id with a lone surrogate (from a bad client) still hashes, never raises
+    return mmh3.hash(f"{salt}:{unit}".encode("utf-8", "surrogatepass"), 0, False) % BUCKETS
 
 
 def in_layer(layer: str, layer_range: tuple[float, float], unit: str) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import hashlib
 import json
@@ -22,6 +23,8 @@ LIFECYCLE_FIELDS = frozenset({"status", "approvals", "shipped_variant"})
 def _json_default(value: object) -> str:
     if isinstance(value, dt.date | dt.datetime):  # YAML reads unquoted dates as dates
         return value.isoformat()
+    if isinstance(value, bytes):  # a !!binary scalar
+        return "base64:" + base64.b64encode(value).decode()
     raise TypeError(f"cannot hash a {type(value).__name__} in experiment content")
 
 

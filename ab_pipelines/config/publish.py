@@ -15,7 +15,9 @@ later publish applies ``ops.kills`` again, so no republish undoes it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
@@ -144,6 +146,19 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+@contextlib.contextmanager
+def _edge_lock(home: Paths):
+    """One publisher at a time: a kill and a publish never interleave (no lost kill, no twin version)."""
+    folder = _edge(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _audit(lake: Lake, actor: str, action: str, experiment_id: str | None, detail: dict) -> None:
     row = {
         "at": _now(),
@@ -178,7 +193,11 @@ def _serve(home: Paths, experiments: dict, actor: str, now: dt.datetime) -> Publ
     }
     text = json.dumps(sign_payload(payload), indent=None)
     copy = _edge(home) / "versions" / f"config-v{version}.json"
-    _write_atomic(copy, text)
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    with open(copy, "x", encoding="utf-8") as f:  # a version is written once, never replaced
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
     copy.chmod(0o444)
     _write_atomic(path, text)
     _audit(
@@ -198,16 +217,19 @@ def publish(
     now: dt.datetime | None = None,
 ) -> PublishResult:
     """Validate the registry against the last published state, compile it with the kills, serve it."""
-    now = now or _now()
+    with _edge_lock(home):
+        return _publish(home, registry_root, actor, now or _now())
+
+
+def _publish(
+    home: Paths, registry_root: Path | None, actor: str, now: dt.datetime
+) -> PublishResult:
+    from ab_pipelines.config.validate import validate_registry
+
     state = published_state(home)
-    try:
-        from ab_pipelines.config.validate import validate_registry
-    except ImportError:  # pragma: no cover - validation arrives with the registry rules
-        validate_registry = None
-    if validate_registry is not None:
-        problems = [str(p) for p in validate_registry(registry_root, state)]
-        if problems:
-            raise PublishRefused(problems)
+    problems = [str(p) for p in validate_registry(registry_root, state)]
+    if problems:
+        raise PublishRefused(problems)
     try:
         registry = load_registry(registry_root)
     except RegistryError as exc:
@@ -221,6 +243,10 @@ def publish(
                 "status": e.status,
                 "layer": e.layer,
                 "layer_range": list(e.layer_range) if e.layer_range else None,
+                "salt": e.hash_salt,
+                "unit": e.unit,
+                "weights": [v.weight for v in e.variants],
+                "allocation": e.allocation,
             }
             for e in registry.experiments.values()
         },
@@ -240,7 +266,18 @@ def kill(
     now: dt.datetime | None = None,
 ) -> PublishResult:
     """Kill switch: record who/when/why, and serve the baseline to everyone from the next version."""
-    now = now or _now()
+    with _edge_lock(home):
+        return _kill(home, experiment_id, reason, by, registry_root, now or _now())
+
+
+def _kill(
+    home: Paths,
+    experiment_id: str,
+    reason: str,
+    by: str,
+    registry_root: Path | None,
+    now: dt.datetime,
+) -> PublishResult:
     if not reason.strip() or not by.strip():
         raise ValueError("a kill needs --reason and --by")
     current = current_payload(home) or {"experiments": {}}
@@ -258,8 +295,9 @@ def kill(
             )
         experiments[experiment_id] = compile_experiment(exp, killed=True)
     lake = Lake(home)
-    row = {"experiment_id": experiment_id, "killed_at": now, "by": by, "reason": reason}
-    lake.merge_arrow(OPS_KILLS, pa.Table.from_pylist([row], schema=OPS_KILLS.schema))
+    if experiment_id not in killed_experiments(lake):  # the first kill's who, when and why stay
+        row = {"experiment_id": experiment_id, "killed_at": now, "by": by, "reason": reason}
+        lake.write_arrow(OPS_KILLS, pa.Table.from_pylist([row], schema=OPS_KILLS.schema))
     _audit(lake, by, "kill", experiment_id, {"reason": reason})
     entry = dict(experiments[experiment_id])
     entry["status"], entry["serve_variant"] = "killed", entry["variants"][0]

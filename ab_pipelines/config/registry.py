@@ -79,6 +79,9 @@ def read_yaml_mapping(path: Path, name: str, problems: list[Problem]) -> dict | 
             Problem(name, "", f"not valid YAML ({where}{getattr(exc, 'problem', exc)})")
         )
         return None
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(name, "", f"not UTF-8 text (byte {exc.start})"))
+        return None
     if not isinstance(data, dict):
         problems.append(
             Problem(name, "", f"expected a mapping of fields, got {type(data).__name__}")

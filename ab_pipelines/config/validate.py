@@ -258,6 +258,8 @@ def published_problems(
     for exp_id, pub in published.items():
         if exp_id in registry.experiments or exp_id in files_present:
             continue
+        if pub.get("status") not in ("running", "stopped"):
+            continue  # a draft or an unstarted experiment served nobody: it may be deleted
         reason = (
             "removed; a stopped experiment stays in the registry as its record"
             if pub.get("status") == "stopped"
@@ -300,4 +302,32 @@ def _transition_problems(e: Experiment, name: str, pub: Mapping) -> list[Problem
             field = "layer" if was_layer != e.layer else "layer_range"
             was_text = f"{was_layer} {list(was_range)}" if was_layer and was_range else "no layer"
             out.append(Problem(name, field, f"range moved since it was published (was {was_text})"))
+        # Anything else that would move users who are already in: salt, unit, weights, or a
+        # lower allocation (raising it never moves anyone).
+        if "salt" in pub and pub["salt"] != e.hash_salt:
+            out.append(
+                Problem(
+                    name, "salt", f"changed while running (was '{pub['salt']}'); users would move"
+                )
+            )
+        if "unit" in pub and pub["unit"] != e.unit:
+            out.append(Problem(name, "unit", f"changed while running (was '{pub['unit']}')"))
+        if "weights" in pub and [float(w) for w in pub["weights"]] != [
+            v.weight for v in e.variants
+        ]:
+            out.append(
+                Problem(
+                    name,
+                    "variants",
+                    f"weights changed while running (were {pub['weights']}); users would move",
+                )
+            )
+        if "allocation" in pub and e.allocation < float(pub["allocation"]):
+            out.append(
+                Problem(
+                    name,
+                    "allocation",
+                    f"lowered while running (was {pub['allocation']}); only raising it keeps users in place",
+                )
+            )
     return out
