@@ -379,6 +379,7 @@ def demo(days: int, users: int | None) -> None:
     click.echo(
         f"ABP_HOME={p.home}\nplaying {days} days from {start} (after {HISTORY_DAYS} days of history)"
     )
+    click.echo(f"edge config version {_publish_or_fail(p)} serving at {p.edge / 'config.json'}")
     for i in range(days):
         day = start + dt.timedelta(days=i)
         first_use = not (p.raw / "_sim_state.json").exists()
