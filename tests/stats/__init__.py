@@ -1,0 +1,1 @@
+"""Tests of ab_pipelines.stats: formulas against independent computations, and simulations."""
