@@ -13,8 +13,8 @@ KDD). Per arm:
 - ``u``, the unadjusted baseline value that the relative lift divides by (as gbstats does).
 
 Absolute effect v_b − v_a with variance σ²_v,b/n_b + σ²_v,a/n_a, Welch–Satterthwaite degrees of
-freedom (Welch 1947; Satterthwaite 1946). Relative effect (v_b − v_a)/|u_a| with its delta-method
-variance (gradient in v_a, u_a, v_b). Sequential intervals: :mod:`ab_pipelines.stats.sequential`.
+freedom (Welch 1947; Satterthwaite 1946). Relative effect (v_b − v_a)/|u_a| with the delta-method
+variance w_b/u_a² + w_a·u_b²/u_a⁴ (gbstats' form; exact without CUPED). Sequential intervals: :mod:`ab_pipelines.stats.sequential`.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _theta(a: Any, b: Any, ratio: bool, arms: tuple) -> Any:
 def _effect(arms: tuple, vals: tuple, relative: bool) -> tuple[Any, Any, Any]:
     """Effect, its variance and Welch df from both arms' (n, mu, S) and (v, u, ∇v, ∇u)."""
     (n_a, _, s_a), (n_b, _, s_b) = arms
-    (v_a, u_a, gv_a, gu_a), (v_b, _, gv_b, _) = vals
+    (v_a, u_a, gv_a, _), (v_b, u_b, gv_b, _) = vals
     w_a = _quad(gv_a, s_a, gv_a) / n_a
     w_b = _quad(gv_b, s_b, gv_b) / n_b
     df = (w_a + w_b) ** 2 / (w_a**2 / (n_a - 1.0) + w_b**2 / (n_b - 1.0))
@@ -176,16 +176,10 @@ def _effect(arms: tuple, vals: tuple, relative: bool) -> tuple[Any, Any, Any]:
     if not relative:
         return diff, w_a + w_b, df
     s = np.abs(u_a)
-    # ∂/∂v_b = 1/s, ∂/∂v_a = −1/s, ∂/∂u_a = −diff·sign(u_a)/s² (delta method, Deng et al. 2018).
-    var = (
-        w_b / s**2
-        + w_a / s**2
-        + (
-            diff**2 / s**4 * _quad(gu_a, s_a, gu_a)
-            + 2.0 * diff * np.sign(u_a) / s**3 * _quad(gv_a, s_a, gu_a)
-        )
-        / n_a
-    )
+    # Delta method for (v_b − v_a)/u_a in gbstats' form: Var ≈ w_b/u_a² + w_a·u_b²/u_a⁴, with the
+    # unadjusted means u. Without CUPED (v = u) this is the exact delta method (Deng et al. 2018);
+    # with CUPED it is what GrowthBook reports, so both tools give the same intervals.
+    var = w_b / s**2 + w_a * u_b**2 / s**4
     return diff / s, var, df
 
 
