@@ -219,18 +219,10 @@ def run(date_: str | None, from_: str | None, to_: str | None) -> None:
 
 # ---- registry and config plane -------------------------------------------------------------
 def _problems(p: Paths) -> list[str]:
-    """Every registry problem, against the last published state when validation rules exist."""
-    from ab_pipelines.config import RegistryError, load_registry
+    """Every registry problem, against the last published state."""
+    from ab_pipelines.config import validate_registry
     from ab_pipelines.config.publish import published_state
 
-    try:
-        from ab_pipelines.config.validate import validate_registry
-    except ImportError:  # the registry rules are not there yet: parsing only
-        try:
-            load_registry()
-            return []
-        except RegistryError as exc:
-            return exc.problems
     return [str(x) for x in validate_registry(None, published_state(p))]
 
 

@@ -189,6 +189,42 @@ OPS_AUDIT_LOG = TableSpec(
     description="Append-only audit trail of config-plane actions: publish, kill.",
 )
 
+_STAT_FIELDS = (
+    "n",
+    "num_sum",
+    "num_sum_sq",
+    "den_sum",
+    "den_sum_sq",
+    "num_den_sum",
+    "pre_num_sum",
+    "pre_num_sum_sq",
+    "pre_den_sum",
+    "pre_den_sum_sq",
+    "pre_num_pre_den_sum",
+    "num_pre_num_sum",
+    "num_pre_den_sum",
+    "den_pre_num_sum",
+    "den_pre_den_sum",
+)
+GOLD_SUFFICIENT_STATS = TableSpec(
+    "gold",
+    "sufficient_stats",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("metric", pa.string()),
+            ("variant", pa.string()),
+            ("segment", pa.string()),  # "all", or "<attribute>=<value>" (exploratory)
+            *((f, pa.int64() if f == "n" else pa.float64()) for f in _STAT_FIELDS),
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id", "metric", "variant", "segment"),
+    description="Per analysis day, experiment, metric, variant and segment: the sufficient statistics "
+    "(RatioMoments fields; a mean metric has den = 1), cumulative from the start date.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.qualified: t
     for t in (
@@ -200,6 +236,7 @@ TABLES: dict[str, TableSpec] = {
         SILVER_EXPOSURE_COUNTS,
         OPS_KILLS,
         OPS_AUDIT_LOG,
+        GOLD_SUFFICIENT_STATS,
     )
 }
 
