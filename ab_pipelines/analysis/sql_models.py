@@ -1,0 +1,170 @@
+"""A tiny dbt: SQL models with ``{{ ref('...') }}`` lineage, rendered by jinja and run in Spark SQL.
+
+Each ``<name>.sql`` in a folder is one model. A model may use:
+
+- ``{{ ref('other') }}``: the result of model ``other`` (it becomes a dependency; the name is a
+  temp view, so the rendered SQL reads it like a table);
+- ``{{ var('name') }}``: a value given to :func:`run_models`;
+- ``{{ value | sql }}``: a Python value as a SQL literal (strings quoted and escaped, lists as
+  comma-separated literals), so no template pastes raw text into SQL;
+- ``{% import '_macros.sql' as mac %}``: shared macros; a file whose name starts with ``_`` is not
+  a model.
+
+Dependencies come from the literal ``ref('...')`` calls in the file; models run in topological
+order. A ref to an unknown model or a cycle is an error naming the file.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "a.sql").write_text("SELECT 1 AS x")
+    >>> _ = (d / "b.sql").write_text("SELECT x FROM {{ ref('a') }}")
+    >>> models = load_models(d)
+    >>> topological_order(models), models["b"].refs
+    (['a', 'b'], ('a',))
+    >>> render(models["b"], {})
+    'SELECT x FROM a'
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from ab_pipelines.settings import REPO_ROOT
+
+__all__ = [
+    "MODELS_DIR",
+    "Model",
+    "ModelError",
+    "load_models",
+    "render",
+    "run_models",
+    "sql_literal",
+    "topological_order",
+]
+
+MODELS_DIR = REPO_ROOT / "dbt_like_sql"
+
+_REF = re.compile(r"""ref\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\)""")
+
+
+class ModelError(ValueError):
+    """A model folder that cannot be run: unknown ref, cycle, missing var."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """One SQL model: its name (the file stem), file, jinja text and the models it refs."""
+
+    name: str
+    path: Path
+    template: str
+    refs: tuple[str, ...]
+
+
+def load_models(folder: Path | str = MODELS_DIR) -> dict[str, Model]:
+    """Every ``*.sql`` in ``folder`` as a :class:`Model`; raise ModelError on a bad ref or a cycle."""
+    models = {}
+    for path in sorted(Path(folder).glob("*.sql")):
+        if path.name.startswith("_"):  # shared macros, imported by models
+            continue
+        text = path.read_text(encoding="utf-8")
+        refs = tuple(dict.fromkeys(_REF.findall(text)))  # unique, in order of first use
+        models[path.stem] = Model(path.stem, path, text, refs)
+    for m in models.values():
+        unknown = [r for r in m.refs if r not in models]
+        if unknown:
+            raise ModelError(f"{m.path}: ref to unknown model(s) {', '.join(unknown)}")
+    topological_order(models)  # fails on a cycle
+    return models
+
+
+def topological_order(models: Mapping[str, Model]) -> list[str]:
+    """Model names, each after the models it refs (ties by name); ModelError on a cycle."""
+    order: list[str] = []
+    state: dict[str, str] = {}  # "visiting" | "done"
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        if state.get(name) == "visiting":
+            cycle = [*path[path.index(name) :], name]
+            raise ModelError(f"{models[name].path}: ref cycle {' -> '.join(cycle)}")
+        state[name] = "visiting"
+        for dep in models[name].refs:
+            if dep not in models:
+                raise ModelError(f"{models[name].path}: ref to unknown model {dep}")
+            visit(dep, [*path, name])
+        state[name] = "done"
+        order.append(name)
+
+    for name in sorted(models):
+        visit(name, [])
+    return order
+
+
+def sql_literal(value: Any) -> str:
+    """A Python value as a Spark SQL literal.
+
+    Examples:
+        >>> sql_literal("it's"), sql_literal(3), sql_literal(None), sql_literal(["a", "b"])
+        ("'it\\\\'s'", '3', 'NULL', "'a', 'b'")
+    """
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple | set | frozenset):
+        return ", ".join(sql_literal(v) for v in value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")  # Spark's default escaping
+    return f"'{text}'"
+
+
+def render(model: Model, vars: Mapping[str, Any]) -> str:
+    """The model's SQL with refs and vars filled in."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(model.path.parent),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+    )
+    env.filters["sql"] = sql_literal
+
+    def ref(name: str) -> str:
+        if name not in model.refs:  # e.g. a ref built at render time, invisible to the lineage
+            raise ModelError(f"{model.path}: ref('{name}') is not a literal ref of this model")
+        return name
+
+    def var(name: str) -> Any:
+        if name not in vars:
+            raise ModelError(f"{model.path}: var('{name}') was not given")
+        return vars[name]
+
+    return env.from_string(model.template).render(ref=ref, var=var).strip()
+
+
+def run_models(
+    spark,
+    models: Mapping[str, Model],
+    vars: Mapping[str, Any],
+    sources: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Register ``sources`` as temp views, run every model in order; name -> DataFrame.
+
+    Each result is also a temp view named after its model, which is how ``ref`` reads it. Views
+    live in the session, so two runs in one session must not overlap in time.
+    """
+    for name, df in sources.items():
+        df.createOrReplaceTempView(name)
+    out = {}
+    for name in topological_order(models):
+        df = spark.sql(render(models[name], vars))
+        df.createOrReplaceTempView(name)
+        out[name] = df
+    return out

@@ -1,0 +1,39 @@
+{#- Shared pieces of the metric templates (a file starting with "_" is not a model).
+    `e` is a metric event, `u` an analysed unit (see analysed_units.sql). -#}
+
+{#- Whether event `e` is one this side of a metric reads: its name and the `where` filter on
+    properties (values compared as JSON text, e.g. currency = 'USD', flag = 'true'). -#}
+{% macro matches(side) -%}
+(e.event = {{ side.event | sql }}
+{%- for key, value in side.where.items() %} AND get_json_object(e.properties, {{ ('$.' ~ key) | sql }}) = {{ value | sql }}{% endfor %})
+{%- endmacro %}
+
+{#- The end of a unit's metric window: D + 1 day, or earlier with window_days. -#}
+{% macro value_end(m) -%}
+{% if m.window_days %}LEAST(u.day_end_ts, u.first_ts + INTERVAL {{ m.window_days | sql }} DAYS){% else %}u.day_end_ts{% endif %}
+{%- endmacro %}
+
+{#- The per-unit aggregate (sum of values, count, or any = 0/1) of the events meeting `condition`;
+    0 when there are none, so units without events count as 0. DOUBLE from here on. -#}
+{% macro aggregate(agg, condition) -%}
+CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ condition }} THEN {% if agg == 'sum' %}e.value{% else %}1{% endif %} END), 0) AS DOUBLE)
+{%- endmacro %}
+
+{#- The join of analysed units to the events that may count for metric `m`: from the start of the
+    CUPED pre-period to the end of the metric window. A LEFT JOIN keeps units without events. -#}
+{% macro join_events(m, sides) -%}
+FROM {{ caller() }} AS u
+LEFT JOIN events AS e
+    ON e.user_id = u.unit
+   AND e.ts >= u.pre_start_ts
+   AND e.ts < {{ value_end(m) }}
+   AND ({% for side in sides %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %})
+GROUP BY u.unit, u.variant
+{%- endmacro %}
+
+{#- No metric of this kind: an empty result with the columns of the others. -#}
+{% macro no_rows() -%}
+SELECT CAST(NULL AS STRING) AS metric, CAST(NULL AS STRING) AS unit, CAST(NULL AS STRING) AS variant,
+       0D AS num, 0D AS den, 0D AS pre_num, 0D AS pre_den
+WHERE FALSE
+{%- endmacro %}
