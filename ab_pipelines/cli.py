@@ -130,21 +130,15 @@ def _published_assigner(p: Paths):
 
 # ---- run --------------------------------------------------------------------------------------
 def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
-    """Materialize the daily job for first..last in one Dagster run; True if it succeeded."""
-    from dagster import DagsterInstance
-    from dagster._core.storage.tags import (
-        ASSET_PARTITION_RANGE_END_TAG,
-        ASSET_PARTITION_RANGE_START_TAG,
-    )
-
+    """Land (and check) first..last in one Dagster run, then analyse the days whose late window
+    closed with it: first - late .. last - late (from the first experiment start). True if all ran."""
     ensure_dagster_home(p)
     try:
-        from jobs.definitions import daily_job, defs
+        from assets.analysis import LATE_ARRIVAL_DAYS
+        from jobs.definitions import analyze_job, daily_job, defs
     except SetupError as exc:
         raise UserError(str(exc)) from None
-
-    job = defs.resolve_job_def(daily_job.name)
-    partitions = job.partitions_def.get_partition_keys()
+    partitions = defs.resolve_job_def(daily_job.name).partitions_def.get_partition_keys()
     if first.isoformat() < partitions[0]:
         raise UserError(
             f"{first} is before the first daily partition {partitions[0]}; "
@@ -154,7 +148,24 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
         raise UserError(
             f"{last} is in the future: the last day that can be run is {partitions[-1]}."
         )
-    instance = DagsterInstance.get()
+    if not _execute(defs, daily_job.name, first, last):
+        return False
+    late = dt.timedelta(days=LATE_ARRIVAL_DAYS)
+    starts = [e.start_date for e in _registry().experiments.values()]
+    a_first = max(first - late, min(starts, default=last), dt.date.fromisoformat(partitions[0]))
+    if not starts or last - late < a_first:
+        return True
+    return _execute(defs, analyze_job.name, a_first, last - late)
+
+
+def _execute(defs, job_name: str, first: dt.date, last: dt.date) -> bool:
+    """One in-process run of a partitioned job over first..last, recorded in the instance."""
+    from dagster import DagsterInstance
+    from dagster._core.storage.tags import (
+        ASSET_PARTITION_RANGE_END_TAG,
+        ASSET_PARTITION_RANGE_START_TAG,
+    )
+
     if first == last:
         kwargs = {"partition_key": first.isoformat()}
     else:
@@ -170,8 +181,8 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
             "console": {"config": {"log_level": os.environ.get("ABP_LOG_LEVEL", "WARNING")}}
         }
     }
-    result = job.execute_in_process(
-        run_config=quiet, instance=instance, raise_on_error=False, **kwargs
+    result = defs.resolve_job_def(job_name).execute_in_process(
+        run_config=quiet, instance=DagsterInstance.get(), raise_on_error=False, **kwargs
     )
     if not result.success:
         for ev in result.all_events:

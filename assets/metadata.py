@@ -32,8 +32,9 @@ def table_metadata(lake: Lake, spec: TableSpec, days: list[dt.date] | None = Non
         return meta
     meta["delta_version"] = MetadataValue.int(version)
     flt = None
-    if days is not None and "arrival_date" in spec.partition_by:
-        flt = pc.field("arrival_date").isin(pa.array(days, pa.date32()))
+    day_col = spec.partition_by[0] if spec.partition_by else None
+    if days is not None and day_col and spec.schema.field(day_col).type == pa.date32():
+        flt = pc.field(day_col).isin(pa.array(days, pa.date32()))
     ds = lake.dataset(spec)
     meta["dagster/row_count"] = MetadataValue.int(ds.count_rows(filter=flt))
     head = (

@@ -7,13 +7,17 @@ import warnings
 from dagster import (
     AssetSelection,
     Definitions,
+    RunRequest,
+    ScheduleEvaluationContext,
     build_last_update_freshness_checks,
     build_schedule_from_partitioned_job,
     build_sensor_for_freshness_checks,
     define_asset_job,
+    schedule,
 )
 
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS
+from assets.analysis import LATE_ARRIVAL_DAYS, sufficient_stats
 from assets.common import asset_key
 from assets.config_plane import edge_config
 from assets.landing import land_raw_dumps, raw_topics
@@ -23,7 +27,7 @@ from assets.traffic import exposure_counts
 from jobs.maintenance import maintain_tables, maintenance_schedule
 from jobs.sensors import new_dump_files, registry_changed
 
-__all__ = ["daily_job", "defs", "land_stream_job", "publish_config_job"]
+__all__ = ["analyze_job", "daily_job", "defs", "land_stream_job", "publish_config_job"]
 
 # Everything the platform materializes for a day; later stages join this selection.
 daily_job = define_asset_job(
@@ -41,6 +45,24 @@ land_stream_job = define_asset_job(
     config={"ops": {"land_raw_dumps": {"config": {"new_files_only": True}}}},
     description="Land the new dump files of one arrival day (requested by the new_dump_files sensor).",
 )
+
+# Analysis of day D, once the arrivals of D + late_arrival_days are landed (gold day D depends on
+# bronze D .. D + late through a partition mapping, which the UI shows).
+analyze_job = define_asset_job(
+    "analyze",
+    selection=AssetSelection.assets(sufficient_stats),
+    partitions_def=daily_partitions,
+    description="Sufficient statistics (and, with the analysis issue, results) for analysis days.",
+)
+
+
+@schedule(job=analyze_job, cron_schedule="0 1 * * *", execution_timezone="UTC")
+def analyze_schedule(context: ScheduleEvaluationContext):
+    """At 01:00 UTC, after the 00:30 landing of yesterday: analyse the day whose late window closed."""
+    now = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
+    day = now.date() - dt.timedelta(days=1 + LATE_ARRIVAL_DAYS)
+    return RunRequest(run_key=day.isoformat(), partition_key=day.isoformat())
+
 
 # The config plane: compile, sign and serve the edge config (requested by registry_changed).
 publish_config_job = define_asset_job(
@@ -69,10 +91,10 @@ with warnings.catch_warnings():
     freshness_sensor = build_sensor_for_freshness_checks(freshness_checks=freshness_checks)
 
 defs = Definitions(
-    assets=[*raw_topics, land_raw_dumps, exposure_counts, edge_config],
+    assets=[*raw_topics, land_raw_dumps, exposure_counts, sufficient_stats, edge_config],
     asset_checks=freshness_checks,
-    jobs=[daily_job, land_stream_job, publish_config_job, maintain_tables],
-    schedules=[daily_schedule, maintenance_schedule],
+    jobs=[daily_job, land_stream_job, analyze_job, publish_config_job, maintain_tables],
+    schedules=[daily_schedule, analyze_schedule, maintenance_schedule],
     sensors=[new_dump_files, registry_changed, freshness_sensor],
     resources={"lake": LakeResource()},
 )

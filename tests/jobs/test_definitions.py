@@ -38,13 +38,17 @@ def test_every_asset_is_in_the_daily_job():
     from jobs.definitions import daily_job, defs
 
     job = defs.resolve_job_def(daily_job.name)
+    analyze = defs.resolve_job_def("analyze")
     graph = defs.resolve_asset_graph()
     materializable = {
         k
         for k in graph.get_all_asset_keys()
         if graph.get(k).is_materializable and k.path[0] != "config"
     }
-    assert materializable <= set(job.asset_layer.asset_graph.get_all_asset_keys())
+    in_jobs = set(job.asset_layer.asset_graph.get_all_asset_keys()) | set(
+        analyze.asset_layer.asset_graph.get_all_asset_keys()
+    )
+    assert materializable <= in_jobs
     assert {
         "bronze/exposures",
         "bronze/metric_events",
@@ -83,8 +87,17 @@ def test_a_range_lands_in_one_dagster_run_and_a_rerun_changes_nothing(home, spar
     write_day(home.raw, D2, 100)
     assert run_days(home, D1, D2)
     instance = DagsterInstance.get()
-    runs = instance.get_runs()
-    assert len(runs) == 1 and runs[0].tags["dagster/asset_partition_range_start"] == D1.isoformat()
+    runs = {r.job_name: r for r in instance.get_runs()}
+    assert set(runs) == {"daily", "analyze"}  # one landing run for the range, then the analysis
+    assert runs["daily"].tags["dagster/asset_partition_range_start"] == D1.isoformat()
+    # day D1's late window (D2) has landed, so D1 is analysed; D2 waits for D3
+    assert runs["analyze"].tags["dagster/partition"] == D1.isoformat()
+    from ab_pipelines.lake.tables import GOLD_SUFFICIENT_STATS
+
+    gold = Lake(home).read_arrow(GOLD_SUFFICIENT_STATS).to_pylist()
+    assert {r["day"] for r in gold} == {D1}
+    cta = [r for r in gold if r["experiment_id"] == "checkout_cta"]
+    assert cta and sum(r["n"] for r in cta if r["metric"] == "conversion") == 4
     lake = Lake(home)
     first = sorted(map(str, lake.read_arrow(BRONZE_EXPOSURES).to_pylist()))
     ledger = lake.read_arrow(OPS_LANDED_FILES).to_pylist()
