@@ -400,10 +400,60 @@ def demo(days: int, users: int | None) -> None:
         span = [first + dt.timedelta(days=k) for k in range((day - first).days + 1)]
         click.echo(landing_table(p, span, header=i == 0))
     click.echo(_quality_line(p))
+    click.echo(_analysis_preview(p, reg))
     click.echo(
         "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
         "runs and their metadata.\nThe analysts' dashboard ('make dashboard') arrives with the dashboard issue."
     )
+
+
+def _analysis_preview(p: Paths, reg) -> str:
+    """SRM and the primary metric per experiment, on the last analysed day (scorecards: issue 5)."""
+    import numpy as np
+
+    from ab_pipelines.lake import Lake
+    from ab_pipelines.lake.tables import GOLD_SUFFICIENT_STATS
+    from ab_pipelines.stats import RatioMoments, compare, srm_test
+
+    rows = Lake(p).read_arrow(GOLD_SUFFICIENT_STATS).to_pylist()
+    if not rows:
+        return "no analysed day yet"
+    day = max(r["day"] for r in rows)
+    fields = [
+        f
+        for f in GOLD_SUFFICIENT_STATS.schema.names
+        if f not in ("experiment_id", "metric", "variant", "segment", "day")
+    ]
+    out = [
+        f"\nanalysis as of {day} (sufficient statistics; full scorecards arrive with the analysis issue):"
+    ]
+    for exp in sorted(reg.experiments.values(), key=lambda e: e.id):
+        mine = {
+            (r["metric"], r["variant"]): r
+            for r in rows
+            if r["day"] == day and r["experiment_id"] == exp.id
+        }
+        if not mine or not exp.metrics.primary:
+            continue
+        metric = exp.metrics.primary[0]
+        counts = [mine.get((metric, v.id), {}).get("n", 0) for v in exp.variants]
+        srm = srm_test(counts, [v.weight for v in exp.variants])
+        base = mine.get((metric, exp.baseline))
+        lifts = []
+        for v in exp.variants[1:]:
+            other = mine.get((metric, v.id))
+            if base and other:
+                a, b = (
+                    RatioMoments(**{f: np.float64(x[f]) for f in fields}) for x in (base, other)
+                )
+                r = compare(a, b, relative=True, cuped=True, sequential_tuning=5000)
+                lifts.append(f"{v.id} {r.effect:+.1%} [{r.ci_low:+.1%}, {r.ci_high:+.1%}]")
+        flag = "SRM FLAGGED" if srm.flagged else "no SRM"
+        out.append(
+            f"  {exp.id:<16} n={'/'.join(map(str, counts)):<13} {flag} (p={srm.p_value:.2g})  "
+            f"{metric}: {'; '.join(lifts) or 'n/a'} (CUPED, always-valid 95%)"
+        )
+    return "\n".join(out)
 
 
 def _quality_line(p: Paths) -> str:
