@@ -21,7 +21,7 @@ import orjson
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.events.dumps import envelope, write_dump
 from ab_pipelines.events.parse import read_lines
-from ab_pipelines.events.schema import MAX_LINE_BYTES
+from ab_pipelines.events.schema import MAX_LINE_BYTES, REASON_CODES
 from ab_pipelines.simulate.population import Population
 
 __all__ = [
@@ -47,18 +47,8 @@ LATE_WINDOW_MS = 6 * 3_600_000  # late records arrive in the first hours of the 
 USD_SHARE = 0.9
 
 # Line defects and the reason code each one produces; exposure-only defects need an exposures file.
-LINE_DEFECTS = (
-    "bad_json",
-    "bad_encoding",
-    "bad_envelope",
-    "missing_field",
-    "wrong_type",
-    "bad_timestamp",
-    "ts_out_of_range",
-    "unknown_topic",
-    "unknown_experiment",
-    "unknown_variant",
-)
+# (too_large and corrupt_file are planted per file, every few days, not as line defects.)
+LINE_DEFECTS = tuple(c for c in REASON_CODES if c not in ("too_large", "corrupt_file"))
 _EXPOSURE_ONLY = frozenset({"unknown_experiment", "unknown_variant"})
 TOO_LARGE_EVERY, CORRUPT_FILE_EVERY = 4, 3  # one too_large line / one truncated gzip every N days
 _BAD_BYTES_MARK = "__sim_bad_bytes__"

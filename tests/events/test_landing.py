@@ -182,15 +182,19 @@ def test_no_files_is_an_empty_day(spark, home):
     }
 
 
-def test_relanding_a_day_whose_files_are_gone_is_refused(spark, home):
+def write_three_exposures(raw) -> None:
     write_dump(
-        home.raw,
+        raw,
         "exposures",
         D1,
         0,
         0,
         [envelope("exposures", 0, i, 1, "u", exposure(i, D1)) for i in range(3)],
     )
+
+
+def test_relanding_a_day_whose_files_are_gone_is_refused(spark, home):
+    write_three_exposures(home.raw)
     lake = Lake(home)
     land_day(spark, lake, home.raw, D1, KNOWN)
     (home.raw / "exposures" / f"date={D1}" / "exposures+0+0.jsonl").unlink()
@@ -259,14 +263,7 @@ def test_streaming_files_one_by_one_equals_landing_the_whole_day(spark, tmp_path
 
 
 def test_streaming_after_a_run_that_died_midway_relands_the_whole_day(spark, home):
-    write_dump(
-        home.raw,
-        "exposures",
-        D1,
-        0,
-        0,
-        [envelope("exposures", 0, i, 1, "u", exposure(i, D1)) for i in range(3)],
-    )
+    write_three_exposures(home.raw)
     lake = Lake(home)
     land_day(spark, lake, home.raw, D1, KNOWN)
     # the ledger commit never happened
