@@ -57,8 +57,9 @@ def test_every_asset_is_in_the_daily_job():
     } <= {k.to_user_string() for k in materializable}
 
 
-def write_day(raw, day: dt.date, base: int) -> None:
-    lines = [
+def exposure_lines(day: dt.date, base: int, n: int, variants=("control",)) -> list[dict]:
+    """n exposure envelopes of checkout_cta on ``day``, offsets from ``base``, variants in turn."""
+    return [
         envelope(
             "exposures",
             0,
@@ -69,12 +70,16 @@ def write_day(raw, day: dt.date, base: int) -> None:
                 "event_id": f"e{base + i}",
                 "user_id": f"user-{i}",
                 "experiment_id": "checkout_cta",
-                "variant": "control",
+                "variant": variants[i % len(variants)],
                 "ts": f"{day}T10:00:00Z",
             },
         )
-        for i in range(4)
+        for i in range(n)
     ]
+
+
+def write_day(raw, day: dt.date, base: int) -> None:
+    lines = exposure_lines(day, base, 4)
     write_dump(raw, "exposures", day, 0, base, [*lines, lines[0], b"{oops"])
 
 
@@ -123,30 +128,8 @@ def test_a_range_lands_in_one_dagster_run_and_a_rerun_changes_nothing(home, spar
 
 def write_exposures(raw, day: dt.date, n: int) -> None:
     base = (day - D1).days * 1000
-    write_dump(
-        raw,
-        "exposures",
-        day,
-        0,
-        base,
-        [
-            envelope(
-                "exposures",
-                0,
-                base + i,
-                1,
-                f"user-{i}",
-                {
-                    "event_id": f"e{base + i}",
-                    "user_id": f"user-{i}",
-                    "experiment_id": "checkout_cta",
-                    "variant": "control" if i % 2 else "treatment",
-                    "ts": f"{day}T10:00:00Z",
-                },
-            )
-            for i in range(n)
-        ],
-    )
+    lines = exposure_lines(day, base, n, variants=("treatment", "control"))
+    write_dump(raw, "exposures", day, 0, base, lines)
 
 
 @pytest.mark.spark
