@@ -76,6 +76,10 @@ class Analysis(_Model):
     correction: Literal["holm", "bh", "none"] = "holm"
     mde: float | None = Field(default=None, gt=0)
     late_arrival_days: int = Field(default=1, ge=0)
+    # Exploratory cuts: exposure attributes (e.g. platform, country) whose top values each get
+    # their own results ("<attribute>=<value>", the rest "<attribute>=other"). Never decide.
+    segments: list[str] = Field(default_factory=list)
+    segment_top_n: int = Field(default=5, ge=1, le=50)
 
 
 class Experiment(_Model):

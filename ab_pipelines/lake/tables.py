@@ -225,6 +225,92 @@ GOLD_SUFFICIENT_STATS = TableSpec(
     "(RatioMoments fields; a mean metric has den = 1), cumulative from the start date.",
 )
 
+
+def _estimate(prefix: str) -> list[tuple[str, pa.DataType]]:
+    return [(f"{prefix}_{k}", pa.float64()) for k in ("effect", "ci_low", "ci_high", "p_value")]
+
+
+GOLD_EXPERIMENT_RESULTS = TableSpec(
+    "gold",
+    "experiment_results",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("metric", pa.string()),
+            ("role", pa.string()),  # primary | secondary | guardrail
+            ("variant", pa.string()),  # a non-baseline variant
+            ("baseline", pa.string()),
+            ("segment", pa.string()),
+            ("exploratory", pa.bool_()),  # segment rows: shown, never decide
+            ("n_baseline", pa.int64()),
+            ("n_variant", pa.int64()),
+            ("mean_baseline", pa.float64()),
+            ("mean_variant", pa.float64()),
+            *_estimate("abs"),  # fixed-horizon Welch, raw
+            *_estimate("rel"),
+            ("cuped_theta", pa.float64()),
+            ("cuped_variance_reduction", pa.float64()),
+            *_estimate("cuped_abs"),  # fixed-horizon, CUPED (null without pre-period data)
+            *_estimate("cuped_rel"),
+            *_estimate("seq_abs"),  # always-valid, on the CUPED estimate where CUPED applies
+            *_estimate("seq_rel"),
+            ("p_value_adjusted", pa.float64()),  # Holm/BH over primary+secondary x variants
+            ("significant", pa.bool_()),  # what the decision reads
+            ("guardrail_margin", pa.float64()),
+            ("guardrail_bound", pa.float64()),
+            ("guardrail_breached", pa.bool_()),
+            ("decision", pa.string()),  # the experiment's decision that day (same on every row)
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id", "metric", "variant", "segment"),
+    description="Per analysis day, experiment, metric, non-baseline variant and segment: raw, CUPED and "
+    "always-valid estimates, the adjusted p-value, guardrail fields and the experiment's decision.",
+)
+GOLD_SRM = TableSpec(
+    "gold",
+    "srm",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("segment", pa.string()),
+            ("variant", pa.string()),
+            ("units", pa.int64()),
+            ("weight", pa.float64()),
+            ("expected", pa.float64()),
+            ("statistic", pa.float64()),
+            ("p_value", pa.float64()),
+            ("flagged", pa.bool_()),
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id", "segment", "variant"),
+    description="Sample-ratio-mismatch test per analysis day and experiment: analysed units per "
+    "variant against the configured weights (Pearson chi-square, flagged at p < 0.001).",
+)
+GOLD_HEALTH = TableSpec(
+    "gold",
+    "health",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("check", pa.string()),  # crossovers | metric_without_data | pre_period_imbalance
+            ("subject", pa.string()),  # the metric, or "" for experiment-wide checks
+            ("value", pa.float64()),
+            ("p_value", pa.float64()),
+            ("flagged", pa.bool_()),
+            ("detail", pa.string()),
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id", "check", "subject"),
+    description="Per analysis day and experiment: crossovers, metrics without data and the "
+    "pre-exposure imbalance of each metric's CUPED covariate.",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.qualified: t
     for t in (
@@ -237,6 +323,9 @@ TABLES: dict[str, TableSpec] = {
         OPS_KILLS,
         OPS_AUDIT_LOG,
         GOLD_SUFFICIENT_STATS,
+        GOLD_EXPERIMENT_RESULTS,
+        GOLD_SRM,
+        GOLD_HEALTH,
     )
 }
 
