@@ -400,60 +400,31 @@ def demo(days: int, users: int | None) -> None:
         span = [first + dt.timedelta(days=k) for k in range((day - first).days + 1)]
         click.echo(landing_table(p, span, header=i == 0))
     click.echo(_quality_line(p))
-    click.echo(_analysis_preview(p, reg))
+    click.echo(_scorecards(p, reg))
     click.echo(
         "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
         "runs and their metadata.\nThe analysts' dashboard ('make dashboard') arrives with the dashboard issue."
     )
 
 
-def _analysis_preview(p: Paths, reg) -> str:
-    """SRM and the primary metric per experiment, on the last analysed day (scorecards: issue 5)."""
-    import numpy as np
-
+def _scorecards(p: Paths, reg) -> str:
+    """Every analysed experiment's scorecard on its latest analysed day."""
+    from ab_pipelines.analysis.scorecard import ScorecardError, render, scorecard
     from ab_pipelines.lake import Lake
-    from ab_pipelines.lake.tables import GOLD_SUFFICIENT_STATS
-    from ab_pipelines.stats import RatioMoments, compare, srm_test
 
-    rows = Lake(p).read_arrow(GOLD_SUFFICIENT_STATS).to_pylist()
-    if not rows:
-        return "no analysed day yet"
-    day = max(r["day"] for r in rows)
-    fields = [
-        f
-        for f in GOLD_SUFFICIENT_STATS.schema.names
-        if f not in ("experiment_id", "metric", "variant", "segment", "day")
-    ]
-    out = [
-        f"\nanalysis as of {day} (sufficient statistics; full scorecards arrive with the analysis issue):"
-    ]
+    lake, cards = Lake(p), []
     for exp in sorted(reg.experiments.values(), key=lambda e: e.id):
-        mine = {
-            (r["metric"], r["variant"]): r
-            for r in rows
-            if r["day"] == day and r["experiment_id"] == exp.id
-        }
-        if not mine or not exp.metrics.primary:
+        try:
+            cards.append(render(scorecard(lake, reg, exp.id)))
+        except ScorecardError:
             continue
-        metric = exp.metrics.primary[0]
-        counts = [mine.get((metric, v.id), {}).get("n", 0) for v in exp.variants]
-        srm = srm_test(counts, [v.weight for v in exp.variants])
-        base = mine.get((metric, exp.baseline))
-        lifts = []
-        for v in exp.variants[1:]:
-            other = mine.get((metric, v.id))
-            if base and other:
-                a, b = (
-                    RatioMoments(**{f: np.float64(x[f]) for f in fields}) for x in (base, other)
-                )
-                r = compare(a, b, relative=True, cuped=True, sequential_tuning=5000)
-                lifts.append(f"{v.id} {r.effect:+.1%} [{r.ci_low:+.1%}, {r.ci_high:+.1%}]")
-        flag = "SRM FLAGGED" if srm.flagged else "no SRM"
-        out.append(
-            f"  {exp.id:<16} n={'/'.join(map(str, counts)):<13} {flag} (p={srm.p_value:.2g})  "
-            f"{metric}: {'; '.join(lifts) or 'n/a'} (CUPED, always-valid 95%)"
-        )
-    return "\n".join(out)
+    if not cards:
+        return "no analysed day yet"
+    head = (
+        "\nscorecards (lift: CUPED where it applies, always-valid 95% interval; * = significant "
+        "after correction; 'fixed p' is the fixed-horizon p-value, not for peeking):\n\n"
+    )
+    return head + "\n\n".join(cards)
 
 
 def _quality_line(p: Paths) -> str:
@@ -466,6 +437,73 @@ def _quality_line(p: Paths) -> str:
     failed = sorted(f"{r['day']} {r['table']}.{r['check']}" for r in rows if not r["passed"])
     line = f"data-quality checks: {len(rows) - len(failed)} passed, {len(failed)} failed (ops.dq_results)"
     return line + "".join(f"\n  failed: {f}" for f in failed)
+
+
+# ---- results and plan -------------------------------------------------------------------------
+@main.command()
+@click.argument("experiment")
+@click.option(
+    "--date", "date_", default=None, help="Analysis day, YYYY-MM-DD (default: the latest)."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (CONTRACTS section 4).")
+def results(experiment: str, date_: str | None, as_json: bool) -> None:
+    """The scorecard of EXPERIMENT as of a day: SRM, decision, every metric's estimates."""
+    from ab_pipelines.analysis.scorecard import ScorecardError, render, scorecard, to_json
+    from ab_pipelines.lake import Lake
+
+    day = _parse_day(date_, "--date") if date_ else None
+    try:
+        card = scorecard(Lake(_home()), _registry(), experiment, day)
+    except ScorecardError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(to_json(card) if as_json else render(card))
+
+
+@main.command()
+@click.option("--metric", required=True, help="Metric id (metrics/<id>.yaml).")
+@click.option("--mde", required=True, type=float, help="Relative change to detect, e.g. 0.02.")
+@click.option(
+    "--alpha",
+    default=0.05,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+)
+@click.option(
+    "--power",
+    default=0.8,
+    show_default=True,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+)
+@click.option("--variants", default=2, show_default=True, type=click.IntRange(2, 20))
+@click.option(
+    "--allocation", default=1.0, show_default=True, type=float, help="Share of eligible traffic."
+)
+@click.option("--json", "as_json", is_flag=True)
+def plan(
+    metric: str,
+    mde: float,
+    alpha: float,
+    power: float,
+    variants: int,
+    allocation: float,
+    as_json: bool,
+) -> None:
+    """Units and days needed to detect MDE on METRIC, from the measured variance and traffic."""
+    import json
+
+    from ab_pipelines.analysis.plan import PlanError
+    from ab_pipelines.analysis.plan import plan as make_plan
+    from ab_pipelines.lake import Lake
+
+    try:
+        result = make_plan(
+            Lake(_home()), _registry(), metric, mde, alpha, power, variants, allocation
+        )
+    except PlanError as exc:
+        raise UserError(str(exc)) from None
+    click.echo(
+        json.dumps(result.as_dict(), indent=2, allow_nan=False) if as_json else result.render()
+    )
 
 
 # ---- dagster ----------------------------------------------------------------------------------

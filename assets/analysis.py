@@ -1,29 +1,52 @@
-"""Gold analysis assets: day D is computed once the arrivals of D + late_arrival_days have landed."""
+"""Gold analysis assets: day D is computed once the arrivals of D + late_arrival_days have landed.
+
+Two steps (``ab_pipelines.analysis.day``):
+
+- ``analysis_sql`` (Spark, pool "spark"): one asset per SQL model of ``dbt_like_sql/``, whose
+  dependencies come from its ``{{ ref() }}`` calls (as dagster-dbt does for dbt models), ending
+  in ``gold/sufficient_stats``; the same pass writes ``gold/srm`` and ``gold/health``. The
+  intermediate models are Spark views inside the run (not stored): their assets carry the SQL.
+- ``gold/experiment_results`` (numpy, no Spark): estimates, adjusted p-values, guardrails and the
+  decision, from the sufficient statistics and the SRM test.
+"""
 
 import datetime as dt
+import re
 
 from dagster import (
     AssetDep,
     AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
     BackfillPolicy,
     MaterializeResult,
     MetadataValue,
     TimeWindowPartitionMapping,
     asset,
+    multi_asset,
 )
 
+import ab_pipelines.analysis.day
+import ab_pipelines.analysis.results
 import ab_pipelines.analysis.sql_models
 import ab_pipelines.analysis.sufficient_stats
-from ab_pipelines.analysis.sql_models import MODELS_DIR
-from ab_pipelines.analysis.sufficient_stats import write_day
+from ab_pipelines.analysis.day import results_day, stats_day
+from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, topological_order
 from ab_pipelines.config import RegistryError, load_registry
-from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, GOLD_SUFFICIENT_STATS
+from ab_pipelines.lake.tables import (
+    BRONZE_EXPOSURES,
+    BRONZE_METRIC_EVENTS,
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_HEALTH,
+    GOLD_SRM,
+    GOLD_SUFFICIENT_STATS,
+)
 from assets.common import OWNER, SPARK_RETRY, asset_key, code_version
 from assets.metadata import table_metadata
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
 
-__all__ = ["LATE_ARRIVAL_DAYS", "sufficient_stats"]
+__all__ = ["LATE_ARRIVAL_DAYS", "analysis_sql", "experiment_results"]
 
 
 def _late_arrival_days() -> int:
@@ -39,37 +62,135 @@ def _late_arrival_days() -> int:
 LATE_ARRIVAL_DAYS = _late_arrival_days()
 # Day D of gold depends on the bronze arrival days D .. D + late (and, cumulatively, all before).
 _LATE = TimeWindowPartitionMapping(start_offset=0, end_offset=LATE_ARRIVAL_DAYS)
+_MODELS = load_models(MODELS_DIR)
 _SQL_VERSION = "".join(p.read_text() for p in sorted(MODELS_DIR.glob("*.sql")))
+# The sources the models read (filtered by the Python step), and the bronze tables behind them.
+_SOURCES = {"exposures": BRONZE_EXPOSURES, "events": BRONZE_METRIC_EVENTS}
+_READS = re.compile(r"\b(?:FROM|JOIN)\s+(" + "|".join(_SOURCES) + r")\b", re.IGNORECASE)
+_FINAL_MODEL = "sufficient_stats"
+_CODE = code_version(
+    ab_pipelines.analysis.sql_models,
+    ab_pipelines.analysis.sufficient_stats,
+    ab_pipelines.analysis.results,
+    ab_pipelines.analysis.day,
+    extra=_SQL_VERSION,
+)
+
+
+def _model_key(name: str) -> AssetKey:
+    return asset_key(GOLD_SUFFICIENT_STATS) if name == _FINAL_MODEL else AssetKey(["sql", name])
+
+
+def _model_spec(name: str) -> AssetSpec:
+    model = _MODELS[name]
+    deps = [AssetDep(_model_key(r)) for r in model.refs]
+    deps += [
+        AssetDep(asset_key(_SOURCES[s.lower()]), partition_mapping=_LATE)
+        for s in dict.fromkeys(_READS.findall(model.template))
+    ]
+    first_line = model.template.strip().splitlines()[0].lstrip("-{# ").strip()
+    final = name == _FINAL_MODEL
+    return AssetSpec(
+        _model_key(name),
+        deps=deps,
+        description=GOLD_SUFFICIENT_STATS.description
+        if final
+        else f"SQL model {model.path.name} (a Spark view inside the analysis run): {first_line}",
+        group_name="gold" if final else "analysis_sql",
+        owners=[OWNER],
+        kinds={"spark", "delta"} if final else {"spark", "sql"},
+        code_version=_CODE,
+    )
+
+
+_SPECS = [
+    *(_model_spec(n) for n in topological_order(_MODELS)),
+    AssetSpec(
+        asset_key(GOLD_SRM),
+        deps=[AssetDep(_model_key("analysed_units"))],
+        description=GOLD_SRM.description,
+        group_name="gold",
+        owners=[OWNER],
+        kinds={"delta"},
+        code_version=_CODE,
+    ),
+    AssetSpec(
+        asset_key(GOLD_HEALTH),
+        deps=[AssetDep(_model_key("first_exposures")), AssetDep(asset_key(GOLD_SUFFICIENT_STATS))],
+        description=GOLD_HEALTH.description,
+        group_name="gold",
+        owners=[OWNER],
+        kinds={"delta"},
+        code_version=_CODE,
+    ),
+]
+
+
+@multi_asset(
+    name="analysis_sql",
+    specs=_SPECS,
+    partitions_def=daily_partitions,
+    backfill_policy=BackfillPolicy.single_run(),
+    pool="spark",
+    retry_policy=SPARK_RETRY,
+    can_subset=False,
+    description="The dbt_like_sql models in Spark SQL, per analysis day and experiment.",
+)
+def analysis_sql(context: AssetExecutionContext, lake: LakeResource):
+    """Per analysis day: every started experiment's sufficient statistics, SRM and health."""
+    days = [dt.date.fromisoformat(k) for k in context.partition_keys]
+    spark, registry = lake.spark(), lake.registry()
+    summaries = []
+    for day in days:
+        s = stats_day(spark, lake.lake, registry, day)
+        summaries.append(s)
+        context.log.info(
+            f"{day}: {s.rows} (SRM flagged: {', '.join(s.srm_flagged) or 'none'}; "
+            f"health flags: {len(s.health_flagged)})"
+        )
+    for name in topological_order(_MODELS):
+        if name == _FINAL_MODEL:
+            continue
+        yield MaterializeResult(
+            asset_key=_model_key(name),
+            metadata={
+                "path": MetadataValue.path(str(_MODELS[name].path)),
+                "sql": MetadataValue.md(f"```sql\n{_MODELS[name].template}\n```"),
+            },
+        )
+    yield MaterializeResult(
+        asset_key=asset_key(GOLD_SUFFICIENT_STATS),
+        metadata=table_metadata(lake.lake, GOLD_SUFFICIENT_STATS, days),
+    )
+    last = summaries[-1]
+    srm_meta = table_metadata(lake.lake, GOLD_SRM, days)
+    srm_meta["flagged_last_day"] = MetadataValue.json(list(last.srm_flagged))
+    yield MaterializeResult(asset_key=asset_key(GOLD_SRM), metadata=srm_meta)
+    health_meta = table_metadata(lake.lake, GOLD_HEALTH, days)
+    health_meta["flagged_last_day"] = MetadataValue.json(list(last.health_flagged))
+    yield MaterializeResult(asset_key=asset_key(GOLD_HEALTH), metadata=health_meta)
 
 
 @asset(
-    key=asset_key(GOLD_SUFFICIENT_STATS),
-    deps=[
-        AssetDep(asset_key(BRONZE_EXPOSURES), partition_mapping=_LATE),
-        AssetDep(asset_key(BRONZE_METRIC_EVENTS), partition_mapping=_LATE),
-    ],
+    key=asset_key(GOLD_EXPERIMENT_RESULTS),
+    deps=[asset_key(GOLD_SUFFICIENT_STATS), asset_key(GOLD_SRM)],
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
     group_name="gold",
     owners=[OWNER],
-    kinds={"spark", "delta"},
-    pool="spark",
-    retry_policy=SPARK_RETRY,
-    code_version=code_version(
-        ab_pipelines.analysis.sql_models, ab_pipelines.analysis.sufficient_stats, extra=_SQL_VERSION
-    ),
-    description=GOLD_SUFFICIENT_STATS.description,
+    kinds={"numpy", "delta"},
+    code_version=_CODE,
+    description=GOLD_EXPERIMENT_RESULTS.description,
 )
-def sufficient_stats(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
-    """Per analysis day: every started experiment's sufficient statistics, from the SQL models."""
+def experiment_results(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
+    """Per analysis day: estimates, adjusted p-values, guardrails and each experiment's decision."""
     days = [dt.date.fromisoformat(k) for k in context.partition_keys]
-    spark, registry = lake.spark(), lake.registry()
-    crossovers: dict[str, int] = {}
+    registry = lake.registry()
+    decisions: dict[str, str] = {}
     for day in days:
-        result = write_day(spark, lake.lake, registry, day)
-        for e in result.experiments:
-            crossovers[e.experiment_id] = e.crossovers
-        context.log.info(f"{day}: {len(result.experiments)} experiment(s) analysed")
-    meta = table_metadata(lake.lake, GOLD_SUFFICIENT_STATS, days)
-    meta["crossovers_last_day"] = MetadataValue.json(crossovers)
+        s = results_day(lake.lake, registry, day)
+        decisions = s.decisions
+        context.log.info(f"{day}: decisions {s.decisions}")
+    meta = table_metadata(lake.lake, GOLD_EXPERIMENT_RESULTS, days)
+    meta["decisions_last_day"] = MetadataValue.json(decisions)
     return MaterializeResult(metadata=meta)

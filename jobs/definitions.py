@@ -16,8 +16,8 @@ from dagster import (
     schedule,
 )
 
-from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS
-from assets.analysis import LATE_ARRIVAL_DAYS, sufficient_stats
+from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, GOLD_EXPERIMENT_RESULTS
+from assets.analysis import LATE_ARRIVAL_DAYS, analysis_sql, experiment_results
 from assets.common import asset_key
 from assets.config_plane import edge_config
 from assets.landing import land_raw_dumps, raw_topics
@@ -50,9 +50,10 @@ land_stream_job = define_asset_job(
 # bronze D .. D + late through a partition mapping, which the UI shows).
 analyze_job = define_asset_job(
     "analyze",
-    selection=AssetSelection.assets(sufficient_stats),
+    selection=AssetSelection.assets(analysis_sql, experiment_results),
     partitions_def=daily_partitions,
-    description="Sufficient statistics (and, with the analysis issue, results) for analysis days.",
+    description="Analyse days whose late window closed: the SQL models, sufficient statistics, SRM, "
+    "health, results and decisions.",
 )
 
 
@@ -88,10 +89,22 @@ with warnings.catch_warnings():
         ],
         lower_bound_delta=dt.timedelta(hours=FRESHNESS_HOURS),
     )
+    # Results come a day later than landing (the late-arrival wait), so they get a day more.
+    freshness_checks += build_last_update_freshness_checks(
+        assets=[asset_key(GOLD_EXPERIMENT_RESULTS)],
+        lower_bound_delta=dt.timedelta(hours=FRESHNESS_HOURS + 24),
+    )
     freshness_sensor = build_sensor_for_freshness_checks(freshness_checks=freshness_checks)
 
 defs = Definitions(
-    assets=[*raw_topics, land_raw_dumps, exposure_counts, sufficient_stats, edge_config],
+    assets=[
+        *raw_topics,
+        land_raw_dumps,
+        exposure_counts,
+        analysis_sql,
+        experiment_results,
+        edge_config,
+    ],
     asset_checks=freshness_checks,
     jobs=[daily_job, land_stream_job, analyze_job, publish_config_job, maintain_tables],
     schedules=[daily_schedule, analyze_schedule, maintenance_schedule],

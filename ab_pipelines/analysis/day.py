@@ -1,0 +1,125 @@
+"""One analysis day, end to end: Spark sums, then SRM, health, results and decisions in numpy.
+
+Two steps, so the Dagster graph shows them as two assets and results can be recomputed (a new
+correction method, a fixed formula) without Spark:
+
+1. :func:`stats_day` (Spark): ``gold.sufficient_stats``, and from the same pass ``gold.srm`` and
+   ``gold.health`` (they need the unit counts and crossovers the Spark pass sees);
+2. :func:`results_day` (numpy): ``gold.experiment_results`` from ``gold.sufficient_stats`` and
+   ``gold.srm``.
+
+Each replaces its day's partition, so a re-run of a day rewrites it exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ab_pipelines.analysis.results import (
+    experiment_results,
+    health_rows,
+    srm_flagged,
+    srm_rows,
+)
+from ab_pipelines.analysis.sufficient_stats import (
+    ANALYSED_STATUSES,
+    kill_times,
+    write_day,
+)
+from ab_pipelines.config.registry import Registry
+from ab_pipelines.lake import Lake
+from ab_pipelines.lake.tables import (
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_HEALTH,
+    GOLD_SRM,
+    GOLD_SUFFICIENT_STATS,
+    TableSpec,
+)
+
+__all__ = ["DaySummary", "results_day", "stats_day"]
+
+
+@dataclass(frozen=True)
+class DaySummary:
+    """What a step wrote for a day: rows per table and, for results, each experiment's decision."""
+
+    day: dt.date
+    rows: dict[str, int]
+    decisions: dict[str, str]
+    srm_flagged: tuple[str, ...] = ()
+    health_flagged: tuple[str, ...] = ()
+
+
+def _concat(spec: TableSpec, parts: list[pa.Table]) -> pa.Table:
+    return pa.concat_tables([spec.schema.empty_table(), *(p.cast(spec.schema) for p in parts)])
+
+
+def stats_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
+    """Spark pass for ``day``: gold.sufficient_stats, gold.srm and gold.health (replacing the day)."""
+    written = write_day(spark, lake, registry, day)
+    srm, health = [], []
+    for e in written.experiments:
+        exp = registry.experiments[e.experiment_id]
+        srm.append(srm_rows(exp, day, e.units))
+        health.append(
+            health_rows(exp, registry.metrics, day, e.stats, e.units.get("all", {}), e.crossovers)
+        )
+    srm_t, health_t = _concat(GOLD_SRM, srm), _concat(GOLD_HEALTH, health)
+    replace = [{"day": day.isoformat()}]
+    lake.write_arrow(GOLD_SRM, srm_t, replace=replace)
+    lake.write_arrow(GOLD_HEALTH, health_t, replace=replace)
+    flagged_srm = sorted(
+        {r["experiment_id"] for r in srm_t.to_pylist() if r["flagged"] and r["segment"] == "all"}
+    )
+    flagged_health = sorted(
+        f"{r['experiment_id']}:{r['check']}:{r['subject']}"
+        for r in health_t.to_pylist()
+        if r["flagged"]
+    )
+    return DaySummary(
+        day,
+        rows={
+            GOLD_SUFFICIENT_STATS.qualified: sum(e.stats.num_rows for e in written.experiments),
+            GOLD_SRM.qualified: srm_t.num_rows,
+            GOLD_HEALTH.qualified: health_t.num_rows,
+        },
+        decisions={},
+        srm_flagged=tuple(flagged_srm),
+        health_flagged=tuple(flagged_health),
+    )
+
+
+def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
+    """gold.experiment_results for ``day`` from that day's gold.sufficient_stats and gold.srm."""
+    on_day = pc.field("day") == day
+    stats = lake.read_arrow(GOLD_SUFFICIENT_STATS, filter=on_day)
+    srm = lake.read_arrow(GOLD_SRM, filter=on_day)
+    kills = kill_times(lake)
+    parts, decisions = [], {}
+    for exp in sorted(registry.experiments.values(), key=lambda e: e.id):
+        if exp.status not in ANALYSED_STATUSES or exp.start_date > day:
+            continue
+        mine = pc.field("experiment_id") == exp.id
+        exp_stats = stats.filter(mine)
+        exp_srm = srm.filter(mine)
+        if exp_stats.num_rows == 0 and exp_srm.num_rows == 0:
+            continue  # not analysed by the Spark pass this day (e.g. added to the registry since)
+        t = experiment_results(
+            exp,
+            registry.metrics,
+            day,
+            exp_stats,
+            srm_flagged(exp_srm),
+            killed_at=kills.get(exp.id),
+        )
+        parts.append(t)
+        decisions[exp.id] = t.column("decision")[0].as_py() if t.num_rows else "keep_running"
+    table = _concat(GOLD_EXPERIMENT_RESULTS, parts)
+    lake.write_arrow(GOLD_EXPERIMENT_RESULTS, table, replace=[{"day": day.isoformat()}])
+    return DaySummary(
+        day, rows={GOLD_EXPERIMENT_RESULTS.qualified: table.num_rows}, decisions=decisions
+    )

@@ -1,0 +1,460 @@
+"""From sufficient statistics to what people read: results, SRM, health checks and the decision.
+
+Pure numpy on the rows of ``gold.sufficient_stats`` (no Spark): the Spark step hands over the
+sums, and everything here is the statistics library (:mod:`ab_pipelines.stats`) applied per
+experiment and day, vectorized over (metric, variant, segment). The rules (CONTRACTS sections 4
+and 5; choices the contract leaves open are documented in docs/analysis.md):
+
+- Every metric of an experiment gets, per non-baseline variant and segment: the fixed-horizon Welch
+  estimates (raw and, where pre-period data exists, CUPED) and the always-valid estimates of the
+  confidence sequence (N* = 5000), computed on the CUPED estimate where CUPED applies.
+- The p-value a decision reads is the relative lift's: the always-valid one when
+  ``analysis.sequential`` (peeking protection), else the fixed-horizon one (CUPED where it
+  applies). It is adjusted over the family "primary and secondary metrics × non-baseline variants"
+  of segment "all" (``analysis.correction``); a row is significant when the adjusted p < α.
+- Guardrails always use the always-valid relative bound (they are looked at every day).
+- Segment rows are exploratory: computed and shown, never adjusted, never decide.
+- The decision, in order: ``invalid`` (SRM flagged), ``rollback`` (a guardrail breached, or a
+  primary metric significantly worse for some variant), ``ship`` (a variant significantly better
+  on every primary metric), ``inconclusive`` (the experiment ended: stopped, killed, or past its
+  end date), else ``keep_running``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ab_pipelines.config.models import Experiment, Metric
+from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, GOLD_HEALTH, GOLD_SRM
+from ab_pipelines.stats import (
+    DEFAULT_SEQUENTIAL_TUNING,
+    Moments,
+    RatioMoments,
+    adjust_pvalues,
+    compare,
+    guardrail_bound,
+    guardrail_breached,
+    srm_test,
+)
+
+__all__ = [
+    "ALL_SEGMENT",
+    "CROSSOVER_SHARE_FLAG",
+    "DECISIONS",
+    "IMBALANCE_ALPHA",
+    "decide",
+    "experiment_results",
+    "health_rows",
+    "srm_rows",
+]
+
+ALL_SEGMENT = "all"
+DECISIONS = ("keep_running", "ship", "rollback", "inconclusive", "invalid")
+#: crossovers above this share of the exposed units are flagged in gold.health.
+CROSSOVER_SHARE_FLAG = 0.01
+#: a covariate whose arms differ before exposure at p below this is flagged (as strict as SRM).
+IMBALANCE_ALPHA = 0.001
+
+
+def _roles(exp: Experiment) -> dict[str, str]:
+    """metric id -> its role; a metric listed twice keeps its first role (primary first)."""
+    roles: dict[str, str] = {}
+    for role, ids in (
+        ("primary", exp.metrics.primary),
+        ("secondary", exp.metrics.secondary),
+        ("guardrail", [g.metric for g in exp.metrics.guardrails]),
+    ):
+        for mid in ids:
+            roles.setdefault(mid, role)
+    return roles
+
+
+def ended(exp: Experiment, day: dt.date, killed_at: dt.datetime | None) -> bool:
+    """Whether the experiment no longer takes new units on ``day``: stopped, killed, or past its end."""
+    if exp.status == "stopped":
+        return True
+    if exp.end_date is not None and day >= exp.end_date:
+        return True
+    if killed_at is not None:
+        day_end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+        return killed_at.astimezone(dt.UTC) < day_end
+    return False
+
+
+# ---- SRM ---------------------------------------------------------------------------------
+
+
+def srm_rows(exp: Experiment, day: dt.date, units: Mapping[str, Mapping[str, int]]) -> pa.Table:
+    """gold.srm rows: per segment and variant, analysed units against the configured weights.
+
+    ``units`` is segment -> variant -> analysed units (what the Spark step counted). Segments other
+    than "all" are tested too (exploratory: a split that breaks only on one platform shows there).
+    """
+    weights = [v.weight for v in exp.variants]
+    rows = []
+    for segment in sorted(units, key=lambda s: (s != ALL_SEGMENT, s)):
+        counts = [int(units[segment].get(v, 0)) for v in exp.variant_ids]
+        r = srm_test(counts, weights)
+        for i, vid in enumerate(exp.variant_ids):
+            rows.append(
+                dict(
+                    experiment_id=exp.id,
+                    segment=segment,
+                    variant=vid,
+                    units=counts[i],
+                    weight=weights[i],
+                    expected=float(r.expected[i]),
+                    statistic=_num(r.statistic),
+                    p_value=_num(r.p_value),
+                    flagged=bool(r.flagged),
+                    day=day,
+                )
+            )
+    return pa.Table.from_pylist(rows, schema=GOLD_SRM.schema)
+
+
+def srm_flagged(srm: pa.Table) -> bool:
+    """Whether segment "all" of an experiment's gold.srm rows is flagged."""
+    return any(r["flagged"] for r in srm.to_pylist() if r["segment"] == ALL_SEGMENT)
+
+
+# ---- moments from gold rows --------------------------------------------------------------
+
+_RATIO_FIELDS = tuple(f for f in RatioMoments.__dataclass_fields__)
+
+
+def _column(rows: list[dict], name: str) -> np.ndarray:
+    return np.array([r[name] for r in rows], dtype=np.float64)
+
+
+def _moments(rows: list[dict], ratio: bool) -> Moments | RatioMoments:
+    """The arms of ``rows`` (gold.sufficient_stats rows) as one vectorized moments object."""
+    if ratio:
+        return RatioMoments(**{f: _column(rows, f) for f in _RATIO_FIELDS})
+    # A mean or proportion is stored with den = 1: its Y is num, its covariate X is pre_num.
+    return Moments(
+        n=_column(rows, "n"),
+        sum=_column(rows, "num_sum"),
+        sum_sq=_column(rows, "num_sum_sq"),
+        pre_sum=_column(rows, "pre_num_sum"),
+        pre_sum_sq=_column(rows, "pre_num_sum_sq"),
+        sum_cross=_column(rows, "num_pre_num_sum"),
+    )
+
+
+def _num(x: Any) -> float | None:
+    """A float, or None for NaN/inf (results never hold NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+# ---- results -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Cell:
+    """One comparison to make: a metric, a non-baseline variant, a segment and both arms' rows."""
+
+    metric: Metric
+    role: str
+    variant: str
+    segment: str
+    base: dict
+    arm: dict
+
+
+def _estimates(prefix: str, c, i: int) -> dict[str, float | None]:
+    return {
+        f"{prefix}_effect": _num(c.effect[i]),
+        f"{prefix}_ci_low": _num(c.ci_low[i]),
+        f"{prefix}_ci_high": _num(c.ci_high[i]),
+        f"{prefix}_p_value": _num(c.p_value[i]),
+    }
+
+
+def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
+    """Raw, CUPED and sequential estimates of every cell, one vectorized call per kind and mode."""
+    alpha = exp.analysis.alpha
+    cuped_possible = exp.analysis.cuped_lookback_days > 0
+    out: list[dict] = [{} for _ in cells]
+    for ratio in (False, True):
+        idx = [i for i, c in enumerate(cells) if (c.metric.kind == "ratio") == ratio]
+        if not idx:
+            continue
+        a = _moments([cells[i].base for i in idx], ratio)
+        b = _moments([cells[i].arm for i in idx], ratio)
+        raw = {rel: compare(a, b, relative=rel, alpha=alpha) for rel in (False, True)}
+        cup = {rel: compare(a, b, relative=rel, alpha=alpha, cuped=True) for rel in (False, True)}
+        seq_raw = {
+            rel: compare(
+                a, b, relative=rel, alpha=alpha, sequential_tuning=DEFAULT_SEQUENTIAL_TUNING
+            )
+            for rel in (False, True)
+        }
+        seq_cup = {
+            rel: compare(
+                a,
+                b,
+                relative=rel,
+                alpha=alpha,
+                cuped=True,
+                sequential_tuning=DEFAULT_SEQUENTIAL_TUNING,
+            )
+            for rel in (False, True)
+        }
+        for j, i in enumerate(idx):
+            c = cells[i]
+            # CUPED applies where a pre-period exists and the covariate varies in some arm.
+            has_pre = cuped_possible and (
+                c.base["pre_num_sum_sq"] > 0 or c.arm["pre_num_sum_sq"] > 0
+            )
+            has_pre = has_pre and np.isfinite(cup[True].effect[j])
+            seq = seq_cup if has_pre else seq_raw
+            row = {
+                "n_baseline": int(c.base["n"]),
+                "n_variant": int(c.arm["n"]),
+                "mean_baseline": _num(raw[False].mean_a[j]),
+                "mean_variant": _num(raw[False].mean_b[j]),
+                **_estimates("abs", raw[False], j),
+                **_estimates("rel", raw[True], j),
+                **_estimates("seq_abs", seq[False], j),
+                **_estimates("seq_rel", seq[True], j),
+            }
+            if has_pre:
+                row.update(
+                    cuped_theta=_num(cup[True].theta[j]),
+                    cuped_variance_reduction=_num(cup[True].variance_reduction[j]),
+                    **_estimates("cuped_abs", cup[False], j),
+                    **_estimates("cuped_rel", cup[True], j),
+                )
+            out[i] = row
+    return out
+
+
+def _decision_p(row: dict, sequential: bool) -> float | None:
+    """The relative lift's p-value a decision reads (see the module docstring)."""
+    if sequential:
+        return row.get("seq_rel_p_value")
+    p = row.get("cuped_rel_p_value")
+    return p if row.get("cuped_theta") is not None else row.get("rel_p_value")
+
+
+def _better(row: dict, metric: Metric) -> bool | None:
+    """Whether the variant's (CUPED where it applies) relative effect points the good way."""
+    effect = row.get("seq_rel_effect")
+    if effect is None or effect == 0:
+        return None
+    return (effect > 0) == metric.higher_is_better
+
+
+def decide(exp: Experiment, rows: list[dict], srm_is_flagged: bool, has_ended: bool) -> str:
+    """The experiment's decision from its segment-"all" result rows (CONTRACTS section 4)."""
+    if srm_is_flagged:
+        return "invalid"
+    main = [r for r in rows if r["segment"] == ALL_SEGMENT]
+    if any(r["guardrail_breached"] for r in main):
+        return "rollback"
+    primary = [r for r in main if r["role"] == "primary"]
+    if any(r["significant"] and r["_better"] is False for r in primary):
+        return "rollback"
+    for vid in exp.variant_ids[1:]:
+        mine = [r for r in primary if r["variant"] == vid]
+        if mine and all(r["significant"] and r["_better"] for r in mine):
+            return "ship"
+    return "inconclusive" if has_ended else "keep_running"
+
+
+def experiment_results(
+    exp: Experiment,
+    metrics: Mapping[str, Metric],
+    day: dt.date,
+    stats: pa.Table,
+    srm_is_flagged: bool,
+    killed_at: dt.datetime | None = None,
+) -> pa.Table:
+    """gold.experiment_results rows of one experiment on ``day`` (every segment), with its decision.
+
+    ``stats`` holds the experiment's gold.sufficient_stats rows of that day. A (metric, variant,
+    segment) whose arm rows are missing counts as n = 0 (every estimate null).
+    """
+    by_key = {(r["metric"], r["variant"], r["segment"]): r for r in stats.to_pylist()}
+    segments = sorted({r["segment"] for r in by_key.values()} | {ALL_SEGMENT})
+    segments.sort(key=lambda s: (s != ALL_SEGMENT, s))
+    roles = _roles(exp)
+    margins = {g.metric: g.max_relative_change for g in exp.metrics.guardrails}
+    base_id = exp.baseline
+
+    def arm(mid: str, vid: str, seg: str) -> dict:
+        empty = {f: 0.0 for f in _RATIO_FIELDS} | {"n": 0}
+        return by_key.get((mid, vid, seg), empty)
+
+    cells = [
+        _Cell(metrics[mid], role, vid, seg, arm(mid, base_id, seg), arm(mid, vid, seg))
+        for seg in segments
+        for mid, role in roles.items()
+        for vid in exp.variant_ids[1:]
+        if seg == ALL_SEGMENT or (mid, base_id, seg) in by_key or (mid, vid, seg) in by_key
+    ]
+    estimates = _compare_cells(cells, exp)
+    rows = []
+    for c, est in zip(cells, estimates, strict=True):
+        row = {name: None for name in GOLD_EXPERIMENT_RESULTS.schema.names}
+        row.update(est)
+        row.update(
+            experiment_id=exp.id,
+            metric=c.metric.id,
+            role=c.role,
+            variant=c.variant,
+            baseline=base_id,
+            segment=c.segment,
+            exploratory=c.segment != ALL_SEGMENT,
+            day=day,
+            _better=_better(est, c.metric),
+        )
+        if c.metric.id in margins:
+            low, high = est.get("seq_rel_ci_low"), est.get("seq_rel_ci_high")
+            low_, high_ = (np.nan if x is None else x for x in (low, high))
+            row.update(
+                guardrail_margin=margins[c.metric.id],
+                guardrail_bound=_num(guardrail_bound(low_, high_, c.metric.higher_is_better)),
+                guardrail_breached=bool(
+                    guardrail_breached(low_, high_, margins[c.metric.id], c.metric.higher_is_better)
+                ),
+            )
+        rows.append(row)
+
+    family = [
+        r for r in rows if r["segment"] == ALL_SEGMENT and r["role"] in ("primary", "secondary")
+    ]
+    if family:
+        p = np.array(
+            [_num(_decision_p(r, exp.analysis.sequential)) or np.nan for r in family], dtype=float
+        )
+        method = exp.analysis.correction
+        adj = p if method == "none" else adjust_pvalues(p, method=method)
+        for r, q in zip(family, adj, strict=True):
+            r["p_value_adjusted"] = _num(q)
+            r["significant"] = bool(np.isfinite(q) and q < exp.analysis.alpha)
+    decision = decide(exp, rows, srm_is_flagged, ended(exp, day, killed_at))
+    for r in rows:
+        r["decision"] = decision
+        del r["_better"]
+    return pa.Table.from_pylist(rows, schema=GOLD_EXPERIMENT_RESULTS.schema)
+
+
+# ---- health ------------------------------------------------------------------------------
+
+
+def health_rows(
+    exp: Experiment,
+    metrics: Mapping[str, Metric],
+    day: dt.date,
+    stats: pa.Table,
+    units: Mapping[str, int],
+    crossovers: int,
+) -> pa.Table:
+    """gold.health rows of one experiment on ``day`` (segment "all").
+
+    - ``crossovers``: units seen in more than one variant (excluded from the analysis); flagged above
+      1% of the exposed units.
+    - ``metric_without_data``: a metric none of whose analysed units has a non-zero value (or, for
+      a ratio, a non-zero denominator): usually a wrong event name or ``where`` filter.
+    - ``pre_period_imbalance``: per metric and non-baseline variant, Welch's test of the CUPED
+      covariate (the metric over the lookback before first exposure) between the arms. Assignment
+      is random, so a difference before exposure points at a broken split or a leaky exposure;
+      flagged at p < 0.001.
+    """
+    rows: list[dict] = []
+    analysed = int(sum(units.values()))
+    exposed = analysed + int(crossovers)
+    share = crossovers / exposed if exposed else 0.0
+    rows.append(
+        dict(
+            check="crossovers",
+            subject="",
+            value=float(crossovers),
+            p_value=None,
+            flagged=share > CROSSOVER_SHARE_FLAG,
+            detail=f"{crossovers} of {exposed} exposed units seen in more than one variant "
+            f"({share:.2%}); excluded",
+        )
+    )
+    main = [r for r in stats.to_pylist() if r["segment"] == ALL_SEGMENT]
+    by_key = {(r["metric"], r["variant"]): r for r in main}
+    for mid in dict.fromkeys(exp.metric_ids()):
+        m = metrics[mid]
+        mine = [r for r in main if r["metric"] == mid]
+        n = sum(r["n"] for r in mine)
+        nonzero = sum(r["num_sum_sq"] for r in mine) > 0
+        if m.kind == "ratio":
+            nonzero = nonzero and sum(r["den_sum_sq"] for r in mine) > 0
+        rows.append(
+            dict(
+                check="metric_without_data",
+                subject=mid,
+                value=float(sum(r["num_sum"] for r in mine)),
+                p_value=None,
+                flagged=bool(n > 0 and not nonzero),
+                detail=(
+                    f"no analysed unit has a value for {mid}: check its event name and filter"
+                    if n > 0 and not nonzero
+                    else f"{n} analysed units"
+                ),
+            )
+        )
+        if exp.analysis.cuped_lookback_days <= 0:
+            continue
+        base = by_key.get((mid, exp.baseline))
+        for vid in exp.variant_ids[1:]:
+            arm = by_key.get((mid, vid))
+            if base is None or arm is None:
+                continue
+            # The covariate alone, compared like a metric: X = pre_num (or pre_num/pre_den).
+            if m.kind == "ratio":
+                pre = [
+                    RatioMoments(
+                        n=r["n"],
+                        num_sum=r["pre_num_sum"],
+                        num_sum_sq=r["pre_num_sum_sq"],
+                        den_sum=r["pre_den_sum"],
+                        den_sum_sq=r["pre_den_sum_sq"],
+                        num_den_sum=r["pre_num_pre_den_sum"],
+                    )
+                    for r in (base, arm)
+                ]
+            else:
+                pre = [
+                    Moments(n=r["n"], sum=r["pre_num_sum"], sum_sq=r["pre_num_sum_sq"])
+                    for r in (base, arm)
+                ]
+            c = compare(pre[0], pre[1], relative=False, alpha=exp.analysis.alpha)
+            p = _num(c.p_value)
+            rows.append(
+                dict(
+                    check="pre_period_imbalance",
+                    subject=f"{mid}/{vid}",
+                    value=_num(c.effect),
+                    p_value=p,
+                    flagged=bool(p is not None and p < IMBALANCE_ALPHA),
+                    detail=(
+                        f"pre-period {mid}: {vid} {_fmt(c.mean_b)} vs {exp.baseline} "
+                        f"{_fmt(c.mean_a)} over the {exp.analysis.cuped_lookback_days} days "
+                        "before first exposure"
+                    ),
+                )
+            )
+    for r in rows:
+        r.update(experiment_id=exp.id, day=day)
+    return pa.Table.from_pylist(rows, schema=GOLD_HEALTH.schema)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x:.4g}"

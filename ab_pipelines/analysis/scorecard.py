@@ -1,0 +1,301 @@
+"""The scorecard of one experiment on one day: ``abp results`` (CONTRACTS section 4).
+
+Read from the gold tables (``gold.experiment_results``, ``gold.srm``, ``gold.sufficient_stats``),
+never recomputed from raw data, so what the CLI, the dashboard and the alerts show is the same.
+Numbers that do not exist are ``None`` (JSON ``null``), never NaN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from typing import Any
+
+import pyarrow.compute as pc
+
+from ab_pipelines.analysis.plan import PlanError, metric_moments
+from ab_pipelines.analysis.results import ALL_SEGMENT
+from ab_pipelines.config.models import Experiment
+from ab_pipelines.config.registry import Registry
+from ab_pipelines.lake import Lake
+from ab_pipelines.lake.tables import (
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_SRM,
+    GOLD_SUFFICIENT_STATS,
+    OPS_KILLS,
+)
+from ab_pipelines.stats import days_needed, mde_for, sample_size
+
+__all__ = ["ScorecardError", "analysed_days", "render", "scorecard", "to_json"]
+
+_ROLE_ORDER = {"primary": 0, "secondary": 1, "guardrail": 2}
+
+
+class ScorecardError(LookupError):
+    """No scorecard for that experiment and day (not in the registry, or not analysed)."""
+
+
+def _four(row: dict, prefix: str) -> dict[str, float | None]:
+    return {
+        "effect": row[f"{prefix}_effect"],
+        "ci_low": row[f"{prefix}_ci_low"],
+        "ci_high": row[f"{prefix}_ci_high"],
+        "p_value": row[f"{prefix}_p_value"],
+    }
+
+
+def _metric_entry(row: dict) -> dict[str, Any]:
+    base, var = row["baseline"], row["variant"]
+    entry: dict[str, Any] = {
+        "metric": row["metric"],
+        "role": row["role"],
+        "variant": var,
+        "baseline": base,
+        "n": {base: row["n_baseline"], var: row["n_variant"]},
+        "mean": {base: row["mean_baseline"], var: row["mean_variant"]},
+        "absolute": _four(row, "abs"),
+        "relative": _four(row, "rel"),
+        "cuped": None,
+        "sequential": {"absolute": _four(row, "seq_abs"), "relative": _four(row, "seq_rel")},
+        "p_value_adjusted": row["p_value_adjusted"],
+        "significant": row["significant"],
+    }
+    if row["cuped_theta"] is not None:
+        entry["cuped"] = {
+            "theta": row["cuped_theta"],
+            "variance_reduction": row["cuped_variance_reduction"],
+            "absolute": _four(row, "cuped_abs"),
+            "relative": _four(row, "cuped_rel"),
+        }
+    if row["role"] == "guardrail":
+        entry["guardrail"] = {
+            "margin": row["guardrail_margin"],
+            "bound": row["guardrail_bound"],
+            "breached": row["guardrail_breached"],
+        }
+    return entry
+
+
+def analysed_days(lake: Lake, experiment_id: str) -> list[dt.date]:
+    """The days with results for an experiment, oldest first."""
+    t = lake.read_arrow(
+        GOLD_EXPERIMENT_RESULTS,
+        filter=pc.field("experiment_id") == experiment_id,
+        columns=["day"],
+    )
+    return sorted(set(t.column("day").to_pylist()))
+
+
+def _order(exp: Experiment):
+    listed = {m: i for i, m in enumerate(dict.fromkeys(exp.metric_ids()))}
+    variants = {v: i for i, v in enumerate(exp.variant_ids)}
+    return lambda r: (
+        _ROLE_ORDER.get(r["role"], 9),
+        listed.get(r["metric"], 99),
+        variants.get(r["variant"], 99),
+    )
+
+
+def _plan(exp: Experiment, stats: list[dict], day: dt.date) -> list[dict]:
+    """How far each primary metric is from the experiment's MDE: users and days still needed.
+
+    Fixed-horizon normal-approximation power (80%, the experiment's α) with the baseline arm's
+    per-unit variance (a ratio's linearised variance) and the traffic so far (analysed units per
+    day since the start). With sequential testing the always-valid bounds need more units than
+    this; the numbers are a floor.
+    """
+    out = []
+    elapsed = max((day - exp.start_date).days + 1, 1)
+    for mid in exp.metrics.primary:
+        base = next((r for r in stats if r["metric"] == mid and r["variant"] == exp.baseline), None)
+        if base is None:
+            continue
+        arm_n = [r["n"] for r in stats if r["metric"] == mid]
+        try:
+            ratio, variance, _ = metric_moments([base])
+        except PlanError:
+            continue
+        alpha = exp.analysis.alpha
+        per_arm_now = min(arm_n)
+        entry: dict[str, Any] = {
+            "metric": mid,
+            "units_per_arm": int(per_arm_now),
+            "mde_now": _clean(mde_for(per_arm_now, ratio, variance, alpha=alpha)),
+            "mde_target": exp.analysis.mde,
+            "units_per_arm_needed": None,
+            "days_more": None,
+        }
+        if exp.analysis.mde is not None:
+            need = sample_size(ratio, variance, exp.analysis.mde, alpha=alpha)
+            rate = per_arm_now / elapsed
+            entry["units_per_arm_needed"] = None if need < 0 else int(need)
+            if need >= 0:
+                more = days_needed(rate, need, n_so_far=per_arm_now)
+                entry["days_more"] = None if more < 0 else int(more)
+        out.append(entry)
+    return out
+
+
+def _clean(x: Any) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def scorecard(
+    lake: Lake, registry: Registry, experiment_id: str, day: dt.date | None = None
+) -> dict[str, Any]:
+    """The scorecard as of ``day`` (default: the latest analysed day), as CONTRACTS section 4."""
+    exp = registry.experiments.get(experiment_id)
+    if exp is None:
+        known = ", ".join(sorted(registry.experiments)) or "none"
+        raise ScorecardError(f"no experiment {experiment_id!r} in the registry (known: {known})")
+    days = analysed_days(lake, experiment_id)
+    if not days:
+        raise ScorecardError(
+            f"{experiment_id} has not been analysed yet: land and analyse its days with "
+            f"'abp run --from {exp.start_date} --to <day>' (a day is analysed once the next "
+            f"{exp.analysis.late_arrival_days} day(s) of arrivals have landed)"
+        )
+    if day is None:
+        day = days[-1]
+    elif day not in days:
+        raise ScorecardError(
+            f"{experiment_id} has no results for {day}; analysed days: {days[0]} .. {days[-1]}"
+        )
+    where = (pc.field("experiment_id") == experiment_id) & (pc.field("day") == day)
+    rows = lake.read_arrow(GOLD_EXPERIMENT_RESULTS, filter=where).to_pylist()
+    srm = lake.read_arrow(GOLD_SRM, filter=where).to_pylist()
+    stats = [
+        r
+        for r in lake.read_arrow(GOLD_SUFFICIENT_STATS, filter=where).to_pylist()
+        if r["segment"] == ALL_SEGMENT
+    ]
+    kills = lake.read_arrow(OPS_KILLS, filter=pc.field("experiment_id") == experiment_id)
+    killed = kills.to_pylist()[0] if kills.num_rows else None
+
+    order = _order(exp)
+    main = sorted((r for r in rows if r["segment"] == ALL_SEGMENT), key=order)
+    srm_all = [r for r in srm if r["segment"] == ALL_SEGMENT]
+    card: dict[str, Any] = {
+        "experiment_id": experiment_id,
+        "as_of": day.isoformat(),
+        "status": exp.status,
+        "decision": main[0]["decision"] if main else _decision_without_metrics(srm_all),
+        "srm": {
+            "p_value": srm_all[0]["p_value"] if srm_all else None,
+            "flagged": bool(srm_all and srm_all[0]["flagged"]),
+            "counts": {r["variant"]: r["units"] for r in srm_all},
+        },
+        "metrics": [_metric_entry(r) for r in main],
+        "killed": None
+        if killed is None
+        else {
+            "at": killed["killed_at"].isoformat(),
+            "by": killed["by"],
+            "reason": killed["reason"],
+        },
+        "analysis": {
+            "alpha": exp.analysis.alpha,
+            "sequential": exp.analysis.sequential,
+            "correction": exp.analysis.correction,
+            "decision_p_value": "always-valid (sequential)"
+            if exp.analysis.sequential
+            else "fixed-horizon",
+        },
+        "plan": _plan(exp, stats, day),
+    }
+    segments = sorted({r["segment"] for r in rows} - {ALL_SEGMENT})
+    if segments:
+        card["segments"] = [
+            {
+                "segment": s,
+                "exploratory": True,
+                "srm": next(
+                    (
+                        {"p_value": r["p_value"], "flagged": r["flagged"]}
+                        for r in srm
+                        if r["segment"] == s
+                    ),
+                    None,
+                ),
+                "metrics": [_metric_entry(r) for r in sorted(rows, key=order) if r["segment"] == s],
+            }
+            for s in segments
+        ]
+    return card
+
+
+def _decision_without_metrics(srm: list[dict]) -> str:
+    return "invalid" if any(r["flagged"] for r in srm) else "keep_running"
+
+
+def to_json(card: dict[str, Any]) -> str:
+    """The scorecard as JSON; NaN can never appear (``allow_nan=False`` guards it)."""
+    return json.dumps(card, indent=2, allow_nan=False, default=str)
+
+
+# ---- text --------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "   n/a" if x is None else f"{x:+.1%}"
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{x:.2g}" if x >= 0.001 else f"{x:.0e}"
+
+
+def render(card: dict[str, Any]) -> str:
+    """A terminal scorecard: SRM, decision, one line per metric and variant.
+
+    The lift shown is the one decisions read: CUPED where it applies, with the always-valid 95%
+    interval; the fixed-horizon p-value is labelled "fixed p" and is not for peeking.
+    """
+    srm = card["srm"]
+    counts = "/".join(str(v) for v in srm["counts"].values()) or "0"
+    flag = "SRM FLAGGED" if srm["flagged"] else "no SRM"
+    lines = [
+        f"{card['experiment_id']}  as of {card['as_of']}  status {card['status']}  "
+        f"decision: {card['decision'].upper()}",
+        f"  units {counts}  {flag} (p={_p(srm['p_value'])})"
+        + (
+            f"  KILLED {card['killed']['at'][:16]} by {card['killed']['by']}"
+            if card["killed"]
+            else ""
+        ),
+        f"  {'metric':<18}{'role':<10}{'variant':<11}{'lift':>7}  {'always-valid CI':<17}"
+        f"{'adj p':>7} {'fixed p':>8}  cuped",
+    ]
+    for m in card["metrics"]:
+        seq = m["sequential"]["relative"]
+        fixed = (m["cuped"] or m)["relative"]
+        ci = f"[{_pct(seq['ci_low'])}, {_pct(seq['ci_high'])}]"
+        tail = ""
+        if m["cuped"] is not None and m["cuped"]["variance_reduction"] is not None:
+            tail = f"  -{m['cuped']['variance_reduction']:.0%} var"
+        if "guardrail" in m:
+            g = m["guardrail"]
+            tail += f"  guardrail ±{g['margin']:.0%}: {'BREACHED' if g['breached'] else 'ok'}"
+        star = " *" if m.get("significant") else ""
+        lines.append(
+            f"  {m['metric']:<18}{m['role']:<10}{m['variant']:<11}{_pct(seq['effect']):>7}  "
+            f"{ci:<17}{_p(m['p_value_adjusted']):>7} {_p(fixed['p_value']):>8}{tail}{star}"
+        )
+    for plan in card.get("plan", []):
+        if plan["days_more"] is not None:
+            lines.append(
+                f"  plan: {plan['metric']} needs {plan['units_per_arm_needed']} units per arm for a "
+                f"{plan['mde_target']:.1%} MDE: about {plan['days_more']} more day(s)"
+            )
+        elif plan["mde_now"] is not None:
+            lines.append(
+                f"  plan: {plan['metric']} can detect {plan['mde_now']:.1%} now "
+                f"({plan['units_per_arm']} units per arm, fixed horizon, 80% power)"
+            )
+    if card.get("segments"):
+        names = ", ".join(s["segment"] for s in card["segments"])
+        lines.append(f"  exploratory segments (not for decisions): {names}")
+    return "\n".join(lines)
