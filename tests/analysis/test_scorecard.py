@@ -1,0 +1,162 @@
+"""`abp results` and `abp plan` read the gold tables (written here by the numpy step, no Spark)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from ab_pipelines.analysis.plan import PlanError, plan
+from ab_pipelines.analysis.results import experiment_results, srm_rows
+from ab_pipelines.analysis.scorecard import ScorecardError, render, scorecard, to_json
+from ab_pipelines.cli import main
+from ab_pipelines.lake import Lake
+from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS
+from ab_pipelines.stats import sample_size
+from tests.analysis.test_results import arm_values
+
+EXP = "checkout_cta"
+D1, D2 = dt.date(2026, 11, 8), dt.date(2026, 11, 10)
+FOUR = {"effect", "ci_low", "ci_high", "p_value"}
+
+
+def gold_rows(day: dt.date, n: int, rng, lift: float, segment: str = "all") -> pa.Table:
+    rows = []
+    for variant, lift_ in (("control", 0.0), ("treatment", lift)):
+        vals = arm_values(rng, n, lift=lift_)
+        vals["orders"] = vals["conversion"]
+        vals["revenue_per_order"] = vals["page_load_ms"]
+        for metric, (num, den, pre_num, pre_den) in vals.items():
+            from ab_pipelines.stats import RatioMoments
+
+            m = RatioMoments.from_values(num, den, pre_num, pre_den)
+            rows.append(
+                {
+                    **m.__dict__,
+                    "experiment_id": EXP,
+                    "metric": metric,
+                    "variant": variant,
+                    "segment": segment,
+                    "day": day,
+                }
+            )
+    return pa.Table.from_pylist(rows, schema=GOLD_SUFFICIENT_STATS.schema)
+
+
+@pytest.fixture
+def analysed(home, registry):
+    """Two analysed days of checkout_cta in the gold tables (day 2 with an exploratory segment)."""
+    lake, rng = Lake(home), np.random.default_rng(11)
+    exp = registry.experiments[EXP]
+    for day, n in ((D1, 2000), (D2, 3000)):
+        stats = gold_rows(day, n, rng, lift=0.2)
+        if day == D2:
+            stats = pa.concat_tables([stats, gold_rows(day, 800, rng, 0.2, "platform=ios")])
+        srm = srm_rows(exp, day, {"all": {"control": n, "treatment": n}})
+        results = experiment_results(exp, registry.metrics, day, stats, False)
+        replace = [{"day": day.isoformat()}]
+        lake.write_arrow(GOLD_SUFFICIENT_STATS, stats, replace=replace)
+        lake.write_arrow(GOLD_SRM, srm, replace=replace)
+        lake.write_arrow(GOLD_EXPERIMENT_RESULTS, results, replace=replace)
+    return lake
+
+
+def test_the_scorecard_follows_the_contract(analysed, registry):
+    card = scorecard(analysed, registry, EXP)
+    assert card["as_of"] == D2.isoformat() and card["status"] == "running"
+    assert card["decision"] in {"keep_running", "ship", "rollback", "inconclusive", "invalid"}
+    assert card["srm"] == {
+        "p_value": 1.0,
+        "flagged": False,
+        "counts": {"control": 3000, "treatment": 3000},
+    }
+    roles = [(m["metric"], m["role"]) for m in card["metrics"]]
+    assert roles == [
+        ("conversion", "primary"),
+        ("revenue", "secondary"),
+        ("orders", "secondary"),
+        ("page_load_ms", "guardrail"),
+    ]
+    for m in card["metrics"]:
+        assert m["variant"] == "treatment" and m["baseline"] == "control"
+        assert set(m["n"]) == {"control", "treatment"} and set(m["mean"]) == {
+            "control",
+            "treatment",
+        }
+        assert set(m["absolute"]) == FOUR and set(m["relative"]) == FOUR
+        assert set(m["sequential"]) == {"absolute", "relative"}
+        assert set(m["cuped"]) == {"theta", "variance_reduction", "absolute", "relative"}
+        assert set(m["cuped"]["relative"]) == FOUR
+        assert ("guardrail" in m) == (m["role"] == "guardrail")
+        assert (m["p_value_adjusted"] is None) == (m["role"] == "guardrail")
+    assert set(card["metrics"][-1]["guardrail"]) == {"margin", "bound", "breached"}
+    assert card["segments"][0]["segment"] == "platform=ios"
+    assert card["segments"][0]["exploratory"] is True
+    json.loads(to_json(card))
+    # an older day, by date
+    assert scorecard(analysed, registry, EXP, D1)["srm"]["counts"]["control"] == 2000
+    # the plan: checkout_cta has mde 0.05 on conversion
+    (p,) = card["plan"]
+    assert p["metric"] == "conversion" and p["mde_target"] == 0.05
+    assert p["units_per_arm_needed"] > 0 and p["days_more"] is not None
+
+
+def test_the_text_scorecard_labels_the_fixed_horizon_p(analysed, registry):
+    text = render(scorecard(analysed, registry, EXP))
+    assert "decision:" in text and "fixed p" in text and "always-valid" in text
+    assert "conversion" in text and "guardrail" in text and "exploratory" in text
+
+
+def test_clear_errors_for_unknown_or_unanalysed(analysed, registry):
+    with pytest.raises(ScorecardError, match="no experiment 'nope'"):
+        scorecard(analysed, registry, "nope")
+    with pytest.raises(ScorecardError, match="no results for 2026-11-09; analysed days"):
+        scorecard(analysed, registry, EXP, dt.date(2026, 11, 9))
+    with pytest.raises(ScorecardError, match="has not been analysed yet"):
+        scorecard(analysed, registry, "homepage_aa")
+
+
+def test_abp_results_json_and_exit_codes(analysed):
+    runner = CliRunner()
+    out = runner.invoke(main, ["results", EXP, "--json"])
+    assert out.exit_code == 0, out.output
+    card = json.loads(out.output)
+    assert card["experiment_id"] == EXP and "NaN" not in out.output
+    out = runner.invoke(main, ["results", EXP, "--date", "2026-11-08"])
+    assert out.exit_code == 0 and "as of 2026-11-08" in out.output
+    out = runner.invoke(main, ["results", EXP, "--date", "08/11/2026"])
+    assert out.exit_code == 2 and "not a date" in out.output
+    out = runner.invoke(main, ["results", "nope"])
+    assert out.exit_code == 2 and "no experiment 'nope'" in out.output
+
+
+def test_plan_from_measured_variance_and_traffic(analysed, registry):
+    p = plan(analysed, registry, "revenue", 0.05)
+    rows = [
+        r
+        for r in analysed.read_arrow(GOLD_SUFFICIENT_STATS).to_pylist()
+        if r["metric"] == "revenue" and r["segment"] == "all" and r["day"] == D2
+    ]
+    n = sum(r["n"] for r in rows)
+    s, ss = sum(r["num_sum"] for r in rows), sum(r["num_sum_sq"] for r in rows)
+    mean, var = s / n, (ss - s * s / n) / (n - 1)
+    assert p.mean == pytest.approx(mean) and p.variance == pytest.approx(var)
+    assert p.units_per_arm == sample_size(mean, var, 0.05)
+    # growth 4000 -> 6000 units over 2 days, in a layer half: 2000 eligible units a day
+    assert p.eligible_units_per_day == pytest.approx(2000.0)
+    assert p.days == int(np.ceil(p.units_per_arm / 1000.0))
+    assert "days needed" in p.render()
+    with pytest.raises(PlanError, match="no metric 'nope'"):
+        plan(analysed, registry, "nope", 0.05)
+    out = CliRunner().invoke(main, ["plan", "--metric", "revenue", "--mde", "0.05", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["units_per_arm"] == p.units_per_arm
+
+
+def test_plan_needs_measured_data(home, registry):
+    with pytest.raises(PlanError, match="no analysed data yet"):
+        plan(Lake(home), registry, "revenue", 0.05)
