@@ -189,6 +189,58 @@ OPS_AUDIT_LOG = TableSpec(
     description="Append-only audit trail of config-plane actions: publish, kill.",
 )
 
+OPS_ALERTS = TableSpec(
+    "ops",
+    "alerts",
+    pa.schema(
+        [
+            ("alert_id", pa.string()),  # kind:experiment_id:subject:opened_day, one per episode
+            (
+                "kind",
+                pa.string(),
+            ),  # guardrail_breach | srm | crossovers | dq_failed | no_exposures | run_failed
+            ("severity", pa.string()),  # critical | warning
+            ("status", pa.string()),  # open | closed
+            ("experiment_id", pa.string()),  # "" when not about one experiment
+            ("subject", pa.string()),  # the metric, check, table or run
+            ("opened_day", pa.date32()),
+            ("last_seen_day", pa.date32()),
+            ("closed_day", pa.date32()),
+            ("opened_at", _TS),
+            ("closed_at", _TS),
+            ("effect", pa.float64()),
+            ("bound", pa.float64()),
+            ("margin", pa.float64()),
+            ("message", pa.string()),
+            ("detail", pa.string()),  # JSON
+        ]
+    ),
+    keys=("alert_id",),
+    description="Every alert, one row per episode (a breach that lasts three days is one alert): "
+    "open while its condition holds, closed when it ends or the experiment stops.",
+)
+OPS_NOTIFICATIONS = TableSpec(
+    "ops",
+    "notifications",
+    pa.schema(
+        [
+            ("notification_id", pa.string()),  # alert_id:event:notifier
+            ("alert_id", pa.string()),
+            ("event", pa.string()),  # opened | closed
+            ("notifier", pa.string()),  # log | file | webhook
+            ("status", pa.string()),  # pending | delivered
+            ("attempts", pa.int64()),
+            ("last_error", pa.string()),
+            ("payload", pa.string()),  # the JSON body sent
+            ("created_at", _TS),
+            ("updated_at", _TS),
+        ]
+    ),
+    keys=("notification_id",),
+    description="The notification outbox: one row per alert event and notifier; pending ones are "
+    "retried until delivered, so a notifier that is down loses nothing.",
+)
+
 _STAT_FIELDS = (
     "n",
     "num_sum",
@@ -322,6 +374,8 @@ TABLES: dict[str, TableSpec] = {
         SILVER_EXPOSURE_COUNTS,
         OPS_KILLS,
         OPS_AUDIT_LOG,
+        OPS_ALERTS,
+        OPS_NOTIFICATIONS,
         GOLD_SUFFICIENT_STATS,
         GOLD_EXPERIMENT_RESULTS,
         GOLD_SRM,
