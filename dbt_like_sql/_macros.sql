@@ -20,11 +20,20 @@ CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ cond
 {%- endmacro %}
 
 {#- The join of analysed units to the events that may count for metric `m`: from the start of the
-    CUPED pre-period to the end of the metric window. A LEFT JOIN keeps units without events. -#}
-{% macro join_events(m, sides) -%}
+    CUPED pre-period to the end of the metric window. A LEFT JOIN keeps units without events.
+    `members` is the unit_members view when the unit is not user_id (a unit's events are those of
+    every user_id seen under it), or none: then the unit is the user_id and events join directly.
+    The caller gives the analysed units. -#}
+{% macro join_events(m, sides, members) -%}
 FROM {{ caller() }} AS u
+{% if members -%}
+JOIN {{ members }} AS mb ON mb.unit = u.unit
+LEFT JOIN events AS e
+    ON e.user_id = mb.user_id
+{%- else -%}
 LEFT JOIN events AS e
     ON e.user_id = u.unit
+{%- endif %}
    AND e.ts >= u.pre_start_ts
    AND e.ts < {{ value_end(m) }}
    AND ({% for side in sides %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %})

@@ -2,7 +2,9 @@
 -- [first_ts, min(D + 1 day, first_ts + window_days))) and the CUPED covariate (the same aggregate
 -- over [first_ts - lookback days, first_ts)). A mean has den = pre_den = 1.
 -- Var mean_metrics: [{id, event, where, agg: sum|count, window_days}], one entry per metric.
+-- Var unit: when it is not user_id, a unit's events are those of all its members (unit_members).
 {% import '_macros.sql' as mac %}
+{% set members = ref('unit_members') if var('unit') != 'user_id' else none %}
 {% for m in var('mean_metrics') %}
 {% if not loop.first %}UNION ALL{% endif %}
 SELECT
@@ -13,7 +15,7 @@ SELECT
     1D AS den,
     {{ mac.aggregate(m.agg, 'e.ts < u.first_ts') }} AS pre_num,
     1D AS pre_den
-{% call mac.join_events(m, [m]) %}{{ ref('analysed_units') }}{% endcall %}
+{% call mac.join_events(m, [m], members) %}{{ ref('analysed_units') }}{% endcall %}
 {% else %}
 {{ mac.no_rows() }}
 {% endfor %}

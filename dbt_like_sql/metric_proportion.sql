@@ -2,7 +2,9 @@
 -- in [first_ts, min(D + 1 day, first_ts + window_days)), else 0; the CUPED covariate is the same
 -- indicator over [first_ts - lookback days, first_ts). den = pre_den = 1.
 -- Var proportion_metrics: [{id, event, where, window_days}], one entry per metric.
+-- Var unit: when it is not user_id, a unit's events are those of all its members (unit_members).
 {% import '_macros.sql' as mac %}
+{% set members = ref('unit_members') if var('unit') != 'user_id' else none %}
 {% for m in var('proportion_metrics') %}
 {% if not loop.first %}UNION ALL{% endif %}
 SELECT
@@ -13,7 +15,7 @@ SELECT
     1D AS den,
     {{ mac.aggregate('any', 'e.ts < u.first_ts') }} AS pre_num,
     1D AS pre_den
-{% call mac.join_events(m, [m]) %}{{ ref('analysed_units') }}{% endcall %}
+{% call mac.join_events(m, [m], members) %}{{ ref('analysed_units') }}{% endcall %}
 {% else %}
 {{ mac.no_rows() }}
 {% endfor %}

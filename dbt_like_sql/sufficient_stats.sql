@@ -1,31 +1,81 @@
--- Sufficient statistics per metric and variant (the RatioMoments fields, the columns of
+-- Sufficient statistics per segment, metric and variant (the RatioMoments fields, the columns of
 -- gold.sufficient_stats): n analysed units and the sums, sums of squares and cross products of
 -- num, den and their pre-period twins. DOUBLE arithmetic throughout: Spark's ANSI mode fails on
 -- integer overflow.
-WITH per_unit AS (
-    SELECT * FROM {{ ref('metric_mean') }}
-    UNION ALL
-    SELECT * FROM {{ ref('metric_proportion') }}
-    UNION ALL
-    SELECT * FROM {{ ref('metric_ratio') }}
+--
+-- Complete: one row for every segment present ("all" always; a label when it has units), every
+-- metric of the experiment (var metric_ids) and every variant (var variants: the configured ones,
+-- plus any other variant an analysed unit has); n = 0 and sums 0.0 where there are no units.
+-- Ordered by segment ("all" first), metric, variant.
+WITH sums AS (
+    SELECT
+        s.segment,
+        v.metric,
+        v.variant,
+        COUNT(*) AS n,
+        SUM(v.num) AS num_sum,
+        SUM(v.num * v.num) AS num_sum_sq,
+        SUM(v.den) AS den_sum,
+        SUM(v.den * v.den) AS den_sum_sq,
+        SUM(v.num * v.den) AS num_den_sum,
+        SUM(v.pre_num) AS pre_num_sum,
+        SUM(v.pre_num * v.pre_num) AS pre_num_sum_sq,
+        SUM(v.pre_den) AS pre_den_sum,
+        SUM(v.pre_den * v.pre_den) AS pre_den_sum_sq,
+        SUM(v.pre_num * v.pre_den) AS pre_num_pre_den_sum,
+        SUM(v.num * v.pre_num) AS num_pre_num_sum,
+        SUM(v.num * v.pre_den) AS num_pre_den_sum,
+        SUM(v.den * v.pre_num) AS den_pre_num_sum,
+        SUM(v.den * v.pre_den) AS den_pre_den_sum
+    FROM {{ ref('metric_values') }} AS v
+    JOIN {{ ref('unit_segments') }} AS s
+      ON s.unit = v.unit
+    GROUP BY s.segment, v.metric, v.variant
+),
+segments AS (
+    SELECT 'all' AS segment
+    UNION
+    SELECT segment FROM {{ ref('unit_segments') }}
+),
+metrics AS (
+    {% for m in var('metric_ids') %}
+    {% if not loop.first %}UNION ALL{% endif %}
+    SELECT {{ m | sql }} AS metric
+    {% else %}
+    SELECT CAST(NULL AS STRING) AS metric WHERE FALSE
+    {% endfor %}
+),
+variants AS (
+    {% for v in var('variants') %}
+    SELECT {{ v | sql }} AS variant
+    UNION
+    {% endfor %}
+    SELECT variant FROM {{ ref('unit_segments') }}
+),
+grid AS (
+    SELECT segment, metric, variant
+    FROM segments CROSS JOIN metrics CROSS JOIN variants
 )
 SELECT
-    metric,
-    variant,
-    COUNT(*) AS n,
-    SUM(num) AS num_sum,
-    SUM(num * num) AS num_sum_sq,
-    SUM(den) AS den_sum,
-    SUM(den * den) AS den_sum_sq,
-    SUM(num * den) AS num_den_sum,
-    SUM(pre_num) AS pre_num_sum,
-    SUM(pre_num * pre_num) AS pre_num_sum_sq,
-    SUM(pre_den) AS pre_den_sum,
-    SUM(pre_den * pre_den) AS pre_den_sum_sq,
-    SUM(pre_num * pre_den) AS pre_num_pre_den_sum,
-    SUM(num * pre_num) AS num_pre_num_sum,
-    SUM(num * pre_den) AS num_pre_den_sum,
-    SUM(den * pre_num) AS den_pre_num_sum,
-    SUM(den * pre_den) AS den_pre_den_sum
-FROM per_unit
-GROUP BY metric, variant
+    g.segment,
+    g.metric,
+    g.variant,
+    COALESCE(s.n, 0) AS n,
+    COALESCE(s.num_sum, 0D) AS num_sum,
+    COALESCE(s.num_sum_sq, 0D) AS num_sum_sq,
+    COALESCE(s.den_sum, 0D) AS den_sum,
+    COALESCE(s.den_sum_sq, 0D) AS den_sum_sq,
+    COALESCE(s.num_den_sum, 0D) AS num_den_sum,
+    COALESCE(s.pre_num_sum, 0D) AS pre_num_sum,
+    COALESCE(s.pre_num_sum_sq, 0D) AS pre_num_sum_sq,
+    COALESCE(s.pre_den_sum, 0D) AS pre_den_sum,
+    COALESCE(s.pre_den_sum_sq, 0D) AS pre_den_sum_sq,
+    COALESCE(s.pre_num_pre_den_sum, 0D) AS pre_num_pre_den_sum,
+    COALESCE(s.num_pre_num_sum, 0D) AS num_pre_num_sum,
+    COALESCE(s.num_pre_den_sum, 0D) AS num_pre_den_sum,
+    COALESCE(s.den_pre_num_sum, 0D) AS den_pre_num_sum,
+    COALESCE(s.den_pre_den_sum, 0D) AS den_pre_den_sum
+FROM grid AS g
+LEFT JOIN sums AS s
+  ON s.segment = g.segment AND s.metric = g.metric AND s.variant = g.variant
+ORDER BY g.segment <> 'all', g.segment, g.metric, g.variant

@@ -1,18 +1,47 @@
 """Sufficient statistics of every metric of an experiment on analysis day D, computed in Spark SQL.
 
-The SQL lives in ``dbt_like_sql/`` (first exposures, analysed units, one template per metric
-kind, the sums); this module chooses what goes in (the bronze rows that count on day D, the
-experiment's window, overrides and metrics as vars) and writes what comes out to
-``gold.sufficient_stats``. The rules are CONTRACTS section 3 ("Semantics"):
+The SQL lives in ``dbt_like_sql/`` (in-window exposures, first exposures, unit members, analysed
+units, segments, one template per metric kind, winsorized values, the sums); this module chooses
+what goes in (the bronze rows that count on day D, the experiment's window, unit, overrides,
+segments and metrics as vars) and writes what comes out to ``gold.sufficient_stats``. The rules
+are CONTRACTS section 3 ("Semantics"):
 
 - day D counts events with ``ts`` < D + 1 day that arrived by D + ``late_arrival_days``, so a
-  re-run of D gives the same rows;
-- the population: first exposure in [start_date, min(D + 1, end_date + 1, kill time)), overridden
-  units and crossovers (seen in more than one variant) excluded;
+  re-run of D gives the same rows. Only the arrival partitions [start_date − lookback − 8 days,
+  D + late_arrival_days] are read (see :func:`arrival_partitions`);
+- the population: units whose first exposure lies in [start_date, min(D + 1, end_date + 1, kill
+  time)), overridden units and crossovers (seen in more than one variant) excluded;
 - values over [first exposure, min(D + 1, first exposure + window_days)), covariates over
   [first exposure − lookback days, first exposure); a unit without events has 0.
 
-Winsorizing (``Metric.winsorize``) and segments other than "all" are not applied here yet.
+Units (``Experiment.unit``). With ``unit: user_id`` (the default) a unit is a user_id. Otherwise
+the unit of an exposure is ``get_json_object(attributes, '$.<unit>')`` (JSON text, e.g. ``T1``,
+``17``); exposures without it (missing or JSON null) are ignored, and overrides are keyed by unit
+value. Metric events carry only user_id, so a unit's events are those of every user_id that had an
+in-window exposure under that unit value (the distinct (unit, user_id) pairs, model
+``unit_members``); a user_id seen under two unit values counts towards both.
+
+Winsorizing (``Metric.winsorize`` = p). An upper cap only, per metric, computed over the
+analysed units of day D in segment "all", variants pooled: a ``mean`` or ``ratio`` metric's num is
+capped at ``percentile(num, p)`` and its pre_num (the CUPED covariate) at ``percentile(pre_num,
+p)``, each on its own values; denominators are never capped; for ``proportion`` (0/1 values) it
+is a no-op. Spark's exact ``percentile`` interpolates linearly (numpy.percentile's default with
+q = 100 p). Segment rows use the same capped values.
+
+Segments (``analysis.segments``, ``analysis.segment_top_n`` = N). A unit's value of attribute A is
+``get_json_object(attributes, '$.A')`` of its first in-window exposure (earliest ts, ties by the
+smaller event_id), ``(missing)`` when absent or JSON null. Per attribute, the N values with the
+most analysed units on day D (ties: the smaller value first, by code point) keep their label
+``A=<value>``; all other values are pooled into ``A=other``, present only when it has units. A
+real value named ``other`` that makes the top N shares the label ``A=other`` with the pool (each
+unit still counts once per attribute). Segment rows are exploratory; "all" is the analysis.
+
+Output (:class:`ExperimentStats`). ``stats`` has one row for every segment present ("all" always,
+a label when it has units) × every metric of the experiment × every configured variant (plus any
+other variant an analysed unit has): n = 0 and all sums 0.0 where there are no units. Rows are
+ordered by segment ("all" first, then labels ascending), metric id, variant id. ``units`` counts
+the analysed units by segment and variant with the same completeness; ``crossovers`` counts the
+crossover units (segment "all").
 """
 
 from __future__ import annotations
@@ -28,7 +57,7 @@ import pyarrow as pa
 from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, run_models
 from ab_pipelines.config.models import EventAgg, Experiment, Metric
 from ab_pipelines.config.registry import Registry
-from ab_pipelines.lake import Lake
+from ab_pipelines.lake import Lake, partition_value
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
@@ -38,10 +67,13 @@ from ab_pipelines.lake.tables import (
 
 __all__ = [
     "ANALYSED_STATUSES",
+    "ARRIVAL_MARGIN_DAYS",
     "DayStats",
     "ExperimentStats",
+    "arrival_partitions",
     "experiment_stats",
     "metric_vars",
+    "model_vars",
     "write_day",
 ]
 
@@ -51,11 +83,17 @@ ALL_SEGMENT = "all"
 
 @dataclass(frozen=True)
 class ExperimentStats:
-    """One experiment on one day: its gold.sufficient_stats rows and its crossover count."""
+    """One experiment on one day: its gold.sufficient_stats rows, unit counts and crossovers.
+
+    ``stats``: GOLD_SUFFICIENT_STATS.schema, every segment ("all" first), metric and variant.
+    ``units``: segment label -> variant id -> analysed units (non-crossover, non-override); "all"
+    always, every configured variant listed (0 when none). ``crossovers``: segment "all".
+    """
 
     experiment_id: str
     day: dt.date
-    stats: pa.Table  # GOLD_SUFFICIENT_STATS.schema, segment "all"
+    stats: pa.Table
+    units: dict[str, dict[str, int]]
     crossovers: int
 
 
@@ -91,9 +129,15 @@ def _side(event: str, agg: str, where: Mapping[str, Any]) -> dict:
 def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     """The template vars of a set of metrics: ``mean_metrics``, ``proportion_metrics``, ``ratio_metrics``.
 
-    A ratio side filters on the metric's ``where`` and its own (the side's keys win).
+    A ratio side filters on the metric's ``where`` and its own (the side's keys win). ``winsorize``
+    lists ``{id, p}`` of the mean and ratio metrics with a cap (a proportion is 0/1: never capped).
     """
-    out: dict[str, list[dict]] = {"mean_metrics": [], "proportion_metrics": [], "ratio_metrics": []}
+    out: dict[str, list[dict]] = {
+        "mean_metrics": [],
+        "proportion_metrics": [],
+        "ratio_metrics": [],
+        "winsorize": [],
+    }
     for m in metrics:
         entry: dict[str, Any] = {"id": m.id, "window_days": m.window_days}
         if m.kind == "ratio":
@@ -103,11 +147,72 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
         else:
             entry.update(_side(m.event, m.agg or "any", m.where))
         out[f"{m.kind}_metrics"].append(entry)
+        if m.winsorize is not None and m.kind != "proportion":
+            out["winsorize"].append({"id": m.id, "p": m.winsorize})
     return out
 
 
 def _metrics_of(registry: Registry, exp: Experiment) -> list[Metric]:
     return [registry.metrics[mid] for mid in dict.fromkeys(exp.metric_ids())]
+
+
+# Partition pruning. The ingest keeps a row only if its ts lies in [arrival day − 7 days, arrival
+# day + 2 days) (ab_pipelines.events.schema: TS_MAX_BEFORE_DAYS, TS_MAX_AFTER_DAYS); anything else
+# is quarantined. So a row's arrival day is in [ts day − 1, ts day + 7]. The earliest ts any window
+# of day D reads is start_date − lookback (a covariate window starts at first exposure − lookback,
+# and a first exposure is ≥ start_date), so rows of arrival days before start_date − lookback − 1
+# cannot matter. We read from start_date − lookback − 8 days: a margin that stays safe even if the
+# ingest window were the other way round (ts up to 7 days after arrival), for a few more small
+# partitions. Lake prunes by exact partition values, so the days are listed.
+ARRIVAL_MARGIN_DAYS = 8
+
+
+def arrival_partitions(exp: Experiment, day: dt.date) -> list[dict[str, str]]:
+    """The bronze arrival_date partitions day D of ``exp`` may need, one dict per day.
+
+    [start_date − cuped_lookback_days − 8 days, D + late_arrival_days], listed day by day (Lake
+    prunes by exact partition values, formatted YYYY-MM-DD).
+
+    Example:
+        >>> exp = Experiment(id="e", name="e", owner="o", start_date=dt.date(2026, 3, 10),
+        ...                  variants=[{"id": "a", "weight": 0.5}, {"id": "b", "weight": 0.5}],
+        ...                  analysis={"cuped_lookback_days": 0, "late_arrival_days": 1})
+        >>> p = arrival_partitions(exp, dt.date(2026, 3, 10))
+        >>> p[0], p[-1], len(p)
+        ({'arrival_date': '2026-03-02'}, {'arrival_date': '2026-03-11'}, 10)
+    """
+    first = exp.start_date - dt.timedelta(
+        days=exp.analysis.cuped_lookback_days + ARRIVAL_MARGIN_DAYS
+    )
+    last = day + dt.timedelta(days=exp.analysis.late_arrival_days)
+    days = (first + dt.timedelta(days=i) for i in range((last - first).days + 1))
+    return [{"arrival_date": partition_value(d)} for d in days]
+
+
+def model_vars(
+    exp: Experiment, metrics: Iterable[Metric], day: dt.date, killed_at: dt.datetime | None = None
+) -> dict[str, Any]:
+    """Every var of the SQL models for ``exp`` on ``day`` (see dbt_like_sql/README.md)."""
+    metrics = list(metrics)
+    day_end = _midnight(day + dt.timedelta(days=1))
+    cutoff = day_end
+    if exp.end_date is not None:
+        cutoff = min(cutoff, _midnight(exp.end_date + dt.timedelta(days=1)))
+    if killed_at is not None:
+        cutoff = min(cutoff, killed_at.astimezone(dt.UTC).replace(tzinfo=None))
+    return {
+        "unit": exp.unit,
+        "start_ts": _ts_literal(_midnight(exp.start_date)),
+        "cutoff_ts": _ts_literal(cutoff),
+        "day_end_ts": _ts_literal(day_end),
+        "lookback_days": exp.analysis.cuped_lookback_days,
+        "overrides": sorted(exp.overrides),
+        "segments": list(dict.fromkeys(exp.analysis.segments)),
+        "segment_top_n": exp.analysis.segment_top_n,
+        "variants": exp.variant_ids,
+        "metric_ids": [m.id for m in metrics],
+        **metric_vars(metrics),
+    }
 
 
 def experiment_stats(
@@ -118,58 +223,51 @@ def experiment_stats(
     day: dt.date,
     killed_at: dt.datetime | None = None,
 ) -> ExperimentStats:
-    """The sufficient statistics of every metric of one experiment on ``day`` (segment "all")."""
+    """The sufficient statistics of every metric of one experiment on ``day``, every segment."""
     from pyspark.sql import functions as F
 
     exp = registry.experiments[experiment_id]
     metrics = _metrics_of(registry, exp)
     day_end = _midnight(day + dt.timedelta(days=1))
     last_arrival = day + dt.timedelta(days=exp.analysis.late_arrival_days)
-    cutoff = day_end
-    if exp.end_date is not None:
-        cutoff = min(cutoff, _midnight(exp.end_date + dt.timedelta(days=1)))
-    if killed_at is not None:
-        cutoff = min(cutoff, killed_at.astimezone(dt.UTC).replace(tzinfo=None))
+    partitions = arrival_partitions(exp, day)
 
     # What day D may see: arrived by D + late days, happened before D + 1 day.
-    def counted(df):
-        return df.where(
-            (F.col("arrival_date") <= F.lit(last_arrival))
-            & (F.col("ts") < F.lit(_ts_literal(day_end)).cast("timestamp"))
+    def counted(spec):
+        return (
+            lake.read_spark(spark, spec, partitions=partitions)
+            .where(F.col("arrival_date") <= F.lit(last_arrival))
+            .where(F.col("ts") < F.lit(_ts_literal(day_end)).cast("timestamp"))
         )
 
-    exposures = counted(lake.read_spark(spark, BRONZE_EXPOSURES)).where(
-        F.col("experiment_id") == experiment_id
-    )
+    exposures = counted(BRONZE_EXPOSURES).where(F.col("experiment_id") == experiment_id)
     events_read = sorted(set().union(*(m.events() for m in metrics)))
-    events = counted(lake.read_spark(spark, BRONZE_METRIC_EVENTS)).where(
-        F.col("event").isin(events_read)
-    )
-    vars_ = {
-        "start_ts": _ts_literal(_midnight(exp.start_date)),
-        "cutoff_ts": _ts_literal(cutoff),
-        "day_end_ts": _ts_literal(day_end),
-        "lookback_days": exp.analysis.cuped_lookback_days,
-        "overrides": sorted(exp.overrides),
-        **metric_vars(metrics),
-    }
+    events = counted(BRONZE_METRIC_EVENTS).where(F.col("event").isin(events_read))
     out = run_models(
         spark,
         load_models(MODELS_DIR),
-        vars_,
+        model_vars(exp, metrics, day, killed_at),
         sources={
-            "exposures": exposures.select("user_id", "variant", "ts"),
+            "exposures": exposures.select("event_id", "user_id", "variant", "ts", "attributes"),
             "events": events.select("user_id", "event", "value", "ts", "properties"),
         },
     )
     crossovers = out["first_exposures"].where("crossover").count()
-    sums = out["sufficient_stats"].orderBy("metric", "variant").toArrow()
+    counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
+    sums = out["sufficient_stats"].toArrow()  # ordered by the model
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
-    stats = stats.append_column("segment", pa.array([ALL_SEGMENT] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))
     stats = stats.select(GOLD_SUFFICIENT_STATS.schema.names).cast(GOLD_SUFFICIENT_STATS.schema)
-    return ExperimentStats(experiment_id, day, stats, int(crossovers))
+    return ExperimentStats(experiment_id, day, stats, _unit_counts(exp, counts), int(crossovers))
+
+
+def _unit_counts(exp: Experiment, rows: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """segment -> variant -> units: "all" first, then labels ascending; every configured variant."""
+    found = {(r["segment"], r["variant"]): int(r["count"]) for r in rows}
+    segments = sorted({s for s, _ in found} - {ALL_SEGMENT})
+    variants = list(dict.fromkeys([*exp.variant_ids, *sorted({v for _, v in found})]))
+    return {s: {v: found.get((s, v), 0) for v in variants} for s in [ALL_SEGMENT, *segments]}
 
 
 def kill_times(lake: Lake) -> dict[str, dt.datetime]:

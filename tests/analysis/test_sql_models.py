@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from ab_pipelines.analysis.sql_models import (
@@ -13,8 +15,8 @@ from ab_pipelines.analysis.sql_models import (
     sql_literal,
     topological_order,
 )
-from ab_pipelines.analysis.sufficient_stats import metric_vars
-from ab_pipelines.config.models import Metric
+from ab_pipelines.analysis.sufficient_stats import arrival_partitions, metric_vars, model_vars
+from ab_pipelines.config.models import Experiment, Metric
 
 
 def _write(folder, **models):
@@ -58,36 +60,93 @@ def test_sql_literals():
     assert sql_literal(["a", 1, True, None]) == "'a', 1, TRUE, NULL"
 
 
-def test_real_models_render():
-    models = load_models(MODELS_DIR)
-    assert "_macros" not in models
-    order = topological_order(models)
-    assert order.index("first_exposures") < order.index("analysed_units")
-    assert order[-1] == "sufficient_stats"
-    vars_ = {
+_METRICS = [
+    Metric(
+        id="rev", kind="mean", event="buy", agg="sum", where={"currency": "USD"}, winsorize=0.99
+    ),
+    Metric(
+        id="r",
+        kind="ratio",
+        numerator={"event": "pv", "agg": "sum"},
+        denominator={"event": "pv", "agg": "count"},
+        window_days=3,
+        winsorize=0.9,
+    ),
+    Metric(id="conv", kind="proportion", event="buy", agg="any", winsorize=0.5),
+]
+
+
+def _real_vars(**over):
+    return {
+        "unit": "user_id",
         "start_ts": "2026-01-01 00:00:00.000000",
         "cutoff_ts": "2026-01-05 00:00:00.000000",
         "day_end_ts": "2026-01-05 00:00:00.000000",
         "lookback_days": 14,
         "overrides": [],
-        **metric_vars(
-            [
-                Metric(id="rev", kind="mean", event="buy", agg="sum", where={"currency": "USD"}),
-                Metric(
-                    id="r",
-                    kind="ratio",
-                    numerator={"event": "pv", "agg": "sum"},
-                    denominator={"event": "pv", "agg": "count"},
-                    window_days=3,
-                ),
-            ]
-        ),
+        "segments": [],
+        "segment_top_n": 5,
+        "variants": ["control", "treatment"],
+        "metric_ids": [m.id for m in _METRICS[:2]],
+        **metric_vars(_METRICS[:2]),
+        **over,
     }
-    sql = {name: render(models[name], vars_) for name in order}
+
+
+def test_real_models_render():
+    models = load_models(MODELS_DIR)
+    assert "_macros" not in models
+    order = topological_order(models)
+    assert order.index("in_window_exposures") < order.index("first_exposures")
+    assert order.index("first_exposures") < order.index("analysed_units")
+    assert order.index("unit_segments") < order.index("sufficient_stats")
+    assert order[-1] == "sufficient_stats"
+    sql = {name: render(models[name], _real_vars()) for name in order}
     assert "get_json_object(e.properties, '$.currency') = 'USD'" in sql["metric_mean"]
     assert "INTERVAL 3 DAYS" in sql["metric_ratio"]
     assert "WHERE FALSE" in sql["metric_proportion"]  # no metric of that kind
-    assert "NOT IN" not in sql["first_exposures"]
+    assert "NOT IN" not in sql["in_window_exposures"]
+    # unit = user_id: events join the unit directly, no members.
+    assert (
+        "e.user_id = u.unit" in sql["metric_mean"] and "JOIN unit_members" not in sql["metric_mean"]
+    )
+    assert "PERCENTILE(num, CAST(0.99 AS DOUBLE))" in sql["metric_values"]
+    assert "PERCENTILE(pre_num, CAST(0.9 AS DOUBLE))" in sql["metric_values"]
+    assert "WHERE FALSE" in sql["unit_segments"]  # no segment attributes
+
+
+def test_real_models_render_unit_segments_and_overrides():
+    models = load_models(MODELS_DIR)
+    vars_ = _real_vars(unit="team_id", overrides=["T9"], segments=["platform"], segment_top_n=3)
+    sql = {name: render(models[name], vars_) for name in topological_order(models)}
+    assert "get_json_object(attributes, '$.team_id') AS unit" in sql["in_window_exposures"]
+    assert "unit NOT IN ('T9')" in sql["in_window_exposures"]
+    for kind in ("mean", "ratio"):
+        assert "JOIN unit_members AS mb ON mb.unit = u.unit" in sql[f"metric_{kind}"]
+        assert "e.user_id = mb.user_id" in sql[f"metric_{kind}"]
+    assert "get_json_object(attributes, '$.platform'), '(missing)'" in sql["unit_segments"]
+    assert "value_rank <= 3" in sql["unit_segments"]
+
+
+def test_metric_vars_winsorize_skips_proportions():
+    assert metric_vars(_METRICS)["winsorize"] == [{"id": "rev", "p": 0.99}, {"id": "r", "p": 0.9}]
+
+
+def test_arrival_partitions_cover_lookback_and_late_days():
+    exp = Experiment(
+        id="e",
+        name="e",
+        owner="o",
+        start_date=dt.date(2026, 3, 20),
+        variants=[{"id": "a", "weight": 0.5}, {"id": "b", "weight": 0.5}],
+        analysis={"cuped_lookback_days": 14, "late_arrival_days": 2},
+    )
+    parts = arrival_partitions(exp, dt.date(2026, 3, 25))
+    days = [p["arrival_date"] for p in parts]
+    assert days[0] == "2026-02-26"  # 20 March - 14 - 8 days
+    assert days[-1] == "2026-03-27"  # D + 2 late days
+    assert len(days) == len(set(days)) == 30
+    assert model_vars(exp, [], dt.date(2026, 3, 25))["metric_ids"] == []
 
 
 @pytest.mark.spark
