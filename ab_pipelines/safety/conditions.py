@@ -1,0 +1,323 @@
+"""What is wrong on one analysis day: alert conditions read from the gold, ops and silver tables.
+
+A condition is a fact about one day, not an alert: :func:`ab_pipelines.safety.alerts.reconcile`
+turns the conditions of successive days into alert episodes. The kinds (a missing table reads as
+empty, so it yields no condition):
+
+| kind | severity | experiment_id | subject | holds when |
+| --- | --- | --- | --- | --- |
+| ``guardrail_breach`` | critical | the experiment | ``metric/variant`` | a segment-"all" row of gold.experiment_results has ``guardrail_breached`` |
+| ``srm`` | critical | the experiment | ``""`` | gold.srm segment "all" is flagged |
+| ``crossovers`` | warning | the experiment | ``""`` | gold.health check "crossovers" is flagged |
+| ``dq_failed`` | critical | ``""`` | ``table.check`` | an ops.dq_results row of the day did not pass |
+| ``no_exposures`` | warning | the experiment | ``""`` | a running experiment (see :func:`running_on`) has no exposure with event_date = day in silver.exposure_counts |
+
+Experiments that are stopped or killed by ``day`` (:func:`stopped_experiments`) still get their
+gold conditions here; ``reconcile`` ignores them and closes their alerts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ab_pipelines.config.models import Experiment
+from ab_pipelines.config.registry import Registry
+from ab_pipelines.lake.delta import Lake
+from ab_pipelines.lake.tables import (
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_HEALTH,
+    GOLD_SRM,
+    OPS_DQ_RESULTS,
+    OPS_KILLS,
+    SILVER_EXPOSURE_COUNTS,
+)
+from ab_pipelines.safety._util import as_utc, json_safe, num
+
+__all__ = [
+    "CONDITION_KINDS",
+    "CRITICAL",
+    "Condition",
+    "WARNING",
+    "conditions_for_day",
+    "killed_at",
+    "running_on",
+    "stopped_experiments",
+]
+
+CRITICAL = "critical"
+WARNING = "warning"
+#: every kind conditions_for_day can produce: the default scope reconcile closes alerts in.
+CONDITION_KINDS: tuple[str, ...] = (
+    "guardrail_breach",
+    "srm",
+    "crossovers",
+    "dq_failed",
+    "no_exposures",
+)
+ALL_SEGMENT = "all"
+_SAMPLE_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One alert condition holding on one day. Its identity is (kind, experiment_id, subject)."""
+
+    kind: str
+    severity: str
+    experiment_id: str
+    subject: str
+    message: str
+    effect: float | None = None
+    bound: float | None = None
+    margin: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict, hash=False, compare=True)
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        return (self.kind, self.experiment_id, self.subject)
+
+
+def _on_day(day: dt.date, column: str = "day") -> pc.Expression:
+    return pc.field(column) == pa.scalar(day, pa.date32())
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:+.2%}"
+
+
+def _g(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+# ---- experiment state ---------------------------------------------------------------------
+
+
+def killed_at(lake: Lake) -> dict[str, dt.datetime]:
+    """experiment id -> when it was killed (ops.kills; the first kill counts)."""
+    out: dict[str, dt.datetime] = {}
+    for r in lake.read_arrow(OPS_KILLS, columns=["experiment_id", "killed_at"]).to_pylist():
+        t = as_utc(r["killed_at"]) if r["killed_at"] is not None else None
+        if t is not None and (r["experiment_id"] not in out or t < out[r["experiment_id"]]):
+            out[r["experiment_id"]] = t
+    return out
+
+
+def _day_end(day: dt.date) -> dt.datetime:
+    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
+
+
+def _killed_by(kills: Mapping[str, dt.datetime], exp_id: str, day: dt.date) -> bool:
+    t = kills.get(exp_id)
+    return t is not None and t < _day_end(day)
+
+
+def stopped_experiments(lake: Lake, registry: Registry, day: dt.date) -> set[str]:
+    """Experiments whose alerts close on ``day``: status stopped, or killed before ``day`` ended.
+
+    A kill of an experiment no longer in the registry counts too.
+    """
+    kills = killed_at(lake)
+    out = {e.id for e in registry.experiments.values() if e.status == "stopped"}
+    out |= {exp_id for exp_id in kills if _killed_by(kills, exp_id, day)}
+    return out
+
+
+def running_on(exp: Experiment, day: dt.date, kill: dt.datetime | None = None) -> bool:
+    """Status running, started by ``day``, not past its end date, not killed before ``day`` ended."""
+    if exp.status != "running" or exp.start_date > day:
+        return False
+    if exp.end_date is not None and day > exp.end_date:
+        return False
+    return kill is None or as_utc(kill) >= _day_end(day)
+
+
+# ---- the kinds ----------------------------------------------------------------------------
+
+
+def _guardrail_breaches(lake: Lake, day: dt.date) -> list[Condition]:
+    where = (
+        _on_day(day)
+        & (pc.field("segment") == ALL_SEGMENT)
+        & (pc.field("guardrail_breached") == pa.scalar(True))
+    )
+    out = []
+    for r in lake.read_arrow(GOLD_EXPERIMENT_RESULTS, filter=where).to_pylist():
+        effect, bound, margin = (
+            num(r["seq_rel_effect"]),
+            num(r["guardrail_bound"]),
+            num(r["guardrail_margin"]),
+        )
+        sign = "+" if bound is not None and bound > 0 else "-"
+        limit = "n/a" if margin is None else f"{sign}{margin:.2%}"
+        out.append(
+            Condition(
+                kind="guardrail_breach",
+                severity=CRITICAL,
+                experiment_id=r["experiment_id"],
+                subject=f"{r['metric']}/{r['variant']}",
+                effect=effect,
+                bound=bound,
+                margin=margin,
+                message=(
+                    f"{r['experiment_id']}: guardrail {r['metric']} is breached by variant "
+                    f"{r['variant']} on {day}: relative change {_pct(effect)} vs {r['baseline']}, "
+                    f"its always-valid bound {_pct(bound)} lies beyond the {limit} margin."
+                ),
+                detail=json_safe(
+                    {
+                        "metric": r["metric"],
+                        "variant": r["variant"],
+                        "baseline": r["baseline"],
+                        "n_baseline": r["n_baseline"],
+                        "n_variant": r["n_variant"],
+                        "mean_baseline": r["mean_baseline"],
+                        "mean_variant": r["mean_variant"],
+                        "seq_rel_ci_low": r["seq_rel_ci_low"],
+                        "seq_rel_ci_high": r["seq_rel_ci_high"],
+                        "decision": r["decision"],
+                    }
+                ),
+            )
+        )
+    return out
+
+
+def _srm(lake: Lake, day: dt.date) -> list[Condition]:
+    where = _on_day(day) & (pc.field("segment") == ALL_SEGMENT)
+    by_exp: dict[str, list[dict]] = defaultdict(list)
+    for r in lake.read_arrow(GOLD_SRM, filter=where).to_pylist():
+        by_exp[r["experiment_id"]].append(r)
+    out = []
+    for exp_id, rows in sorted(by_exp.items()):
+        if not any(r["flagged"] for r in rows):
+            continue
+        p = num(rows[0]["p_value"])
+        counts = {r["variant"]: r["units"] for r in rows}
+        shown = ", ".join(
+            f"{r['variant']} {r['units']} (expected {r['expected']:.0f})" for r in rows
+        )
+        out.append(
+            Condition(
+                kind="srm",
+                severity=CRITICAL,
+                experiment_id=exp_id,
+                subject="",
+                message=(
+                    f"{exp_id}: sample ratio mismatch on {day}: {shown}, chi-square p = {_g(p)}; "
+                    "its results are not to be trusted."
+                ),
+                detail=json_safe(
+                    {
+                        "counts": counts,
+                        "expected": {r["variant"]: r["expected"] for r in rows},
+                        "weights": {r["variant"]: r["weight"] for r in rows},
+                        "statistic": rows[0]["statistic"],
+                        "p_value": p,
+                    }
+                ),
+            )
+        )
+    return out
+
+
+def _crossovers(lake: Lake, day: dt.date) -> list[Condition]:
+    where = (
+        _on_day(day)
+        & (pc.field("check") == "crossovers")
+        & (pc.field("flagged") == pa.scalar(True))
+    )
+    out = []
+    for r in lake.read_arrow(GOLD_HEALTH, filter=where).to_pylist():
+        out.append(
+            Condition(
+                kind="crossovers",
+                severity=WARNING,
+                experiment_id=r["experiment_id"],
+                subject=r["subject"] or "",
+                message=f"{r['experiment_id']}: too many crossovers on {day}: {r['detail']}.",
+                detail=json_safe(
+                    {"crossovers": r["value"], "p_value": r["p_value"], "text": r["detail"]}
+                ),
+            )
+        )
+    return out
+
+
+def _dq_failed(lake: Lake, day: dt.date) -> list[Condition]:
+    where = _on_day(day) & (pc.field("passed") == pa.scalar(False))
+    out = []
+    for r in lake.read_arrow(OPS_DQ_RESULTS, filter=where).to_pylist():
+        sample = r["sample"] or ""
+        out.append(
+            Condition(
+                kind="dq_failed",
+                severity=CRITICAL,
+                experiment_id="",
+                subject=f"{r['table']}.{r['check']}",
+                message=(
+                    f"data-quality check {r['check']} failed on {r['table']} for {day}: "
+                    f"observed {r['observed']}."
+                ),
+                detail={
+                    "table": r["table"],
+                    "check": r["check"],
+                    "observed": r["observed"],
+                    "description": r["description"],
+                    "sample": sample[:_SAMPLE_CHARS],
+                },
+            )
+        )
+    return out
+
+
+def _no_exposures(lake: Lake, registry: Registry, day: dt.date) -> list[Condition]:
+    kills = killed_at(lake)
+    running = [
+        e
+        for e in sorted(registry.experiments.values(), key=lambda e: e.id)
+        if running_on(e, day, kills.get(e.id))
+    ]
+    if not running:
+        return []
+    counts = lake.read_arrow(
+        SILVER_EXPOSURE_COUNTS,
+        filter=_on_day(day, "event_date"),
+        columns=["experiment_id", "exposures"],
+    )
+    seen: dict[str, int] = defaultdict(int)
+    for r in counts.to_pylist():
+        seen[r["experiment_id"]] += int(r["exposures"] or 0)
+    return [
+        Condition(
+            kind="no_exposures",
+            severity=WARNING,
+            experiment_id=e.id,
+            subject="",
+            message=(
+                f"{e.id}: no exposures on {day} although it is running (started {e.start_date}); "
+                "check the SDK integration and the landing of exposure events."
+            ),
+            detail={"exposures": 0, "start_date": e.start_date.isoformat()},
+        )
+        for e in running
+        if seen.get(e.id, 0) == 0
+    ]
+
+
+def conditions_for_day(lake: Lake, registry: Registry, day: dt.date) -> list[Condition]:
+    """Every alert condition holding on analysis day ``day``, sorted by identity."""
+    found = [
+        *_guardrail_breaches(lake, day),
+        *_srm(lake, day),
+        *_crossovers(lake, day),
+        *_dq_failed(lake, day),
+        *_no_exposures(lake, registry, day),
+    ]
+    return sorted(found, key=lambda c: c.identity)
