@@ -34,7 +34,7 @@ import pyarrow as pa
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import OPS_ALERTS
-from ab_pipelines.safety._util import as_utc, dumps, table_lock
+from ab_pipelines.safety._util import as_utc, dumps, num, table_lock
 from ab_pipelines.safety.conditions import (
     CONDITION_KINDS,
     CRITICAL,
@@ -150,9 +150,9 @@ def _refresh(alert: Alert, c: Condition, day: dt.date) -> Alert:
         alert,
         last_seen_day=max(alert.last_seen_day, day),
         severity=c.severity,
-        effect=c.effect,
-        bound=c.bound,
-        margin=c.margin,
+        effect=num(c.effect),
+        bound=num(c.bound),
+        margin=num(c.margin),
         message=c.message,
         detail=_normal_detail(c.detail),
     )
@@ -228,9 +228,9 @@ def reconcile(
                     closed_day=None,
                     opened_at=now,
                     closed_at=None,
-                    effect=c.effect,
-                    bound=c.bound,
-                    margin=c.margin,
+                    effect=num(c.effect),
+                    bound=num(c.bound),
+                    margin=num(c.margin),
                     message=c.message,
                     detail=_normal_detail(c.detail),
                 )
