@@ -11,7 +11,6 @@ Two steps (``ab_pipelines.analysis.day``):
 """
 
 import datetime as dt
-import re
 
 from dagster import (
     AssetDep,
@@ -64,9 +63,8 @@ LATE_ARRIVAL_DAYS = _late_arrival_days()
 _LATE = TimeWindowPartitionMapping(start_offset=0, end_offset=LATE_ARRIVAL_DAYS)
 _MODELS = load_models(MODELS_DIR)
 _SQL_VERSION = "".join(p.read_text() for p in sorted(MODELS_DIR.glob("*.sql")))
-# The sources the models read (filtered by the Python step), and the bronze tables behind them.
+# The sources the models read ({{ source() }}; filtered by the Python step) and their bronze tables.
 _SOURCES = {"exposures": BRONZE_EXPOSURES, "events": BRONZE_METRIC_EVENTS}
-_READS = re.compile(r"\b(?:FROM|JOIN)\s+(" + "|".join(_SOURCES) + r")\b", re.IGNORECASE)
 _FINAL_MODEL = "sufficient_stats"
 _CODE = code_version(
     ab_pipelines.analysis.sql_models,
@@ -84,10 +82,7 @@ def _model_key(name: str) -> AssetKey:
 def _model_spec(name: str) -> AssetSpec:
     model = _MODELS[name]
     deps = [AssetDep(_model_key(r)) for r in model.refs]
-    deps += [
-        AssetDep(asset_key(_SOURCES[s.lower()]), partition_mapping=_LATE)
-        for s in dict.fromkeys(_READS.findall(model.template))
-    ]
+    deps += [AssetDep(asset_key(_SOURCES[s]), partition_mapping=_LATE) for s in model.sources]
     first_line = model.template.strip().splitlines()[0].lstrip("-{# ").strip()
     final = name == _FINAL_MODEL
     return AssetSpec(

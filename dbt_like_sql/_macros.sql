@@ -23,15 +23,16 @@ CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ cond
     CUPED pre-period to the end of the metric window. A LEFT JOIN keeps units without events.
     `members` is the unit_members view when the unit is not user_id (a unit's events are those of
     every user_id seen under it), or none: then the unit is the user_id and events join directly.
-    The caller gives the analysed units. -#}
-{% macro join_events(m, sides, members) -%}
+    `events` is the metric events source (the model's source('events')). The caller gives the
+    analysed units. -#}
+{% macro join_events(m, sides, members, events) -%}
 FROM {{ caller() }} AS u
 {% if members -%}
 JOIN {{ members }} AS mb ON mb.unit = u.unit
-LEFT JOIN events AS e
+LEFT JOIN {{ events }} AS e
     ON e.user_id = mb.user_id
 {%- else -%}
-LEFT JOIN events AS e
+LEFT JOIN {{ events }} AS e
     ON e.user_id = u.unit
 {%- endif %}
    AND e.ts >= u.pre_start_ts

@@ -22,7 +22,7 @@ WITH with_unit AS (
         ts,
         event_id,
         attributes
-    FROM exposures
+    FROM {{ source('exposures') }}
     -- Exposures inside the experiment's window; those after a stop or kill do not count.
     WHERE ts >= TIMESTAMP {{ var('start_ts') | sql }}
       AND ts < TIMESTAMP {{ var('cutoff_ts') | sql }}

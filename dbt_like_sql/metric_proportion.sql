@@ -15,7 +15,7 @@ SELECT
     1D AS den,
     {{ mac.aggregate('any', 'e.ts < u.first_ts') }} AS pre_num,
     1D AS pre_den
-{% call mac.join_events(m, [m], members) %}{{ ref('analysed_units') }}{% endcall %}
+{% call mac.join_events(m, [m], members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}
 {% else %}
 {{ mac.no_rows() }}
 {% endfor %}

@@ -15,7 +15,7 @@ SELECT
     {{ mac.aggregate(m.den.agg, mac.matches(m.den) ~ ' AND e.ts >= u.first_ts') }} AS den,
     {{ mac.aggregate(m.num.agg, mac.matches(m.num) ~ ' AND e.ts < u.first_ts') }} AS pre_num,
     {{ mac.aggregate(m.den.agg, mac.matches(m.den) ~ ' AND e.ts < u.first_ts') }} AS pre_den
-{% call mac.join_events(m, [m.num, m.den], members) %}{{ ref('analysed_units') }}{% endcall %}
+{% call mac.join_events(m, [m.num, m.den], members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}
 {% else %}
 {{ mac.no_rows() }}
 {% endfor %}

@@ -4,6 +4,9 @@ Each ``<name>.sql`` in a folder is one model. A model may use:
 
 - ``{{ ref('other') }}``: the result of model ``other`` (it becomes a dependency; the name is a
   temp view, so the rendered SQL reads it like a table);
+- ``{{ source('name') }}``: a source table given to :func:`run_models` (a temp view); like a
+  ref, it is found in the file's text, so the lineage (and the Dagster assets) know what each
+  model reads;
 - ``{{ var('name') }}``: a value given to :func:`run_models`;
 - ``{{ value | sql }}``: a Python value as a SQL literal (strings quoted and escaped, lists as
   comma-separated literals), so no template pastes raw text into SQL;
@@ -50,7 +53,8 @@ __all__ = [
 
 MODELS_DIR = REPO_ROOT / "dbt_like_sql"
 
-_REF = re.compile(r"""ref\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\)""")
+_REF = re.compile(r"""\bref\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\)""")
+_SOURCE = re.compile(r"""\bsource\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]\s*\)""")
 
 
 class ModelError(ValueError):
@@ -59,12 +63,13 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class Model:
-    """One SQL model: its name (the file stem), file, jinja text and the models it refs."""
+    """One SQL model: its name (the file stem), file, jinja text, the models it refs, its sources."""
 
     name: str
     path: Path
     template: str
     refs: tuple[str, ...]
+    sources: tuple[str, ...] = ()
 
 
 def load_models(folder: Path | str = MODELS_DIR) -> dict[str, Model]:
@@ -75,7 +80,8 @@ def load_models(folder: Path | str = MODELS_DIR) -> dict[str, Model]:
             continue
         text = path.read_text(encoding="utf-8")
         refs = tuple(dict.fromkeys(_REF.findall(text)))  # unique, in order of first use
-        models[path.stem] = Model(path.stem, path, text, refs)
+        sources = tuple(dict.fromkeys(_SOURCE.findall(text)))
+        models[path.stem] = Model(path.stem, path, text, refs, sources)
     for m in models.values():
         unknown = [r for r in m.refs if r not in models]
         if unknown:
@@ -141,12 +147,19 @@ def render(model: Model, vars: Mapping[str, Any]) -> str:
             raise ModelError(f"{model.path}: ref('{name}') is not a literal ref of this model")
         return name
 
+    def source(name: str) -> str:
+        if name not in model.sources:
+            raise ModelError(
+                f"{model.path}: source('{name}') is not a literal source of this model"
+            )
+        return name
+
     def var(name: str) -> Any:
         if name not in vars:
             raise ModelError(f"{model.path}: var('{name}') was not given")
         return vars[name]
 
-    return env.from_string(model.template).render(ref=ref, var=var).strip()
+    return env.from_string(model.template).render(ref=ref, source=source, var=var).strip()
 
 
 def run_models(
@@ -160,6 +173,10 @@ def run_models(
     Each result is also a temp view named after its model, which is how ``ref`` reads it. Views
     live in the session, so two runs in one session must not overlap in time.
     """
+    for m in models.values():
+        missing = [s for s in m.sources if s not in sources]
+        if missing:
+            raise ModelError(f"{m.path}: source(s) {', '.join(missing)} not given")
     for name, df in sources.items():
         df.createOrReplaceTempView(name)
     out = {}

@@ -37,6 +37,27 @@ def test_refs_give_the_order(tmp_path):
     assert topological_order(models) == ["a", "b", "c"]
 
 
+@pytest.mark.spark
+def test_sources_are_lineage_too(tmp_path, spark):
+    models = load_models(
+        _write(tmp_path, a="SELECT x FROM {{ source('raw') }}", b="SELECT * FROM {{ ref('a') }}")
+    )
+    assert models["a"].sources == ("raw",) and models["b"].sources == ()
+    assert render(models["a"], {}) == "SELECT x FROM raw"
+    with pytest.raises(ModelError, match=r"a\.sql: source\(s\) raw not given"):
+        run_models(spark, models, {}, sources={})
+    out = run_models(spark, models, {}, sources={"raw": spark.createDataFrame([(1,)], "x INT")})
+    assert out["b"].collect()[0].x == 1
+    # the real folder: which models read bronze
+    real = load_models(MODELS_DIR)
+    assert {n: m.sources for n, m in real.items() if m.sources} == {
+        "in_window_exposures": ("exposures",),
+        "metric_mean": ("events",),
+        "metric_proportion": ("events",),
+        "metric_ratio": ("events",),
+    }
+
+
 def test_unknown_ref_names_the_file(tmp_path):
     _write(tmp_path, a="SELECT * FROM {{ ref('nope') }}")
     with pytest.raises(ModelError, match=r"a\.sql.*nope"):
