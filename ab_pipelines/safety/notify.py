@@ -269,9 +269,13 @@ class Delivery:
 
 
 def pending_notifications(lake: Lake) -> list[dict[str, Any]]:
-    """The pending rows of the outbox, oldest first."""
+    """The pending rows of the outbox, oldest first (an alert's "opened" before its "closed")."""
     rows = [r for r in lake.read_arrow(OPS_NOTIFICATIONS).to_pylist() if r["status"] == PENDING]
-    return sorted(rows, key=lambda r: (r["created_at"], r["notification_id"]))
+    order = {e: i for i, e in enumerate(EVENTS)}
+    return sorted(
+        rows,
+        key=lambda r: (r["created_at"], r["alert_id"], order.get(r["event"], 9), r["notifier"]),
+    )
 
 
 def deliver_pending(
