@@ -248,7 +248,9 @@ def reconcile(
     return Reconciled(tuple(opened), tuple(updated), tuple(closed))
 
 
-def reconcile_day(lake: Lake, registry: Registry, day: dt.date, now: dt.datetime | None = None):
+def reconcile_day(
+    lake: Lake, registry: Registry, day: dt.date, now: dt.datetime | None = None
+) -> Reconciled:
     """Evaluate every condition kind on ``day`` and reconcile: what the pipeline runs per day."""
     return reconcile(
         lake,
