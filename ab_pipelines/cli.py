@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import click
 
 from ab_pipelines.settings import (
+    NOW_ENV,
     REPO_ROOT,
     Paths,
     SetupError,
@@ -382,29 +383,107 @@ def demo(days: int, users: int | None) -> None:
     click.echo(
         f"ABP_HOME={p.home}\nplaying {days} days from {start} (after {HISTORY_DAYS} days of history)"
     )
-    click.echo(f"edge config version {_publish_or_fail(p)} serving at {p.edge / 'config.json'}")
-    for i in range(days):
-        day = start + dt.timedelta(days=i)
-        first_use = not (p.raw / "_sim_state.json").exists()
-        _publish_or_fail(p)
-        try:
-            simulate_days(
-                p, day, 1, users=users, registry=_registry(), assigner=_published_assigner(p)
-            )
-        except ValueError as exc:
-            raise UserError(str(exc)) from None
-        # On first use the history arrives too: land it with the first day, in one run.
-        first = day - dt.timedelta(days=HISTORY_DAYS) if first_use and i == 0 else day
-        if not run_days(p, first, day):
-            raise UserError(f"landing {first}..{day} failed; see the messages above.")
-        span = [first + dt.timedelta(days=k) for k in range((day - first).days + 1)]
-        click.echo(landing_table(p, span, header=i == 0))
+    seen: set[str] = set()
+    saved_clock = os.environ.get(NOW_ENV)
+    try:
+        os.environ[NOW_ENV] = f"{start}T00:00:00Z"
+        click.echo(f"edge config version {_publish_or_fail(p)} serving at {p.edge / 'config.json'}")
+        for i in range(days):
+            day = start + dt.timedelta(days=i)
+            first_use = not (p.raw / "_sim_state.json").exists()
+            # The platform's clock follows the simulated days: publish before the day's traffic,
+            # land and analyse at 00:30 the next morning (so a kill is stamped in simulated time).
+            os.environ[NOW_ENV] = f"{day}T00:00:00Z"
+            _publish_or_fail(p)
+            try:
+                simulate_days(
+                    p, day, 1, users=users, registry=_registry(), assigner=_published_assigner(p)
+                )
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+            # On first use the history arrives too: land it with the first day, in one run.
+            first = day - dt.timedelta(days=HISTORY_DAYS) if first_use and i == 0 else day
+            os.environ[NOW_ENV] = f"{day + dt.timedelta(days=1)}T00:30:00Z"
+            if not run_days(p, first, day):
+                raise UserError(f"landing {first}..{day} failed; see the messages above.")
+            span = [first + dt.timedelta(days=k) for k in range((day - first).days + 1)]
+            click.echo(landing_table(p, span, header=i == 0))
+            for line in _safety_lines(p, seen):
+                click.echo(line)
+    finally:
+        if saved_clock is None:
+            os.environ.pop(NOW_ENV, None)
+        else:
+            os.environ[NOW_ENV] = saved_clock
     click.echo(_quality_line(p))
-    click.echo(_scorecards(p, reg))
+    click.echo(_scorecards(p, _registry()))
+    click.echo(_kill_check(p))
     click.echo(
         "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
         "runs and their metadata.\nThe analysts' dashboard ('make dashboard') arrives with the dashboard issue."
     )
+
+
+def _safety_lines(p: Paths, seen: set[str]) -> list[str]:
+    """Alerts opened or closed and automatic kills since the last call (``seen`` remembers)."""
+    from ab_pipelines.lake import Lake
+    from ab_pipelines.lake.tables import OPS_KILLS
+    from ab_pipelines.safety import read_alerts
+
+    lake, out = Lake(p), []
+    for a in read_alerts(lake):
+        key = f"{a.alert_id}:{a.status}"
+        if key in seen:
+            continue
+        seen.add(key)
+        if a.is_open:
+            out.append(
+                f"  ALERT opened  [{a.severity}] {a.kind} {a.experiment_id} {a.subject}: {a.message}"
+            )
+        else:
+            out.append(f"  ALERT closed  {a.kind} {a.experiment_id} {a.subject} on {a.closed_day}")
+    for k in lake.read_arrow(OPS_KILLS).to_pylist():
+        key = f"kill:{k['experiment_id']}"
+        if key not in seen:
+            seen.add(key)
+            out.append(
+                f"  KILLED {k['experiment_id']} by {k['by']} at {k['killed_at']:%Y-%m-%d %H:%M}Z: "
+                f"{k['reason']}"
+            )
+    return out
+
+
+def _kill_check(p: Paths) -> str:
+    """For each killed experiment: what the published config serves now, and the exposures after."""
+    from ab_pipelines.assignment import Client
+    from ab_pipelines.lake import Lake
+    from ab_pipelines.lake.tables import OPS_KILLS, SILVER_EXPOSURE_COUNTS
+
+    lake = Lake(p)
+    kills = lake.read_arrow(OPS_KILLS).to_pylist()
+    if not kills:
+        return "\nno experiment was killed"
+    client = Client.from_file(str(p.edge / "config.json"))
+    counts = lake.read_arrow(SILVER_EXPOSURE_COUNTS).to_pylist()
+    lines = ["\nkilled experiments, after the kill:"]
+    for k in kills:
+        exp_id, at = k["experiment_id"], k["killed_at"]
+        served = {client.assign(f"user-{i}", exp_id) for i in range(1000)}
+        per_day: dict = {}
+        for r in counts:
+            if r["experiment_id"] == exp_id:
+                per_day.setdefault(r["event_date"], {}).setdefault(r["variant"], 0)
+                per_day[r["event_date"]][r["variant"]] += r["exposures"]
+        days = " ".join(
+            f"{d:%m-%d}:{'/'.join(f'{v}={n}' for v, n in sorted(per_day[d].items()))}"
+            for d in sorted(per_day)
+        )
+        lines.append(
+            f"  {exp_id}: killed {at:%Y-%m-%d %H:%M}Z; the published config serves "
+            f"{sorted(x for x in served if x) or ['nothing']} to 1000 users; "
+            f"exposures logged per day: {days or 'none'}"
+        )
+    return "\n".join(lines)
 
 
 def _scorecards(p: Paths, reg) -> str:
@@ -504,6 +583,60 @@ def plan(
     click.echo(
         json.dumps(result.as_dict(), indent=2, allow_nan=False) if as_json else result.render()
     )
+
+
+@main.command()
+@click.option(
+    "--days", default=7, show_default=True, type=click.IntRange(1, 3650), help="Recent window."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object: open and recent alerts.")
+def alerts(days: int, as_json: bool) -> None:
+    """Open alerts, and the ones closed in the DAYS analysis days up to the latest analysed day."""
+    import json
+
+    from ab_pipelines.lake import Lake
+    from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS
+    from ab_pipelines.safety import open_alerts, recent_alerts
+    from ab_pipelines.safety.notify import pending_notifications
+    from ab_pipelines.settings import now
+
+    lake = Lake(_home())
+    analysed = lake.read_arrow(GOLD_EXPERIMENT_RESULTS, columns=["day"]).column(0).to_pylist()
+    try:
+        today = max(analysed) if analysed else now().date()
+    except SetupError as exc:
+        raise UserError(str(exc)) from None
+    opened = open_alerts(lake)
+    recent = [a for a in recent_alerts(lake, days=days, today=today) if not a.is_open]
+    pending = pending_notifications(lake)
+    if as_json:
+
+        def row(a):
+            r = a.to_row()
+            r["detail"] = a.detail
+            return r
+
+        body = {
+            "open": [row(a) for a in opened],
+            "recent": [row(a) for a in recent],
+            "pending_notifications": len(pending),
+        }
+        click.echo(json.dumps(body, indent=2, default=str, allow_nan=False))
+        return
+    click.echo(f"open alerts: {len(opened)}")
+    for a in opened:
+        click.echo(
+            f"  [{a.severity}] {a.kind:<17} {a.experiment_id or '-':<16} {a.subject:<28} "
+            f"since {a.opened_day} (last seen {a.last_seen_day}): {a.message}"
+        )
+    click.echo(f"closed in the last {days} day(s): {len(recent)}")
+    for a in recent:
+        click.echo(
+            f"  {a.kind:<17} {a.experiment_id or '-':<16} {a.subject:<28} "
+            f"{a.opened_day} .. {a.closed_day}"
+        )
+    if pending:
+        click.echo(f"{len(pending)} notification(s) not yet delivered (retried by deliver_alerts)")
 
 
 # ---- dagster ----------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ root), so no other module invents a location.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -111,3 +112,25 @@ def check_java() -> int:
             f"Spark 4 needs Java 17 or newer but {java} is Java {major or '?'}; {fix}."
         )
     return major
+
+
+NOW_ENV = "ABP_NOW"
+
+
+def now() -> dt.datetime:
+    """The platform's clock (UTC): the wall clock, or ``ABP_NOW`` (ISO-8601) when set.
+
+    ``ABP_NOW`` is for replays and the demo, which play past days: a kill made while analysing a
+    simulated day is then stamped with the simulated time, so "the traffic after the kill" means
+    the simulated days after it. Kills, publishes and alerts read this clock.
+    """
+    raw = os.environ.get(NOW_ENV, "").strip()
+    if not raw:
+        return dt.datetime.now(dt.UTC)
+    try:
+        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise SetupError(
+            f"{NOW_ENV} '{raw}' is not an ISO-8601 time; use e.g. 2026-11-05T01:00:00Z."
+        ) from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)

@@ -23,6 +23,7 @@ from assets.config_plane import edge_config
 from assets.landing import land_raw_dumps, raw_topics
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
+from assets.safety import alerts, deliver_alerts, run_failure_alerts
 from assets.traffic import exposure_counts
 from jobs.maintenance import maintain_tables, maintenance_schedule
 from jobs.sensors import new_dump_files, registry_changed
@@ -50,10 +51,10 @@ land_stream_job = define_asset_job(
 # bronze D .. D + late through a partition mapping, which the UI shows).
 analyze_job = define_asset_job(
     "analyze",
-    selection=AssetSelection.assets(analysis_sql, experiment_results),
+    selection=AssetSelection.assets(analysis_sql, experiment_results, alerts),
     partitions_def=daily_partitions,
     description="Analyse days whose late window closed: the SQL models, sufficient statistics, SRM, "
-    "health, results and decisions.",
+    "health, results and decisions; then alerts, notifications and automatic kills.",
 )
 
 
@@ -103,11 +104,18 @@ defs = Definitions(
         exposure_counts,
         analysis_sql,
         experiment_results,
+        alerts,
         edge_config,
     ],
     asset_checks=freshness_checks,
     jobs=[daily_job, land_stream_job, analyze_job, publish_config_job, maintain_tables],
     schedules=[daily_schedule, analyze_schedule, maintenance_schedule],
-    sensors=[new_dump_files, registry_changed, freshness_sensor],
+    sensors=[
+        new_dump_files,
+        registry_changed,
+        freshness_sensor,
+        deliver_alerts,
+        run_failure_alerts,
+    ],
     resources={"lake": LakeResource()},
 )

@@ -34,6 +34,7 @@ from ab_pipelines.config.registry import Registry, RegistryError, load_registry
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import OPS_AUDIT_LOG, OPS_KILLS
 from ab_pipelines.settings import Paths
+from ab_pipelines.settings import now as settings_now
 
 __all__ = [
     "PAYLOAD_SCHEMA",
@@ -66,7 +67,7 @@ class PublishResult:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+    return settings_now().replace(microsecond=0)
 
 
 def _iso(t: dt.datetime) -> str:

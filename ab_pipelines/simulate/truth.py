@@ -40,6 +40,8 @@ EFFECTS: dict[str, dict[str, dict[str, float]]] = {
     "checkout_layout": {"one_page": {"order_value": 1.05}},
     "recs_ranking": {"treatment": {"order_value": 1.03}},
     "search_speed": {"lite": {"page_load": 0.90}},
+    # Harmful: the video slows every page by 15%; the guardrail (3%) should kill it (auto_kill).
+    "hero_video": {"treatment": {"page_load": 1.15}},
 }
 
 # A broken split: the exposure events (not the behaviour) of this share of a variant's users are
