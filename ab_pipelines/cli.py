@@ -186,10 +186,16 @@ def _execute(defs, job_name: str, first: dt.date, last: dt.date) -> bool:
         run_config=quiet, instance=DagsterInstance.get(), raise_on_error=False, **kwargs
     )
     if not result.success:
+        messages = []
         for ev in result.all_events:
             if ev.is_step_failure and ev.step_failure_data.error is not None:
                 msg = ev.step_failure_data.error.message.strip()
-                click.echo(f"step {ev.step_key} failed: {msg}", err=True)
+                messages.append(f"step {ev.step_key} failed: {msg}")
+                click.echo(messages[-1], err=True)
+        # No daemon watches in-process runs: open the run_failed alert here (once per run).
+        from ab_pipelines.safety.day import alert_run_failure
+
+        alert_run_failure(paths(), result.run_id, job_name, "; ".join(messages) or "run failed")
     return result.success
 
 

@@ -34,14 +34,8 @@ from ab_pipelines.lake.tables import (
     GOLD_SRM,
     OPS_ALERTS,
 )
-from ab_pipelines.safety import (
-    deliver_pending,
-    enqueue,
-    notifiers_from_env,
-    open_alerts,
-    record_run_failure,
-)
-from ab_pipelines.safety.day import safety_day
+from ab_pipelines.safety import deliver_pending, notifiers_from_env, open_alerts
+from ab_pipelines.safety.day import alert_run_failure, safety_day
 from ab_pipelines.settings import paths
 from assets.common import OWNER, asset_key, code_version
 from assets.partitions import daily_partitions
@@ -129,11 +123,6 @@ def deliver_alerts(context: SensorEvaluationContext):
     description="A failed run opens a run_failed alert (and notifies).",
 )
 def run_failure_alerts(context: RunFailureSensorContext):
-    home = paths()
-    lake = Lake(home)
     run = context.dagster_run
     message = context.failure_event.message or "run failed"
-    r = record_run_failure(lake, run.run_id, run.job_name, message)
-    notifiers = notifiers_from_env(home, context.log)
-    enqueue(lake, r, notifiers)
-    deliver_pending(lake, notifiers)
+    alert_run_failure(paths(), run.run_id, run.job_name, message, context.log)

@@ -23,12 +23,31 @@ import pyarrow.compute as pc
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, OPS_KILLS
-from ab_pipelines.safety.alerts import Alert, Reconciled, open_alerts, reconcile_day
-from ab_pipelines.safety.notify import Delivery, Notifier, deliver_pending, enqueue
+from ab_pipelines.safety.alerts import (
+    Alert,
+    Reconciled,
+    open_alerts,
+    reconcile_day,
+    record_run_failure,
+)
+from ab_pipelines.safety.notify import (
+    Delivery,
+    Notifier,
+    deliver_pending,
+    enqueue,
+    notifiers_from_env,
+)
 from ab_pipelines.settings import Paths
 from ab_pipelines.settings import now as clock
 
-__all__ = ["AUTO_KILL_ACTOR", "AutoKill", "SafetyDay", "auto_kill", "safety_day"]
+__all__ = [
+    "AUTO_KILL_ACTOR",
+    "AutoKill",
+    "SafetyDay",
+    "alert_run_failure",
+    "auto_kill",
+    "safety_day",
+]
 
 AUTO_KILL_ACTOR = "system"
 
@@ -106,3 +125,19 @@ def safety_day(
     kills = auto_kill(home, lake, registry, day, now=now, registry_root=registry_root)
     delivery = deliver_pending(lake, notifiers, now=now)
     return SafetyDay(day, reconciled, tuple(kills), delivery)
+
+
+def alert_run_failure(
+    home: Paths, run_id: str, job_name: str, message: str, logger=None
+) -> Reconciled:
+    """A failed run: open its ``run_failed`` alert (once per run id), queue and deliver it.
+
+    Called by the ``run_failure_alerts`` sensor and by ``abp run`` for its in-process runs (no
+    daemon watches those), so a failure is alerted either way, and only once.
+    """
+    lake = Lake(home)
+    r = record_run_failure(lake, run_id, job_name, message, now=clock())
+    notifiers = notifiers_from_env(home, logger)
+    enqueue(lake, r, notifiers)
+    deliver_pending(lake, notifiers)
+    return r

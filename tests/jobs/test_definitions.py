@@ -184,6 +184,13 @@ def test_a_failed_blocking_check_stops_the_downstream_asset(home, spark):
         and "STEP_UP_FOR_RETRY" not in kinds
         and "STEP_RESTARTED" not in kinds
     )
+    # the failed run is an alert (abp run's in-process runs are alerted without a daemon)
+    from ab_pipelines.safety import open_alerts
+
+    (alert,) = [a for a in open_alerts(lake) if a.kind == "run_failed"]
+    assert alert.subject == last_run.run_id and "volume_in_band" in alert.message
+    jsonl = (home.home / "alerts" / "alerts.jsonl").read_text().splitlines()
+    assert any(alert.alert_id in line for line in jsonl)
 
 
 @pytest.mark.spark
