@@ -16,7 +16,10 @@ from ab_pipelines.lake.tables import TableSpec
 
 
 def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    """The platform clock (``ABP_NOW`` when set, else the wall clock); see ab_pipelines.settings."""
+    from ab_pipelines.settings import now
+
+    return now()
 
 
 def as_utc(t: dt.datetime | None) -> dt.datetime:

@@ -34,7 +34,7 @@ import pyarrow as pa
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import OPS_ALERTS
-from ab_pipelines.safety._util import as_utc, dumps, num, table_lock
+from ab_pipelines.safety._util import as_utc, dumps, num, table_lock, utc_now
 from ab_pipelines.safety.conditions import (
     CONDITION_KINDS,
     CRITICAL,
@@ -343,7 +343,7 @@ def open_alerts(lake: Lake) -> list[Alert]:
 
 def recent_alerts(lake: Lake, days: int = 7, today: dt.date | None = None) -> list[Alert]:
     """Open alerts plus those closed in the ``days`` days up to ``today`` (default: today, UTC)."""
-    today = today or dt.datetime.now(dt.UTC).date()
+    today = today or utc_now().date()
     since = today - dt.timedelta(days=days)
     return _sorted(
         [a for a in read_alerts(lake) if a.is_open or (a.closed_day and a.closed_day > since)]
