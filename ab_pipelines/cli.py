@@ -398,7 +398,8 @@ def demo(days: int, users: int | None) -> None:
             day = start + dt.timedelta(days=i)
             first_use = not (p.raw / "_sim_state.json").exists()
             # The platform's clock follows the simulated days: publish before the day's traffic,
-            # land and analyse at 00:30 the next morning (so a kill is stamped in simulated time).
+            # land and analyse once the day is over (so a kill is stamped in simulated time and
+            # applies to the next simulated day's traffic).
             os.environ[NOW_ENV] = f"{day}T00:00:00Z"
             _publish_or_fail(p)
             try:
@@ -409,7 +410,7 @@ def demo(days: int, users: int | None) -> None:
                 raise UserError(str(exc)) from None
             # On first use the history arrives too: land it with the first day, in one run.
             first = day - dt.timedelta(days=HISTORY_DAYS) if first_use and i == 0 else day
-            os.environ[NOW_ENV] = f"{day + dt.timedelta(days=1)}T00:30:00Z"
+            os.environ[NOW_ENV] = f"{day + dt.timedelta(days=1)}T00:00:00Z"
             if not run_days(p, first, day):
                 raise UserError(f"landing {first}..{day} failed; see the messages above.")
             span = [first + dt.timedelta(days=k) for k in range((day - first).days + 1)]

@@ -136,6 +136,7 @@ def alert_run_failure(
     daemon watches those), so a failure is alerted either way, and only once.
     """
     lake = Lake(home)
+    message = " ".join(message.split())  # one line: Dagster's errors span several
     r = record_run_failure(lake, run_id, job_name, message, now=clock())
     notifiers = notifiers_from_env(home, logger)
     enqueue(lake, r, notifiers)

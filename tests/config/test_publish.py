@@ -31,6 +31,7 @@ def test_publish_signs_and_moves_the_version_only_on_change(home, registry_copy)
     assert payload["version"] == 1 and set(payload["experiments"]) == {
         "checkout_cta",
         "checkout_layout",
+        "hero_video",
         "homepage_aa",
         "recs_ranking",
         "search_speed",
