@@ -1,0 +1,669 @@
+"""What each dashboard page shows, as plain functions of the Lake and the registry (no Streamlit).
+
+Every function that reads tables is marked with :func:`reads`, naming the tables it reads, so the
+Streamlit side caches its answer keyed on those tables' Delta versions: a new materialization is
+picked up on the next rerun, and nothing is read twice while the tables stay as they are. Tables are
+read through the Lake (delta-rs and Arrow), with the columns each view needs; Spark is never started.
+
+Numbers come from the gold tables and from :func:`ab_pipelines.analysis.scorecard.scorecard`, the
+same scorecard ``abp results`` prints: nothing statistical is recomputed here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ab_pipelines.analysis.results import ALL_SEGMENT
+from ab_pipelines.analysis.scorecard import analysed_days, scorecard
+from ab_pipelines.config.approvals import content_sha, same_person
+from ab_pipelines.config.models import Experiment, Metric
+from ab_pipelines.config.publish import current_payload
+from ab_pipelines.config.registry import Registry
+from ab_pipelines.lake.delta import Lake
+from ab_pipelines.lake.tables import (
+    BRONZE_QUARANTINE,
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_HEALTH,
+    GOLD_SRM,
+    GOLD_SUFFICIENT_STATS,
+    OPS_ALERTS,
+    OPS_AUDIT_LOG,
+    OPS_DQ_RESULTS,
+    OPS_KILLS,
+    SILVER_EXPOSURE_COUNTS,
+    TableSpec,
+)
+from ab_pipelines.safety import open_alerts
+from ab_pipelines.settings import Paths
+
+__all__ = [
+    "DECISION_TEXT",
+    "VERDICTS",
+    "alerts_open",
+    "approvals",
+    "audit_log",
+    "decision_estimate",
+    "dq_by_day",
+    "dq_results",
+    "effect_over_time",
+    "experiment_days",
+    "experiments_overview",
+    "exposures_over_time",
+    "health_checks",
+    "interval_text",
+    "kills",
+    "pick_estimate",
+    "plan_lines",
+    "published_config",
+    "quarantine_counts",
+    "reads",
+    "scorecard_card",
+    "scorecard_rows",
+    "segment_rows",
+    "srm_over_time",
+    "verdict",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: what a decision means, in one sentence each (docs/analysis.md, "Peeking protection and the decision").
+DECISION_TEXT = {
+    "keep_running": "Keep running: no variant wins or loses on the primary metrics yet.",
+    "ship": "Ship: a variant is significantly better on every primary metric.",
+    "rollback": "Roll back: a guardrail is breached, or a primary metric is significantly worse.",
+    "inconclusive": "Inconclusive: the experiment has ended without a winner.",
+    "invalid": "Invalid: the split is broken (sample ratio mismatch); do not trust these results.",
+}
+#: the colour classes of a lift: its interval against zero, read in the metric's desired direction.
+VERDICTS = ("better", "worse", "inconclusive", "no data")
+_STATUS_ORDER = {"running": 0, "approved": 1, "in_review": 2, "draft": 3, "killed": 4, "stopped": 5}
+
+
+def reads(*specs: TableSpec, registry: bool = False) -> Callable[[F], F]:
+    """Mark a view function with the tables it reads (its cache key) and whether it takes the registry.
+
+    A marked function is called as ``fn(lake, *args)``, or ``fn(lake, registry, *args)`` when
+    ``registry`` is true.
+    """
+
+    def mark(fn: F) -> F:
+        fn.reads = specs  # type: ignore[attr-defined]
+        fn.uses_registry = registry  # type: ignore[attr-defined]
+        return fn
+
+    return mark
+
+
+def _frame(table: pa.Table | list[dict], columns: Sequence[str]) -> pd.DataFrame:
+    rows = table.to_pylist() if isinstance(table, pa.Table) else table
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def _four(row: Mapping[str, Any], prefix: str) -> tuple[float | None, float | None, float | None]:
+    return row.get(f"{prefix}_effect"), row.get(f"{prefix}_ci_low"), row.get(f"{prefix}_ci_high")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or pd.isna(x) else f"{x:+.1%}"
+
+
+def interval_text(effect: float | None, low: float | None, high: float | None) -> str:
+    """A relative lift with its interval, e.g. ``+1.2% [-0.5%, +2.9%]``."""
+    if effect is None or pd.isna(effect):
+        return "n/a"
+    return f"{_pct(effect)} [{_pct(low)}, {_pct(high)}]"
+
+
+def verdict(low: float | None, high: float | None, higher_is_better: bool) -> str:
+    """``better`` / ``worse`` when the interval lies wholly on one side of 0, else ``inconclusive``.
+
+    Example:
+        >>> verdict(0.01, 0.05, True), verdict(0.01, 0.05, False), verdict(-0.01, 0.05, True)
+        ('better', 'worse', 'inconclusive')
+    """
+    if low is None or high is None or pd.isna(low) or pd.isna(high):
+        return "no data"
+    if low > 0 or high < 0:
+        return "better" if (low > 0) == higher_is_better else "worse"
+    return "inconclusive"
+
+
+def decision_estimate(
+    row: Mapping[str, Any], sequential: bool
+) -> tuple[float | None, float | None, float | None]:
+    """The relative lift and interval the decision reads from a gold.experiment_results row.
+
+    Always-valid when the experiment is sequential; else fixed-horizon, CUPED where it applies.
+    """
+    if sequential:
+        return _four(row, "seq_rel")
+    if row.get("cuped_rel_effect") is not None:
+        return _four(row, "cuped_rel")
+    return _four(row, "rel")
+
+
+# ---- overview ----------------------------------------------------------------------------------
+
+
+def _killed(lake: Lake) -> dict[str, dict]:
+    return {r["experiment_id"]: r for r in lake.read_arrow(OPS_KILLS).to_pylist()}
+
+
+def _days_running(exp: Experiment, as_of: dt.date | None, killed_at: dt.datetime | None) -> int:
+    if as_of is None:
+        return 0
+    last = min(
+        d for d in (as_of, exp.end_date, killed_at.date() if killed_at else None) if d is not None
+    )
+    return max((last - exp.start_date).days + 1, 0)
+
+
+_OVERVIEW_COLUMNS = (
+    "experiment",
+    "name",
+    "status",
+    "owner",
+    "start_date",
+    "as_of",
+    "days_running",
+    "exposures",
+    "units",
+    "srm",
+    "srm_p_value",
+    "data_quality",
+    "guardrails",
+    "decision",
+    "primary_metric",
+    "lift",
+    "ci_low",
+    "ci_high",
+    "primary_lift",
+)
+
+
+@reads(
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_SRM,
+    SILVER_EXPOSURE_COUNTS,
+    OPS_DQ_RESULTS,
+    OPS_KILLS,
+    registry=True,
+)
+def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
+    """One row per experiment of the registry, as of its latest analysed day.
+
+    Columns: status (``killed`` once in ops.kills), days running, exposures logged
+    (silver.exposure_counts), analysed units, the SRM badge (``ok`` / ``flagged``), data quality
+    (failed checks of ops.dq_results during the experiment), guardrails (``ok`` / ``breached``),
+    the decision, and the first primary metric's lift with the interval the decision reads.
+    """
+    all_rows = pc.field("segment") == ALL_SEGMENT
+    results = lake.read_arrow(
+        GOLD_EXPERIMENT_RESULTS,
+        filter=all_rows,
+        columns=[
+            "experiment_id",
+            "metric",
+            "role",
+            "variant",
+            "decision",
+            "guardrail_breached",
+            "day",
+            *(
+                f"{p}_{k}"
+                for p in ("rel", "cuped_rel", "seq_rel")
+                for k in ("effect", "ci_low", "ci_high")
+            ),
+        ],
+    ).to_pylist()
+    latest: dict[str, dt.date] = {}
+    for r in results:
+        latest[r["experiment_id"]] = max(r["day"], latest.get(r["experiment_id"], r["day"]))
+    srm = lake.read_arrow(
+        GOLD_SRM, filter=all_rows, columns=["experiment_id", "units", "p_value", "flagged", "day"]
+    ).to_pylist()
+    exposed = (
+        lake.read_arrow(SILVER_EXPOSURE_COUNTS, columns=["experiment_id", "exposures"])
+        .group_by("experiment_id")
+        .aggregate([("exposures", "sum")])
+        .to_pylist()
+    )
+    exposures = {r["experiment_id"]: r["exposures_sum"] for r in exposed}
+    dq = lake.read_arrow(OPS_DQ_RESULTS, columns=["day", "passed"]).to_pylist()
+    killed = _killed(lake)
+
+    rows = []
+    for exp in registry.experiments.values():
+        as_of = latest.get(exp.id)
+        kill = killed.get(exp.id)
+        mine = [r for r in results if r["experiment_id"] == exp.id and r["day"] == as_of]
+        srm_now = [r for r in srm if r["experiment_id"] == exp.id and r["day"] == as_of]
+        guards = [r for r in mine if r["role"] == "guardrail"]
+        primary = next(iter(exp.metrics.primary), None)
+        lead = next((r for r in mine if r["metric"] == primary), None)
+        effect, low, high = (
+            decision_estimate(lead, exp.analysis.sequential) if lead else (None, None, None)
+        )
+        failed_dq = (
+            sum(1 for r in dq if not r["passed"] and exp.start_date <= r["day"] <= as_of)
+            if as_of
+            else None
+        )
+        rows.append(
+            {
+                "experiment": exp.id,
+                "name": exp.name,
+                "status": "killed" if kill else exp.status,
+                "owner": exp.owner,
+                "start_date": exp.start_date,
+                "as_of": as_of,
+                "days_running": _days_running(exp, as_of, kill["killed_at"] if kill else None),
+                "exposures": int(exposures.get(exp.id) or 0),
+                "units": sum(r["units"] for r in srm_now) if srm_now else None,
+                "srm": "no data"
+                if not srm_now
+                else ("flagged" if any(r["flagged"] for r in srm_now) else "ok"),
+                "srm_p_value": srm_now[0]["p_value"] if srm_now else None,
+                "data_quality": "no data"
+                if failed_dq is None
+                else ("ok" if failed_dq == 0 else f"{failed_dq} failed"),
+                "guardrails": "none"
+                if not exp.metrics.guardrails
+                else "no data"
+                if not guards
+                else ("breached" if any(r["guardrail_breached"] for r in guards) else "ok"),
+                "decision": mine[0]["decision"] if mine else None,
+                "primary_metric": primary,
+                "lift": effect,
+                "ci_low": low,
+                "ci_high": high,
+                "primary_lift": interval_text(effect, low, high) if lead else "n/a",
+            }
+        )
+    rows.sort(key=lambda r: (_STATUS_ORDER.get(r["status"], 9), r["experiment"]))
+    return _frame(rows, _OVERVIEW_COLUMNS)
+
+
+@reads(GOLD_EXPERIMENT_RESULTS)
+def experiment_days(lake: Lake, experiment_id: str) -> list[dt.date]:
+    """The days with results for an experiment, oldest first."""
+    return analysed_days(lake, experiment_id)
+
+
+# ---- scorecard ---------------------------------------------------------------------------------
+
+
+@reads(GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_KILLS, registry=True)
+def scorecard_card(
+    lake: Lake, registry: Registry, experiment_id: str, day: dt.date | None = None
+) -> dict[str, Any]:
+    """The scorecard of ``abp results`` (CONTRACTS section 4); raises ScorecardError if there is none."""
+    return scorecard(lake, registry, experiment_id, day)
+
+
+def pick_estimate(entry: Mapping[str, Any], cuped: bool, sequential: bool) -> tuple[dict, str]:
+    """The relative estimate of a scorecard metric entry for the chosen view, and its label.
+
+    Fixed-horizon: CUPED where it applies (``cuped`` is not null) when asked, else raw. Always-valid:
+    the pipeline stores the confidence sequence on the CUPED estimate where CUPED applies (the one
+    decisions read), so with ``cuped=False`` such a row still shows it, labelled so.
+    """
+    has_cuped = entry.get("cuped") is not None
+    if sequential:
+        label = "always-valid, CUPED" if has_cuped else "always-valid, raw"
+        if has_cuped and not cuped:
+            label += " (raw not stored)"
+        return entry["sequential"]["relative"], label
+    if cuped and has_cuped:
+        return entry["cuped"]["relative"], "fixed-horizon, CUPED"
+    return entry["relative"], "fixed-horizon, raw" + (" (no pre-period)" if cuped else "")
+
+
+_SCORE_COLUMNS = (
+    "metric",
+    "role",
+    "variant",
+    "baseline",
+    "n_baseline",
+    "n_variant",
+    "mean_baseline",
+    "mean_variant",
+    "lift",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_value_adjusted",
+    "significant",
+    "desired",
+    "verdict",
+    "estimate",
+    "variance_reduction",
+    "margin",
+    "bound",
+    "breached",
+)
+
+
+def _entry_row(
+    e: Mapping[str, Any], metrics: Mapping[str, Metric], cuped: bool, sequential: bool
+) -> dict[str, Any]:
+    est, label = pick_estimate(e, cuped, sequential)
+    metric = metrics.get(e["metric"])
+    higher = metric.higher_is_better if metric is not None else True
+    base, var = e["baseline"], e["variant"]
+    guard = e.get("guardrail") or {}
+    return {
+        "metric": e["metric"],
+        "role": e["role"],
+        "variant": var,
+        "baseline": base,
+        "n_baseline": e["n"].get(base),
+        "n_variant": e["n"].get(var),
+        "mean_baseline": e["mean"].get(base),
+        "mean_variant": e["mean"].get(var),
+        "lift": est["effect"],
+        "ci_low": est["ci_low"],
+        "ci_high": est["ci_high"],
+        "p_value": est["p_value"],
+        "p_value_adjusted": e.get("p_value_adjusted"),
+        "significant": e.get("significant"),
+        "desired": "higher" if higher else "lower",
+        "verdict": verdict(est["ci_low"], est["ci_high"], higher),
+        "estimate": label,
+        "variance_reduction": (e.get("cuped") or {}).get("variance_reduction"),
+        "margin": guard.get("margin"),
+        "bound": guard.get("bound"),
+        "breached": guard.get("breached"),
+    }
+
+
+def scorecard_rows(
+    card: Mapping[str, Any], metrics: Mapping[str, Metric], cuped: bool, sequential: bool
+) -> pd.DataFrame:
+    """One row per metric and variant of the scorecard (segment "all"), in the chosen view.
+
+    ``lift``, ``ci_low``, ``ci_high`` and ``p_value`` are the relative estimate of the view
+    (:func:`pick_estimate`); ``p_value_adjusted`` and ``significant`` are the decision's, whatever
+    the view; ``verdict`` colours the lift by its interval and the metric's desired direction.
+    """
+    rows = [_entry_row(e, metrics, cuped, sequential) for e in card["metrics"]]
+    return _frame(rows, _SCORE_COLUMNS)
+
+
+def segment_rows(
+    card: Mapping[str, Any], metrics: Mapping[str, Metric], cuped: bool, sequential: bool
+) -> pd.DataFrame:
+    """The exploratory segment rows of the scorecard, with each segment's SRM: never for decisions."""
+    rows = []
+    for seg in card.get("segments") or []:
+        srm = seg.get("srm") or {}
+        for e in seg["metrics"]:
+            rows.append(
+                {
+                    "segment": seg["segment"],
+                    "segment_srm_p_value": srm.get("p_value"),
+                    "segment_srm_flagged": srm.get("flagged"),
+                    **_entry_row(e, metrics, cuped, sequential),
+                }
+            )
+    return _frame(rows, ("segment", "segment_srm_p_value", "segment_srm_flagged", *_SCORE_COLUMNS))
+
+
+def plan_lines(card: Mapping[str, Any]) -> list[str]:
+    """How much longer, per primary metric, from the scorecard's ``plan`` (fixed-horizon floor)."""
+    out = []
+    for p in card.get("plan") or []:
+        if p.get("days_more") is not None:
+            out.append(
+                f"{p['metric']}: {p['units_per_arm_needed']:,} units per arm are needed for the "
+                f"{p['mde_target']:.1%} MDE; {p['units_per_arm']:,} so far, about "
+                f"{p['days_more']} more day(s) at the traffic so far."
+            )
+        elif p.get("mde_now") is not None:
+            target = f" (target {p['mde_target']:.1%})" if p.get("mde_target") is not None else ""
+            out.append(
+                f"{p['metric']}: with {p['units_per_arm']:,} units per arm it can detect a "
+                f"{p['mde_now']:.1%} relative change now (80% power, fixed horizon){target}."
+            )
+    return out
+
+
+# ---- over time ---------------------------------------------------------------------------------
+
+_OVER_TIME_COLUMNS = (
+    "day",
+    "metric",
+    "role",
+    "variant",
+    "n",
+    "effect",
+    "ci_low",
+    "ci_high",
+    "fixed_effect",
+    "fixed_ci_low",
+    "fixed_ci_high",
+    "significant",
+    "decision",
+)
+
+
+@reads(GOLD_EXPERIMENT_RESULTS)
+def effect_over_time(lake: Lake, experiment_id: str, segment: str = ALL_SEGMENT) -> pd.DataFrame:
+    """The cumulative relative effect per analysis day with its always-valid bounds.
+
+    ``effect``/``ci_low``/``ci_high`` are the confidence sequence (valid at every look, so the band
+    may be read each day); ``fixed_*`` the fixed-horizon estimate (CUPED where it applies).
+    """
+    where = (pc.field("experiment_id") == experiment_id) & (pc.field("segment") == segment)
+    rows = []
+    for r in lake.read_arrow(GOLD_EXPERIMENT_RESULTS, filter=where).to_pylist():
+        fixed = decision_estimate(r, sequential=False)
+        rows.append(
+            {
+                "day": r["day"],
+                "metric": r["metric"],
+                "role": r["role"],
+                "variant": r["variant"],
+                "n": (r["n_baseline"] or 0) + (r["n_variant"] or 0),
+                "effect": r["seq_rel_effect"],
+                "ci_low": r["seq_rel_ci_low"],
+                "ci_high": r["seq_rel_ci_high"],
+                "fixed_effect": fixed[0],
+                "fixed_ci_low": fixed[1],
+                "fixed_ci_high": fixed[2],
+                "significant": r["significant"],
+                "decision": r["decision"],
+            }
+        )
+    rows.sort(key=lambda r: (r["metric"], r["variant"], r["day"]))
+    return _frame(rows, _OVER_TIME_COLUMNS)
+
+
+@reads(SILVER_EXPOSURE_COUNTS)
+def exposures_over_time(lake: Lake, experiment_id: str) -> pd.DataFrame:
+    """Exposure events per event day and variant (summed over the days they arrived)."""
+    t = (
+        lake.read_arrow(
+            SILVER_EXPOSURE_COUNTS,
+            filter=pc.field("experiment_id") == experiment_id,
+            columns=["event_date", "variant", "exposures"],
+        )
+        .group_by(["event_date", "variant"])
+        .aggregate([("exposures", "sum")])
+        .rename_columns(["event_date", "variant", "exposures"])
+        .sort_by([("event_date", "ascending"), ("variant", "ascending")])
+    )
+    return _frame(t, ("event_date", "variant", "exposures"))
+
+
+# ---- health ------------------------------------------------------------------------------------
+
+
+@reads(GOLD_SRM)
+def srm_over_time(lake: Lake, experiment_id: str, segment: str = ALL_SEGMENT) -> pd.DataFrame:
+    """Analysed units per variant and day against the counts the weights expect, with the p-value."""
+    where = (pc.field("experiment_id") == experiment_id) & (pc.field("segment") == segment)
+    cols = ("day", "variant", "units", "expected", "weight", "p_value", "flagged")
+    t = lake.read_arrow(GOLD_SRM, filter=where, columns=list(cols))
+    return _frame(t.sort_by([("day", "ascending"), ("variant", "ascending")]), cols)
+
+
+_DQ_COLUMNS = ("day", "table", "check", "passed", "observed", "description", "checked_at")
+
+
+@reads(OPS_DQ_RESULTS)
+def dq_results(
+    lake: Lake, start: dt.date | None = None, end: dt.date | None = None
+) -> pd.DataFrame:
+    """Data-quality results of ops.dq_results (newest day first, failures first); no sample rows."""
+    where = None
+    if start is not None:
+        where = pc.field("day") >= start
+    if end is not None:
+        where = (pc.field("day") <= end) if where is None else where & (pc.field("day") <= end)
+    rows = lake.read_arrow(OPS_DQ_RESULTS, filter=where, columns=list(_DQ_COLUMNS)).to_pylist()
+    rows.sort(key=lambda r: (-r["day"].toordinal(), r["passed"], r["table"], r["check"]))
+    return _frame(rows, _DQ_COLUMNS)
+
+
+def dq_by_day(results: pd.DataFrame) -> pd.DataFrame:
+    """Checks run and failed per day, from :func:`dq_results`."""
+    if results.empty:
+        return pd.DataFrame(columns=["day", "checks", "failed"])
+    out = (
+        results.assign(failed=~results["passed"].astype(bool))
+        .groupby("day", as_index=False)
+        .agg(checks=("check", "size"), failed=("failed", "sum"))
+        .sort_values("day")
+    )
+    out["failed"] = out["failed"].astype(int)
+    return out.reset_index(drop=True)
+
+
+@reads(BRONZE_QUARANTINE)
+def quarantine_counts(lake: Lake) -> pd.DataFrame:
+    """Quarantined lines per arrival day, topic and reason.
+
+    Reads three small columns only: the raw text of the lines is never loaded here.
+    """
+    t = (
+        lake.read_arrow(BRONZE_QUARANTINE, columns=["arrival_date", "topic", "reason"])
+        .group_by(["arrival_date", "topic", "reason"])
+        .aggregate([("reason", "count")])
+        .rename_columns(["arrival_date", "topic", "reason", "lines"])
+        .sort_by([("arrival_date", "ascending"), ("topic", "ascending"), ("reason", "ascending")])
+    )
+    return _frame(t, ("arrival_date", "topic", "reason", "lines"))
+
+
+@reads(GOLD_HEALTH)
+def health_checks(lake: Lake, experiment_id: str) -> pd.DataFrame:
+    """gold.health of one experiment: crossovers, metrics without data, pre-period imbalance."""
+    cols = ("day", "check", "subject", "value", "p_value", "flagged", "detail")
+    t = lake.read_arrow(
+        GOLD_HEALTH, filter=pc.field("experiment_id") == experiment_id, columns=list(cols)
+    )
+    return _frame(t.sort_by([("day", "ascending"), ("check", "ascending")]), cols)
+
+
+# ---- config and audit --------------------------------------------------------------------------
+
+
+def published_config(home: Paths) -> dict[str, Any] | None:
+    """The edge config serving now (version, time, content sha, and each experiment), or None."""
+    payload = current_payload(home)
+    if payload is None:
+        return None
+    rows = [
+        {
+            "experiment": eid,
+            "status": e.get("status"),
+            "serve_variant": e.get("serve_variant"),
+            "variants": ", ".join(e.get("variants") or []),
+            "layer": e.get("layer"),
+            "layer_buckets": None
+            if e.get("layer_buckets") is None
+            else f"[{e['layer_buckets'][0]}, {e['layer_buckets'][1]})",
+        }
+        for eid, e in sorted(payload.get("experiments", {}).items())
+    ]
+    return {
+        "version": payload.get("version"),
+        "published_at": payload.get("published_at"),
+        "content_sha": payload.get("content_sha"),
+        "experiments": pd.DataFrame(
+            rows,
+            columns=["experiment", "status", "serve_variant", "variants", "layer", "layer_buckets"],
+        ),
+    }
+
+
+_APPROVAL_COLUMNS = ("experiment", "status", "owner", "by", "at", "sha", "state")
+
+
+@reads(registry=True)
+def approvals(lake: Lake, registry: Registry) -> pd.DataFrame:
+    """Every approval in the registry, and whether it still counts.
+
+    ``state``: ``current`` (sha of the current content, by someone other than the owner),
+    ``stale`` (the content changed since), ``by the owner`` (never counts), or ``none`` for an
+    experiment without any approval.
+    """
+    rows = []
+    for exp in sorted(registry.experiments.values(), key=lambda e: e.id):
+        try:
+            sha_now = content_sha(registry.file_of("experiments", exp.id))
+        except (KeyError, OSError, ValueError):
+            sha_now = None
+        base = {"experiment": exp.id, "status": exp.status, "owner": exp.owner}
+        if not exp.approvals:
+            rows.append({**base, "by": None, "at": None, "sha": None, "state": "none"})
+        for a in exp.approvals:
+            state = (
+                "by the owner"
+                if same_person(a.by, exp.owner)
+                else ("current" if a.sha == sha_now else "stale")
+            )
+            rows.append({**base, "by": a.by, "at": a.at, "sha": a.sha[:12], "state": state})
+    return _frame(rows, _APPROVAL_COLUMNS)
+
+
+@reads(OPS_KILLS)
+def kills(lake: Lake) -> pd.DataFrame:
+    """ops.kills: who killed which experiment, when and why (newest first)."""
+    rows = sorted(
+        lake.read_arrow(OPS_KILLS).to_pylist(), key=lambda r: r["killed_at"], reverse=True
+    )
+    return _frame(rows, ("experiment_id", "killed_at", "by", "reason"))
+
+
+@reads(OPS_AUDIT_LOG)
+def audit_log(lake: Lake, limit: int = 500) -> pd.DataFrame:
+    """The newest ``limit`` entries of ops.audit_log (publishes and kills)."""
+    rows = sorted(lake.read_arrow(OPS_AUDIT_LOG).to_pylist(), key=lambda r: r["at"], reverse=True)
+    return _frame(rows[:limit], ("at", "actor", "action", "experiment_id", "detail"))
+
+
+_ALERT_COLUMNS = (
+    "severity",
+    "kind",
+    "experiment_id",
+    "subject",
+    "opened_day",
+    "last_seen_day",
+    "message",
+    "alert_id",
+)
+
+
+@reads(OPS_ALERTS)
+def alerts_open(lake: Lake) -> pd.DataFrame:
+    """The open alerts of ops.alerts, critical first, then the most recently seen."""
+    rows = [{c: getattr(a, c) for c in _ALERT_COLUMNS} for a in open_alerts(lake)]
+    return _frame(rows, _ALERT_COLUMNS)

@@ -1,0 +1,163 @@
+"""Scorecard of one experiment: metrics, guardrails, segments, decision and how much longer."""
+
+import streamlit as st
+
+from ab_pipelines.analysis.scorecard import ScorecardError
+from streamlit_app import data, ui
+
+reg = ui.registry()
+exp = ui.pick_experiment(reg)
+if exp is None:
+    st.stop()
+st.title(exp.name)
+st.caption(f"`{exp.id}` · owner {exp.owner} · {exp.hypothesis}")
+
+days = ui.view(data.experiment_days, exp.id)
+if not days:
+    st.info(f"{exp.id} has not been analysed yet (status {exp.status}, starts {exp.start_date}).")
+    st.stop()
+day = st.sidebar.selectbox("As of", list(reversed(days)), key=f"as_of:{exp.id}")
+try:
+    card = ui.view(data.scorecard_card, exp.id, day)
+except ScorecardError as exc:
+    st.error(str(exc))
+    st.stop()
+
+decision = card["decision"]
+banner = {"ship": st.success, "keep_running": st.info, "inconclusive": st.info}.get(
+    decision, st.error
+)
+status = "killed" if card.get("killed") else card["status"]
+banner(
+    f"**Decision: {decision}** as of {card['as_of']} (status {status}). "
+    f"{data.DECISION_TEXT.get(decision, '')}"
+)
+srm = card["srm"]
+counts = " · ".join(f"{v} {n:,}" for v, n in srm["counts"].items())
+p = "n/a" if srm["p_value"] is None else f"{srm['p_value']:.3g}"
+if srm["flagged"]:
+    st.error(f"**SRM flagged** (p = {p}): {counts}. The split does not match the weights.")
+else:
+    st.markdown(f"**SRM ok** (p = {p}): {counts}")
+if card.get("killed"):
+    k = card["killed"]
+    st.warning(f"**Killed** at {k['at']} by {k['by']}: {k['reason']}")
+
+left, right = st.columns(2)
+estimate = left.radio(
+    "Estimate",
+    ["CUPED", "raw"],
+    horizontal=True,
+    key="estimate",
+    help="CUPED adjusts for each unit's pre-exposure value of the metric (less variance).",
+)
+intervals = right.radio(
+    "Intervals",
+    ["always-valid (sequential)", "fixed-horizon"],
+    index=0 if exp.analysis.sequential else 1,
+    horizontal=True,
+    key="intervals",
+    help="Always-valid intervals may be looked at every day; fixed-horizon ones only at the "
+    "planned end.",
+)
+cuped, sequential = estimate == "CUPED", intervals.startswith("always")
+st.caption(
+    f"Decisions read the {card['analysis']['decision_p_value']} p-value, adjusted by "
+    f"{card['analysis']['correction']} over primary and secondary metrics (α = "
+    f"{card['analysis']['alpha']}). Colours: the interval shown lies wholly on the metric's "
+    "good side (green), bad side (red), or spans 0 (grey)."
+)
+
+
+def labelled(frame):
+    """Rows with a chart label and the interval as text."""
+    out = frame.copy()
+    out["row"] = out["metric"] + " · " + out["variant"]
+    out["interval"] = [
+        f"[{lo:+.2%}, {hi:+.2%}]" if lo == lo and hi == hi else "n/a"  # NaN != NaN
+        for lo, hi in zip(out["ci_low"].astype(float), out["ci_high"].astype(float), strict=True)
+    ]
+    return out
+
+
+rows = labelled(data.scorecard_rows(card, reg.metrics, cuped, sequential))
+table_cols = [
+    "metric",
+    "variant",
+    "lift",
+    "interval",
+    "verdict",
+    "p_value",
+    "p_value_adjusted",
+    "significant",
+    "mean_baseline",
+    "mean_variant",
+    "desired",
+    "role",
+    "estimate",
+    "variance_reduction",
+    "n_baseline",
+    "n_variant",
+]
+config = {
+    "lift": st.column_config.TextColumn("lift", help="relative change vs the baseline"),
+    "interval": st.column_config.TextColumn("interval", help="the interval of the view chosen"),
+    "p_value": st.column_config.TextColumn("p", help="p-value of the estimate shown"),
+    "p_value_adjusted": st.column_config.TextColumn("adjusted p", help="the decision's p-value"),
+    "significant": st.column_config.CheckboxColumn("significant", help="adjusted p < α"),
+    "mean_baseline": "baseline mean",
+    "mean_variant": "variant mean",
+    "desired": st.column_config.TextColumn("good if", help="the metric's desired direction"),
+    "variance_reduction": st.column_config.TextColumn("CUPED var. cut"),
+    "margin": st.column_config.TextColumn("margin", help="harm allowed (relative change)"),
+    "bound": st.column_config.TextColumn("bound", help="the always-valid harm-side bound"),
+}
+
+
+def show(frame, columns):
+    chart = ui.ci_chart(frame)
+    if chart is not None:
+        st.altair_chart(chart, width="stretch")
+    st.dataframe(ui.style_rows(frame[columns]), hide_index=True, column_config=config)
+
+
+st.subheader("Metrics")
+show(rows[rows["role"] != "guardrail"], table_cols)
+
+st.subheader("Guardrails")
+guards = rows[rows["role"] == "guardrail"]
+if guards.empty:
+    st.caption("No guardrails configured.")
+else:
+    breached = guards[guards["breached"] == True]  # noqa: E712
+    if breached.empty:
+        st.markdown("Guardrails **ok**: no always-valid bound lies beyond its margin.")
+    else:
+        st.error("Guardrail breached: " + ", ".join(breached["row"]))
+    st.caption("Red ticks: where harm beyond the margin starts.")
+    show(guards, [*table_cols[:5], "margin", "bound", "breached", *table_cols[8:13]])
+
+st.subheader("How much longer")
+lines = data.plan_lines(card)
+if exp.analysis.mde is None:
+    lines.append("Set `analysis.mde` in the experiment's YAML to get the days still needed.")
+for line in lines:
+    st.markdown(f"- {line}")
+
+st.subheader("Segments (exploratory)")
+segs = data.segment_rows(card, reg.metrics, cuped, sequential)
+if segs.empty:
+    st.caption("No segments: set `analysis.segments` (e.g. `[platform, country]`) to cut results.")
+else:
+    st.caption(
+        "Exploratory: not adjusted for multiple testing and never part of the decision. "
+        "A segment with its own SRM flag points at a split broken for that segment."
+    )
+    srm_by_segment = segs.drop_duplicates("segment")[
+        ["segment", "segment_srm_p_value", "segment_srm_flagged"]
+    ]
+    flagged = srm_by_segment[srm_by_segment["segment_srm_flagged"] == True]  # noqa: E712
+    if not flagged.empty:
+        st.warning("SRM flagged in segment(s): " + ", ".join(flagged["segment"]))
+    chosen = st.selectbox("Segment", list(srm_by_segment["segment"]), key=f"segment:{exp.id}")
+    show(labelled(segs[segs["segment"] == chosen]), table_cols)
