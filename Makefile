@@ -28,7 +28,7 @@ $(BIN)/.installed: pyproject.toml | check-env
 demo: check-env $(BIN)/.installed
 	$(BIN)/abp demo
 
-test: check-env $(BIN)/.installed
+test: check-env $(BIN)/.installed browser-deps
 	$(BIN)/python -m pytest -q
 
 test-fast: check-env $(BIN)/.installed
@@ -36,6 +36,23 @@ test-fast: check-env $(BIN)/.installed
 
 dagster: check-env $(BIN)/.installed
 	$(BIN)/abp dagster
+
+# The analysts' dashboard (Streamlit) on http://127.0.0.1:8501; it reads the lake, never starts Spark.
+dashboard: $(BIN)/.installed
+	$(BIN)/abp dashboard
+
+# Headless Chromium for the browser tests (tests/streamlit_app/test_browser.py): Debian's package,
+# installed when it is missing and we are root; otherwise those tests skip and say why.
+.PHONY: browser-deps
+browser-deps:
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the browser tests (apt-get install chromium)"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+	    || echo "warning: chromium could not be installed; the browser tests will be skipped" >&2; \
+	else \
+	  echo "note: no chromium and not root; the browser tests will be skipped (install chromium to run them)" >&2; \
+	fi
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check ab_pipelines assets jobs tests
