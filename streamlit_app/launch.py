@@ -65,7 +65,8 @@ def launch(port: int = 8501, home: Paths | str | os.PathLike[str] | None = None)
     Ctrl-C or SIGTERM to this process stops the server's whole process group; the exit code is
     then the server's (for example -15 after SIGTERM).
     """
-    env = dict(os.environ, ABP_HOME=str(paths(home).home))
+    where = home if isinstance(home, Paths) else paths(home)
+    env = dict(os.environ, ABP_HOME=str(where.home))
     proc = subprocess.Popen(command(port), cwd=REPO_ROOT, env=env, start_new_session=True)
 
     def _terminate(signum, frame):  # the server is in another group: pass the stop on

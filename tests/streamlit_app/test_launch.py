@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 
+import pytest
+
+from ab_pipelines.settings import REPO_ROOT, paths
 from streamlit_app import launch as launch_mod
 from streamlit_app.launch import APP, command, launch
 
@@ -27,3 +34,33 @@ def test_launch_returns_the_exit_code_with_abp_home_in_a_new_process_group(monke
     )
     monkeypatch.setattr(launch_mod, "command", lambda port: [sys.executable, "-c", probe])
     assert launch(8123, tmp_path / "abp") == 7
+    assert launch(8123, paths(tmp_path / "abp")) == 7  # a Paths, as `abp dashboard` passes
+    monkeypatch.setenv("ABP_HOME", str(tmp_path / "abp"))
+    assert launch(8123) == 7  # default: $ABP_HOME
+
+
+def test_sigterm_to_the_launcher_stops_the_servers_process_group(tmp_path):
+    pidfile = tmp_path / "server.pid"
+    server = (
+        f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    )
+    launcher = (
+        "import sys; from streamlit_app import launch as m; "
+        f"m.command = lambda port: [sys.executable, '-c', {server!r}]; "
+        "sys.exit(0 if m.launch(1) == -signal.SIGTERM else 3)"
+    ).replace("import sys;", "import signal, sys;")
+    proc = subprocess.Popen([sys.executable, "-c", launcher], cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + 30
+        while not (pidfile.exists() and pidfile.read_text()):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        server_pid = int(pidfile.read_text())
+        assert os.getpgid(server_pid) == server_pid  # a process group of its own
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # launch returned the server's exit code (-SIGTERM)
+        with pytest.raises(ProcessLookupError):
+            os.kill(server_pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
