@@ -427,7 +427,7 @@ def demo(days: int, users: int | None) -> None:
     click.echo(_kill_check(p))
     click.echo(
         "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
-        "runs and their metadata.\nThe analysts' dashboard ('make dashboard') arrives with the dashboard issue."
+        "runs and their metadata, and the analysts' dashboard with 'make dashboard' (http://127.0.0.1:8501)."
     )
 
 
@@ -644,6 +644,18 @@ def alerts(days: int, as_json: bool) -> None:
         )
     if pending:
         click.echo(f"{len(pending)} notification(s) not yet delivered (retried by deliver_alerts)")
+
+
+@main.command()
+@click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
+def dashboard(port: int) -> None:
+    """Start the analysts' dashboard (Streamlit) on loopback; it reads the lake, never Spark."""
+    p = _home()
+    sys.path.insert(0, str(REPO_ROOT))
+    from streamlit_app.launch import launch
+
+    click.echo(f"dashboard on http://127.0.0.1:{port} (ABP_HOME={p.home})")
+    raise SystemExit(launch(port, p))
 
 
 # ---- dagster ----------------------------------------------------------------------------------
