@@ -60,3 +60,8 @@ lint: $(BIN)/.installed
 
 clean-home:
 	rm -rf "$(ABP_HOME)"
+
+# Benchmarks against peers (docs/benchmarks.md, issue 8); peers get venvs of their own in .venv-peers/.
+.PHONY: bench
+bench: $(BIN)/.installed
+	$(BIN)/python -m benchmarks
