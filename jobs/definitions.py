@@ -6,9 +6,12 @@ import warnings
 
 from dagster import (
     AssetSelection,
+    DefaultSensorStatus,
     Definitions,
     RunRequest,
     ScheduleEvaluationContext,
+    SkipReason,
+    asset_sensor,
     build_last_update_freshness_checks,
     build_schedule_from_partitioned_job,
     build_sensor_for_freshness_checks,
@@ -16,7 +19,12 @@ from dagster import (
     schedule,
 )
 
-from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, GOLD_EXPERIMENT_RESULTS
+from ab_pipelines.lake.tables import (
+    BRONZE_EXPOSURES,
+    BRONZE_METRIC_EVENTS,
+    GOLD_EXPERIMENT_RESULTS,
+    OPS_ALERTS,
+)
 from assets.analysis import LATE_ARRIVAL_DAYS, analysis_sql, experiment_results
 from assets.common import asset_key
 from assets.config_plane import edge_config
@@ -66,6 +74,35 @@ def analyze_schedule(context: ScheduleEvaluationContext):
     return RunRequest(run_key=day.isoformat(), partition_key=day.isoformat())
 
 
+# The safety pass alone, for results materialized outside the analyze job (e.g. recomputed by hand).
+alerts_job = define_asset_job(
+    "alerts",
+    selection=AssetSelection.assets(alerts),
+    partitions_def=daily_partitions,
+    description="Alerts, notifications and automatic kills for an analysis day.",
+)
+
+
+@asset_sensor(
+    asset_key=asset_key(GOLD_EXPERIMENT_RESULTS),
+    job=alerts_job,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="New results of a day that the same run did not check for alerts: run the safety "
+    "pass for that day.",
+)
+def alerts_on_new_results(context, asset_event):
+    event = asset_event.dagster_event
+    run = context.instance.get_run_by_id(asset_event.run_id)
+    checked = run is not None and (
+        run.job_name == analyze_job.name
+        or (run.asset_selection is not None and asset_key(OPS_ALERTS) in run.asset_selection)
+    )
+    if checked or event is None or event.partition is None:
+        return SkipReason("the run that wrote these results also ran the safety pass")
+    run_key = f"alerts:{asset_event.run_id}:{event.partition}"
+    return RunRequest(run_key=run_key, partition_key=event.partition)
+
+
 # The config plane: compile, sign and serve the edge config (requested by registry_changed).
 publish_config_job = define_asset_job(
     "publish_config",
@@ -108,7 +145,14 @@ defs = Definitions(
         edge_config,
     ],
     asset_checks=freshness_checks,
-    jobs=[daily_job, land_stream_job, analyze_job, publish_config_job, maintain_tables],
+    jobs=[
+        daily_job,
+        land_stream_job,
+        analyze_job,
+        alerts_job,
+        publish_config_job,
+        maintain_tables,
+    ],
     schedules=[daily_schedule, analyze_schedule, maintenance_schedule],
     sensors=[
         new_dump_files,
@@ -116,6 +160,7 @@ defs = Definitions(
         freshness_sensor,
         deliver_alerts,
         run_failure_alerts,
+        alerts_on_new_results,
     ],
     resources={"lake": LakeResource()},
 )

@@ -84,3 +84,29 @@ def test_the_safety_sensors_and_asset_are_defined():
     analyze = defs.resolve_job_def("analyze")
     keys = {k.to_user_string() for k in analyze.asset_layer.asset_graph.get_all_asset_keys()}
     assert {"ops/alerts", "gold/experiment_results", "gold/srm", "gold/health"} <= keys
+
+
+@pytest.mark.dagster
+def test_results_recomputed_by_hand_trigger_the_safety_pass(home):
+    from dagster import AssetKey, DagsterInstance, build_sensor_context
+
+    from jobs.definitions import defs
+
+    instance = DagsterInstance.ephemeral()
+    results = AssetKey(["gold", "experiment_results"])
+    job = defs.resolve_implicit_global_asset_job_def()
+    run = job.execute_in_process(
+        instance=instance, partition_key=DAY.isoformat(), asset_selection=[results]
+    )
+    assert run.success
+    sensor = defs.get_sensor_def("alerts_on_new_results")
+    repo = defs.get_repository_def()
+    out = sensor.evaluate_tick(build_sensor_context(instance=instance, repository_def=repo))
+    (request,) = out.run_requests
+    assert request.partition_key == DAY.isoformat() and sensor.job_name == "alerts"
+
+    # results written by the analyze job (which runs the safety pass itself) request nothing
+    analyze = defs.resolve_job_def("analyze")
+    assert "ops/alerts" in {
+        k.to_user_string() for k in analyze.asset_layer.asset_graph.get_all_asset_keys()
+    }
