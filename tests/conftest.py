@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 
 import pytest
@@ -36,3 +37,12 @@ def home(tmp_path, monkeypatch):
 @pytest.fixture(scope="session")
 def registry():
     return load_registry(REPO_ROOT)
+
+
+@pytest.fixture
+def registry_copy(tmp_path):
+    """A writable copy of the repo's registry (experiments/ and metrics/)."""
+    root = tmp_path / "registry"
+    shutil.copytree(REPO_ROOT / "experiments", root / "experiments")
+    shutil.copytree(REPO_ROOT / "metrics", root / "metrics")
+    return root

@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ab_pipelines.analysis.sufficient_stats import kill_times
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake.delta import Lake
@@ -35,7 +36,6 @@ from ab_pipelines.lake.tables import (
     GOLD_HEALTH,
     GOLD_SRM,
     OPS_DQ_RESULTS,
-    OPS_KILLS,
     SILVER_EXPOSURE_COUNTS,
 )
 from ab_pipelines.safety._util import as_utc, json_safe, num
@@ -46,7 +46,6 @@ __all__ = [
     "Condition",
     "WARNING",
     "conditions_for_day",
-    "killed_at",
     "running_on",
     "stopped_experiments",
 ]
@@ -99,16 +98,6 @@ def _g(x: float | None) -> str:
 # ---- experiment state ---------------------------------------------------------------------
 
 
-def killed_at(lake: Lake) -> dict[str, dt.datetime]:
-    """experiment id -> when it was killed (ops.kills; the first kill counts)."""
-    out: dict[str, dt.datetime] = {}
-    for r in lake.read_arrow(OPS_KILLS, columns=["experiment_id", "killed_at"]).to_pylist():
-        t = as_utc(r["killed_at"]) if r["killed_at"] is not None else None
-        if t is not None and (r["experiment_id"] not in out or t < out[r["experiment_id"]]):
-            out[r["experiment_id"]] = t
-    return out
-
-
 def _day_end(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
 
@@ -123,7 +112,7 @@ def stopped_experiments(lake: Lake, registry: Registry, day: dt.date) -> set[str
 
     A kill of an experiment no longer in the registry counts too.
     """
-    kills = killed_at(lake)
+    kills = kill_times(lake)
     out = {e.id for e in registry.experiments.values() if e.status == "stopped"}
     out |= {exp_id for exp_id in kills if _killed_by(kills, exp_id, day)}
     return out
@@ -278,7 +267,7 @@ def _dq_failed(lake: Lake, day: dt.date) -> list[Condition]:
 
 
 def _no_exposures(lake: Lake, registry: Registry, day: dt.date) -> list[Condition]:
-    kills = killed_at(lake)
+    kills = kill_times(lake)
     running = [
         e
         for e in sorted(registry.experiments.values(), key=lambda e: e.id)

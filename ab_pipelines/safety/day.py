@@ -18,11 +18,10 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import pyarrow.compute as pc
-
+from ab_pipelines.analysis.scorecard import analysed_days
+from ab_pipelines.analysis.sufficient_stats import kill_times
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
-from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, OPS_KILLS
 from ab_pipelines.safety.alerts import (
     Alert,
     Reconciled,
@@ -68,16 +67,6 @@ class SafetyDay:
     delivery: Delivery
 
 
-def _latest_result_day(lake: Lake, experiment_id: str) -> dt.date | None:
-    t = lake.read_arrow(
-        GOLD_EXPERIMENT_RESULTS,
-        filter=pc.field("experiment_id") == experiment_id,
-        columns=["day"],
-    )
-    days = t.column("day").to_pylist()
-    return max(days) if days else None
-
-
 def auto_kill(
     home: Paths,
     lake: Lake,
@@ -89,7 +78,7 @@ def auto_kill(
     """Kill every ``auto_kill`` experiment whose guardrail breach is confirmed on its latest look."""
     from ab_pipelines.config.publish import kill
 
-    killed = set(lake.read_arrow(OPS_KILLS, columns=["experiment_id"]).column(0).to_pylist())
+    killed = kill_times(lake)
     breaches: dict[str, Alert] = {}
     for a in open_alerts(lake):
         if a.kind == "guardrail_breach" and a.last_seen_day == day:
@@ -99,7 +88,8 @@ def auto_kill(
         exp = registry.experiments.get(exp_id)
         if exp is None or not exp.auto_kill or exp_id in killed or exp.status != "running":
             continue
-        if _latest_result_day(lake, exp_id) != day:
+        days = analysed_days(lake, exp_id)
+        if not days or days[-1] != day:
             continue  # a re-run of an older day: not the latest look
         reason = f"auto-kill: {alert.message} (alert {alert.alert_id})"
         result = kill(

@@ -72,7 +72,8 @@ def arm_values(rng, n, lift=0.0, load_lift=0.0, conv=0.1, pre_shift=0.0):
     }
 
 
-def stats_table(arms: dict[str, dict], segment="all", exp_id="exp") -> pa.Table:
+def stats_table(arms: dict[str, dict], segment="all", exp_id="exp", day=DAY) -> pa.Table:
+    """gold.sufficient_stats rows from per-unit values: variant -> metric -> (num, den, pre...)."""
     rows = []
     for variant, metrics in arms.items():
         for metric, (num, den, pre_num, pre_den) in metrics.items():
@@ -84,7 +85,7 @@ def stats_table(arms: dict[str, dict], segment="all", exp_id="exp") -> pa.Table:
                     "metric": metric,
                     "variant": variant,
                     "segment": segment,
-                    "day": DAY,
+                    "day": day,
                 }
             )
     return pa.Table.from_pylist(rows, schema=GOLD_SUFFICIENT_STATS.schema)

@@ -17,7 +17,7 @@ from ab_pipelines.cli import main
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS
 from ab_pipelines.stats import sample_size
-from tests.analysis.test_results import arm_values
+from tests.analysis.test_results import arm_values, stats_table
 
 EXP = "checkout_cta"
 D1, D2 = dt.date(2026, 11, 8), dt.date(2026, 11, 10)
@@ -25,26 +25,13 @@ FOUR = {"effect", "ci_low", "ci_high", "p_value"}
 
 
 def gold_rows(day: dt.date, n: int, rng, lift: float, segment: str = "all") -> pa.Table:
-    rows = []
+    arms = {}
     for variant, lift_ in (("control", 0.0), ("treatment", lift)):
         vals = arm_values(rng, n, lift=lift_)
         vals["orders"] = vals["conversion"]
         vals["revenue_per_order"] = vals["page_load_ms"]
-        for metric, (num, den, pre_num, pre_den) in vals.items():
-            from ab_pipelines.stats import RatioMoments
-
-            m = RatioMoments.from_values(num, den, pre_num, pre_den)
-            rows.append(
-                {
-                    **m.__dict__,
-                    "experiment_id": EXP,
-                    "metric": metric,
-                    "variant": variant,
-                    "segment": segment,
-                    "day": day,
-                }
-            )
-    return pa.Table.from_pylist(rows, schema=GOLD_SUFFICIENT_STATS.schema)
+        arms[variant] = vals
+    return stats_table(arms, segment=segment, exp_id=EXP, day=day)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -12,15 +11,6 @@ from ab_pipelines.assignment.signing import verify_envelope
 from ab_pipelines.config.publish import PublishRefused, current_payload, kill, publish
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import OPS_AUDIT_LOG, OPS_KILLS
-from ab_pipelines.settings import REPO_ROOT
-
-
-@pytest.fixture
-def registry_copy(tmp_path):
-    root = tmp_path / "registry"
-    shutil.copytree(REPO_ROOT / "experiments", root / "experiments")
-    shutil.copytree(REPO_ROOT / "metrics", root / "metrics")
-    return root
 
 
 def test_publish_signs_and_moves_the_version_only_on_change(home, registry_copy):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import threading
 
 import pytest
@@ -12,15 +11,11 @@ from ab_pipelines.config import validate_registry
 from ab_pipelines.config.publish import current_payload, kill, publish, published_state
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import OPS_KILLS
-from ab_pipelines.settings import REPO_ROOT
 
 
 @pytest.fixture
-def root(tmp_path):
-    r = tmp_path / "registry"
-    shutil.copytree(REPO_ROOT / "experiments", r / "experiments")
-    shutil.copytree(REPO_ROOT / "metrics", r / "metrics")
-    return r
+def root(registry_copy):
+    return registry_copy
 
 
 def _edit(path, old, new):

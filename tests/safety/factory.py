@@ -15,12 +15,11 @@ from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_SRM,
-    GOLD_SUFFICIENT_STATS,
     OPS_DQ_RESULTS,
     OPS_KILLS,
     SILVER_EXPOSURE_COUNTS,
 )
-from ab_pipelines.stats import RatioMoments
+from tests.analysis.test_results import stats_table
 
 DAY = dt.date(2026, 3, 10)
 START = dt.date(2026, 3, 1)
@@ -73,21 +72,8 @@ def _arm(rng, n: int, load_lift: float) -> dict:
 
 def sufficient_stats(exp: Experiment, day: dt.date, load_lift: float, seed: int = 1) -> pa.Table:
     rng = np.random.default_rng(seed)
-    rows = []
-    for variant, lift in (("control", 0.0), ("treatment", load_lift)):
-        for metric, values in _arm(rng, 3000, lift).items():
-            m = RatioMoments.from_values(*values)
-            rows.append(
-                {
-                    **m.__dict__,
-                    "experiment_id": exp.id,
-                    "metric": metric,
-                    "variant": variant,
-                    "segment": "all",
-                    "day": day,
-                }
-            )
-    return pa.Table.from_pylist(rows, schema=GOLD_SUFFICIENT_STATS.schema)
+    arms = {v: _arm(rng, 3000, lift) for v, lift in (("control", 0.0), ("treatment", load_lift))}
+    return stats_table(arms, exp_id=exp.id, day=day)
 
 
 def _replace_day(lake: Lake, spec, table: pa.Table, day: dt.date) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -17,7 +16,6 @@ from ab_pipelines.config.publish import publish
 from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, OPS_AUDIT_LOG, OPS_KILLS
 from ab_pipelines.safety import JsonLinesNotifier, open_alerts
 from ab_pipelines.safety.day import AUTO_KILL_ACTOR, safety_day
-from ab_pipelines.settings import REPO_ROOT
 from tests.safety.factory import sufficient_stats, write_exposures
 
 HARMFUL = "hero_video"  # auto_kill: true in the demo registry
@@ -26,11 +24,8 @@ NOW = dt.datetime(2026, 11, 7, 0, 30, tzinfo=dt.UTC)
 
 
 @pytest.fixture
-def registry_root(tmp_path):
-    root = tmp_path / "registry"
-    shutil.copytree(REPO_ROOT / "experiments", root / "experiments")
-    shutil.copytree(REPO_ROOT / "metrics", root / "metrics")
-    return root
+def registry_root(registry_copy):
+    return registry_copy
 
 
 def write_results(lake, reg, exp_id: str, day: dt.date, load_lift: float, seed: int = 1):
