@@ -259,15 +259,17 @@ def run(reps: int = 5) -> Benchmark:
         )
         + f" p99 is {off['p99']:.2f} µs against {TARGET_P99_US:g} µs "
         + ("(met)." if off["p99"] < TARGET_P99_US else "(missed).")
-        + " This task measures only; the client was not optimized.",
+        + " Before the compiled closures (issue 8) assign took 1.08 µs here (925k/s, 10.4x the "
+        "SDK); the closures bind the salt prefix, the overrides and a 10,000-entry "
+        "bucket-to-variant table, so a call is one dict lookup, one encode, one mmh3 call and "
+        "one tuple index.",
         "Where the time goes, ns per call, each piece in a loop of its own: "
         + "; ".join(f"{name} {ns:.0f}" for name, ns in components)
         + f". So the hash step is about {bucket_share:.0%} of assign (mmh3 itself about "
-        f"{hash_share:.0%}); the rest is pure Python around it: three nested calls (assign → "
-        "_assign → _evaluate), the unit checks, the override and sticky lookups, and "
-        "pick_variant's loop over the ranges (see the profile below). With exposure logging on, "
-        "building the event (uuid4, the ISO timestamp, the dict) costs far more than the "
-        "assignment itself.",
+        f"{hash_share:.0%}); the rest is the method call, the refresh check and the dict lookup. "
+        "With exposure logging on, assign takes the full path (`_evaluate`: sticky store, "
+        "exposure dedupe), and building the event (uuid4, the ISO timestamp, the dict) costs "
+        "far more than the assignment itself (see the second profile).",
     ]
     return Benchmark(
         title="Assignment: Client.assign against the GrowthBook Python SDK",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import subprocess
 import sys
 
@@ -386,3 +387,53 @@ def test_import_pulls_in_no_spark_dagster_or_pandas():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _full_path(client: Client, unit, exp_id: str, attributes=None):
+    """What the rules' readable statement (``_evaluate``) gives, bypassing the compiled closures."""
+    exp = client.config.experiments.get(exp_id)
+    return None if exp is None else client._evaluate(exp, unit, attributes, None)[0]
+
+
+def test_compiled_closures_agree_with_the_rules_everywhere():
+    payload = corpus()["payload"]
+    client = Client.from_payload(payload, trusted=True)
+    fast = client.config.fast
+    # The closures cover the common case (running, user_id, no targeting), layers and overrides
+    # included, and nothing else.
+    assert fast and set(fast) < set(client.config.experiments)
+    covered = {e.layer is not None for k, e in client.config.experiments.items() if k in fast}
+    assert covered == {True, False}
+    assert any(client.config.experiments[k].overrides for k in fast)
+    rng = random.Random(7)
+    units = [c["user_id"] for c in corpus()["cases"]]
+    units += [f"user-{rng.randrange(10**9)}" for _ in range(3000)]
+    units += ["", None, 0, 42, 3.5, b"", "é-ü", "用户-7", "emoji-\U0001f600", "lone-\ud800"]
+    units += [u for e in client.config.experiments.values() for u in e.overrides]
+    checked = 0
+    for exp_id in client.config.experiments:
+        for u in units:
+            assert client.assign(u, exp_id) == _full_path(client, u, exp_id), (exp_id, u)
+            checked += 1
+    assert checked > 10_000
+    for c in corpus()["cases"]:
+        got = client.assign(c["user_id"], c["experiment_id"], c["attributes"])
+        assert got == _full_path(client, c["user_id"], c["experiment_id"], c["attributes"])
+
+
+def test_a_sink_or_store_set_later_switches_off_the_compiled_path():
+    client = Client.from_payload(corpus()["payload"], trusted=True)
+    exp_id = next(iter(client.config.fast))
+    assert client._fast
+    sink = ListExposureSink()
+    client.exposure_sink = sink
+    assert not client._fast
+    units = [f"late-{i}" for i in range(50)]
+    got = [client.assign(u, exp_id) for u in units]
+    assert len(sink.events) == sum(v is not None for v in got) > 0
+    client.exposure_sink = None
+    assert client._fast
+    client.sticky = MemoryStickyStore()
+    assert not client._fast
+    client.assign("late-0", exp_id)
+    assert client.sticky.get("late-0", exp_id) == got[0]
