@@ -8,25 +8,26 @@ import time
 from pathlib import Path
 
 from ab_pipelines.settings import REPO_ROOT
-from benchmarks import bench_assignment, bench_statistics
+from benchmarks import (
+    bench_analysis,
+    bench_assignment,
+    bench_landing,
+    bench_scaling,
+    bench_statistics,
+)
 from benchmarks.peers import peer_versions
 from benchmarks.report import render
 
 # name -> (module, its peer)
 BENCHMARKS = {
+    "landing": (bench_landing, "duckdb"),
+    "analysis": (bench_analysis, "duckdb"),
     "statistics": (bench_statistics, "gbstats"),
     "assignment": (bench_assignment, "growthbook"),
+    "scaling": (bench_scaling, "duckdb"),
 }
 
-NOT_YET_MEASURED = [
-    "Landing: raw dumps to bronze tables, records per second, against DuckDB reading the same "
-    "JSON files into parquet (target: within 2x of DuckDB at 20 million events).",
-    "Analysis: bronze to sufficient statistics with a warm Spark session (start-up apart), "
-    "against DuckDB SQL on the same files, counts equal and sums to a relative 1e-9 (target: "
-    "within 2x of DuckDB).",
-    "Scaling: analysis time and peak memory at 0.25x, 0.5x and 1x of 20 million metric events "
-    "(target: near-linear).",
-]
+NOT_YET_MEASURED: list[str] = []
 
 
 def main(argv: list[str] | None = None) -> int:

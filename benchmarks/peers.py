@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 PEERS = {
     "gbstats": ("gbstats==0.8.0", "gbstats", ("gbstats", "numpy", "scipy", "pandas")),
     "growthbook": ("growthbook==4.0.0", "growthbook", ("growthbook",)),
+    "duckdb": ("duckdb==1.5.6", "duckdb", ("duckdb",)),
 }
 
 

@@ -14,7 +14,17 @@ from ab_pipelines.settings import REPO_ROOT
 
 __all__ = ["Benchmark", "Row", "machine", "render", "project_versions"]
 
-PROJECT_DISTRIBUTIONS = ("ab-pipelines", "numpy", "scipy", "mmh3", "cryptography")
+PROJECT_DISTRIBUTIONS = (
+    "ab-pipelines",
+    "pyspark",
+    "deltalake",
+    "pyarrow",
+    "numpy",
+    "scipy",
+    "mmh3",
+    "orjson",
+    "cryptography",
+)
 
 
 @dataclass(frozen=True)

@@ -41,9 +41,23 @@ LEFT JOIN {{ events }} AS e
 GROUP BY u.unit, u.variant
 {%- endmacro %}
 
-{#- No metric of this kind: an empty result with the columns of the others. -#}
-{% macro no_rows() -%}
-SELECT CAST(NULL AS STRING) AS metric, CAST(NULL AS STRING) AS unit, CAST(NULL AS STRING) AS variant,
-       0D AS num, 0D AS den, 0D AS pre_num, 0D AS pre_den
+{#- One row per unit and metric from the wide rows of `sides` (unit_sides): the caller gives,
+    per metric, ", 'id', num, den, pre_num, pre_den" (Spark's stack). The columns are those of
+    every metric template: metric, unit, variant, num, den, pre_num, pre_den; no metric, no rows. -#}
+{% macro unpivot(metrics, sides) -%}
+SELECT metric, unit, variant, num, den, pre_num, pre_den
+FROM (
+    SELECT
+        unit,
+        variant,
+        {% if metrics -%}
+        stack({{ metrics | length }}{{ caller() }}) AS (metric, num, den, pre_num, pre_den)
+        {%- else -%}
+        CAST(NULL AS STRING) AS metric, 0D AS num, 0D AS den, 0D AS pre_num, 0D AS pre_den
+        {%- endif %}
+    FROM {{ sides }}
+) AS t
+{%- if not metrics %}
 WHERE FALSE
+{%- endif %}
 {%- endmacro %}

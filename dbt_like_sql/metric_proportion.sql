@@ -1,21 +1,9 @@
 -- Per analysed unit and `proportion` metric: 1 if the unit had at least one of the metric's events
 -- in [first_ts, min(D + 1 day, first_ts + window_days)), else 0; the CUPED covariate is the same
--- indicator over [first_ts - lookback days, first_ts). den = pre_den = 1.
--- Var proportion_metrics: [{id, event, where, window_days}], one entry per metric.
--- Var unit: when it is not user_id, a unit's events are those of all its members (unit_members).
+-- over [first_ts - lookback days, first_ts). Both are read from the metric's side in unit_sides
+-- (agg `any`: MAX of 1). den = pre_den = 1.
+-- Var proportion_metrics: [{id, side, ...}]; `side` numbers its unit_sides columns.
 {% import '_macros.sql' as mac %}
-{% set members = ref('unit_members') if var('unit') != 'user_id' else none %}
-{% for m in var('proportion_metrics') %}
-{% if not loop.first %}UNION ALL{% endif %}
-SELECT
-    {{ m.id | sql }} AS metric,
-    u.unit,
-    u.variant,
-    {{ mac.aggregate('any', 'e.ts >= u.first_ts') }} AS num,
-    1D AS den,
-    {{ mac.aggregate('any', 'e.ts < u.first_ts') }} AS pre_num,
-    1D AS pre_den
-{% call mac.join_events(m, [m], members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}
-{% else %}
-{{ mac.no_rows() }}
-{% endfor %}
+{% call mac.unpivot(var('proportion_metrics'), ref('unit_sides')) -%}
+{%- for m in var('proportion_metrics') %}, {{ m.id | sql }}, s{{ m.side }}_post, 1D, s{{ m.side }}_pre, 1D{% endfor -%}
+{%- endcall %}

@@ -31,7 +31,7 @@ Example:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,17 +162,40 @@ def render(model: Model, vars: Mapping[str, Any]) -> str:
     return env.from_string(model.template).render(ref=ref, source=source, var=var).strip()
 
 
+def release(spark, out: Mapping[str, Any], names: Iterable[str]) -> None:
+    """Free the rows kept for the models persisted by :func:`run_models` and drop their views."""
+    for name in names:
+        df = out.get(name)
+        if df is None:
+            continue
+        spark.catalog.dropTempView(name)
+        try:  # the checkpointed RDD under the plan; left to Spark's cleaner if this ever fails
+            df._jdf.queryExecution().analyzed().rdd().unpersist(False)
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def run_models(
     spark,
     models: Mapping[str, Model],
     vars: Mapping[str, Any],
     sources: Mapping[str, Any],
+    persist: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Register ``sources`` as temp views, run every model in order; name -> DataFrame.
 
     Each result is also a temp view named after its model, which is how ``ref`` reads it. Views
-    live in the session, so two runs in one session must not overlap in time.
+    live in the session, so two runs in one session must not overlap in time. The models named in
+    ``persist`` are computed once, as they are created, and kept (memory, spilling to disk), so
+    the models and actions that read them do not recompute them; the caller frees them with
+    :func:`release`.
     """
+    from pyspark import StorageLevel
+
+    persist = set(persist)
+    unknown = persist - set(models)
+    if unknown:
+        raise ModelError(f"persist names unknown model(s): {', '.join(sorted(unknown))}")
     for m in models.values():
         missing = [s for s in m.sources if s not in sources]
         if missing:
@@ -182,6 +205,11 @@ def run_models(
     out = {}
     for name in topological_order(models):
         df = spark.sql(render(models[name], vars))
+        if name in persist:
+            # Computed now, once, and kept (memory, spilling to disk) with its lineage cut, so the
+            # models and actions reading it scan the kept rows. (A cache by plan, persist() or
+            # cacheTable, was not matched inside these models' plans: every reader recomputed.)
+            df = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
         df.createOrReplaceTempView(name)
         out[name] = df
     return out

@@ -54,7 +54,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, run_models
+from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, release, run_models
 from ab_pipelines.config.models import EventAgg, Experiment, Metric
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake, partition_value
@@ -78,6 +78,7 @@ __all__ = [
 ]
 
 ANALYSED_STATUSES = ("running", "stopped")
+PERSISTED_MODELS = ("first_exposures", "unit_sides")
 ALL_SEGMENT = "all"
 
 
@@ -127,25 +128,43 @@ def _side(event: str, agg: str, where: Mapping[str, Any]) -> dict:
 
 
 def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
-    """The template vars of a set of metrics: ``mean_metrics``, ``proportion_metrics``, ``ratio_metrics``.
+    """The template vars of a set of metrics: ``sides``, ``mean_metrics``, ``proportion_metrics``,
+    ``ratio_metrics`` and ``winsorize``.
 
-    A ratio side filters on the metric's ``where`` and its own (the side's keys win). ``winsorize``
-    lists ``{id, p}`` of the mean and ratio metrics with a cap (a proportion is 0/1: never capped).
+    ``sides`` lists the distinct (event, where, agg, window_days) the metrics read, each computed
+    once per unit by unit_sides; a metric entry names its side(s) by index (``side``, or
+    ``num_side`` and ``den_side`` for a ratio). A ratio side filters on the metric's ``where`` and
+    its own (the side's keys win). ``winsorize`` lists ``{id, p}`` of the mean and ratio metrics
+    with a cap (a proportion is 0/1: never capped).
     """
     out: dict[str, list[dict]] = {
+        "sides": [],
         "mean_metrics": [],
         "proportion_metrics": [],
         "ratio_metrics": [],
         "winsorize": [],
     }
+    index: dict[str, int] = {}
+
+    def side_of(event: str, agg: str, where: Mapping[str, Any], window_days) -> tuple[dict, int]:
+        side = {**_side(event, agg, where), "window_days": window_days}
+        key = json.dumps(side, sort_keys=True)
+        if key not in index:
+            index[key] = len(out["sides"])
+            out["sides"].append(side)
+        return side, index[key]
+
     for m in metrics:
         entry: dict[str, Any] = {"id": m.id, "window_days": m.window_days}
         if m.kind == "ratio":
             parts: dict[str, EventAgg] = {"num": m.numerator, "den": m.denominator}
             for key, part in parts.items():
-                entry[key] = _side(part.event, part.agg, {**m.where, **part.where})
+                side, i = side_of(part.event, part.agg, {**m.where, **part.where}, m.window_days)
+                entry[key] = {f: side[f] for f in ("event", "agg", "where")}
+                entry[f"{key}_side"] = i
         else:
-            entry.update(_side(m.event, m.agg or "any", m.where))
+            side, i = side_of(m.event, m.agg or "any", m.where, m.window_days)
+            entry.update({f: side[f] for f in ("event", "agg", "where")}, side=i)
         out[f"{m.kind}_metrics"].append(entry)
         if m.winsorize is not None and m.kind != "proportion":
             out["winsorize"].append({"id": m.id, "p": m.winsorize})
@@ -251,10 +270,16 @@ def experiment_stats(
             "exposures": exposures.select("event_id", "user_id", "variant", "ts", "attributes"),
             "events": events.select("user_id", "event", "value", "ts", "properties"),
         },
+        # Read by several models and by the three actions below: computed once each (the
+        # exposures scan and the one join to the metric events), not once per reader.
+        persist=PERSISTED_MODELS,
     )
-    crossovers = out["first_exposures"].where("crossover").count()
-    counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
-    sums = out["sufficient_stats"].toArrow()  # ordered by the model
+    try:
+        crossovers = out["first_exposures"].where("crossover").count()
+        counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
+        sums = out["sufficient_stats"].toArrow()  # ordered by the model
+    finally:
+        release(spark, out, PERSISTED_MODELS)
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))

@@ -18,11 +18,15 @@ _lock = threading.Lock()
 _session = None
 
 # Why each default: UTC everywhere (contract); micros, not INT96, so delta-rs reads timestamps
-# right; few shuffle partitions for a small machine; no UI port fights between test processes.
+# right; few shuffle partitions for a small machine; no UI port fights between test processes;
+# shuffled hash joins where Spark's size checks allow them (the analysis joins units to their
+# metric events: hashing the units instead of sorting both sides made that step 1.7x faster,
+# docs/benchmarks.md).
 DEFAULT_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     "spark.sql.shuffle.partitions": "8",
+    "spark.sql.join.preferSortMergeJoin": "false",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",

@@ -52,9 +52,7 @@ def test_sources_are_lineage_too(tmp_path, spark):
     real = load_models(MODELS_DIR)
     assert {n: m.sources for n, m in real.items() if m.sources} == {
         "in_window_exposures": ("exposures",),
-        "metric_mean": ("events",),
-        "metric_proportion": ("events",),
-        "metric_ratio": ("events",),
+        "unit_sides": ("events",),
     }
 
 
@@ -123,13 +121,18 @@ def test_real_models_render():
     assert order.index("unit_segments") < order.index("sufficient_stats")
     assert order[-1] == "sufficient_stats"
     sql = {name: render(models[name], _real_vars()) for name in order}
-    assert "get_json_object(e.properties, '$.currency') = 'USD'" in sql["metric_mean"]
-    assert "INTERVAL 3 DAYS" in sql["metric_ratio"]
+    assert "get_json_object(e.properties, '$.currency') = 'USD'" in sql["unit_sides"]
+    assert "INTERVAL 3 DAYS" in sql["unit_sides"]
+    # One join for every metric: the templates only unpivot unit_sides.
+    code = "\n".join(ln for ln in sql["unit_sides"].splitlines() if not ln.startswith("--"))
+    assert code.count("LEFT JOIN") == 1
+    assert "stack(1, 'rev', s0_post, 1D, s0_pre, 1D)" in sql["metric_mean"]
+    assert "stack(1, 'r', s1_post, s2_post, s1_pre, s2_pre)" in sql["metric_ratio"]
     assert "WHERE FALSE" in sql["metric_proportion"]  # no metric of that kind
     assert "NOT IN" not in sql["in_window_exposures"]
     # unit = user_id: events join the unit directly, no members.
     assert (
-        "e.user_id = u.unit" in sql["metric_mean"] and "JOIN unit_members" not in sql["metric_mean"]
+        "e.user_id = u.unit" in sql["unit_sides"] and "JOIN unit_members" not in sql["unit_sides"]
     )
     assert "PERCENTILE(num, CAST(0.99 AS DOUBLE))" in sql["metric_values"]
     assert "PERCENTILE(pre_num, CAST(0.9 AS DOUBLE))" in sql["metric_values"]
@@ -142,15 +145,36 @@ def test_real_models_render_unit_segments_and_overrides():
     sql = {name: render(models[name], vars_) for name in topological_order(models)}
     assert "get_json_object(attributes, '$.team_id') AS unit" in sql["in_window_exposures"]
     assert "unit NOT IN ('T9')" in sql["in_window_exposures"]
-    for kind in ("mean", "ratio"):
-        assert "JOIN unit_members AS mb ON mb.unit = u.unit" in sql[f"metric_{kind}"]
-        assert "e.user_id = mb.user_id" in sql[f"metric_{kind}"]
+    assert "JOIN unit_members AS mb ON mb.unit = u.unit" in sql["unit_sides"]
+    assert "e.user_id = mb.user_id" in sql["unit_sides"]
     assert "get_json_object(attributes, '$.platform'), '(missing)'" in sql["unit_segments"]
     assert "value_rank <= 3" in sql["unit_segments"]
 
 
 def test_metric_vars_winsorize_skips_proportions():
     assert metric_vars(_METRICS)["winsorize"] == [{"id": "rev", "p": 0.99}, {"id": "r", "p": 0.9}]
+
+
+def test_metric_vars_share_equal_sides():
+    both = [
+        *_METRICS,
+        Metric(id="orders", kind="mean", event="buy", agg="count"),
+        Metric(
+            id="aov",
+            kind="ratio",
+            numerator={"event": "buy", "agg": "sum"},
+            denominator={"event": "buy", "agg": "count"},
+        ),
+        Metric(id="rev2", kind="mean", event="buy", agg="sum", where={"currency": "USD"}),
+    ]
+    v = metric_vars(both)
+    by_id = {m["id"]: m for k in ("mean", "proportion", "ratio") for m in v[f"{k}_metrics"]}
+    # rev2 reads what rev reads; aov's den is what orders counts; r's window makes its own sides.
+    assert by_id["rev2"]["side"] == by_id["rev"]["side"]
+    assert by_id["aov"]["den_side"] == by_id["orders"]["side"]
+    assert by_id["aov"]["num_side"] != by_id["rev"]["side"]  # no currency filter
+    assert len(v["sides"]) == 8 - 2  # 8 sides read, 2 of them shared
+    assert v["sides"][by_id["r"]["num_side"]]["window_days"] == 3
 
 
 def test_arrival_partitions_cover_lookback_and_late_days():

@@ -1,0 +1,289 @@
+"""Analysis: bronze to sufficient statistics for every experiment and metric, Spark against DuckDB.
+
+The project's side is the analysis step itself (``write_day``: the dbt_like_sql models on a warm
+Spark session in ``local[2]``, then the gold.sufficient_stats commit), on the synthetic bronze
+tables of ``benchmarks/data.py``. The peer is DuckDB SQL computing the same statistics from the
+same parquet files (``peer_duckdb_stats.py``, in a venv of its own). Every count must be equal and
+every sum agree to a relative 1e-9, or the benchmark fails. Spark's start-up is timed apart; each
+side gets one untimed warm-up run, then ``reps`` timed runs (median). Peak memory is sampled from
+/proc every 50 ms over the process and its children (the JVM), and read from the peer's rusage.
+
+Scaling (``bench_scaling``) reuses :func:`measure` at 0.25x, 0.5x and 1x.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ab_pipelines.analysis.sufficient_stats import (
+    _metrics_of,
+    arrival_partitions,
+    kill_times,
+    model_vars,
+    write_day,
+)
+from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS
+from benchmarks.data import DAY, BenchData, bench_registry, make_data
+from benchmarks.peers import run_peer
+from benchmarks.report import Benchmark, Row
+
+__all__ = ["Measured", "measure", "run", "spark_startup_seconds"]
+
+TARGET = 2.0
+TOLERANCE = 1e-9
+SUMS = (
+    "num_sum",
+    "num_sum_sq",
+    "den_sum",
+    "den_sum_sq",
+    "num_den_sum",
+    "pre_num_sum",
+    "pre_num_sum_sq",
+    "pre_den_sum",
+    "pre_den_sum_sq",
+    "pre_num_pre_den_sum",
+    "num_pre_num_sum",
+    "num_pre_den_sum",
+    "den_pre_num_sum",
+    "den_pre_den_sum",
+)
+
+_startup: dict[str, float] = {}
+_measured: dict[float, Measured] = {}
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One scale: both sides' median seconds and peak memory, and how far the sums agree."""
+
+    data: BenchData
+    seconds: float
+    peer_seconds: float
+    peak_mb: float
+    peer_peak_mb: float
+    rows: int
+    max_rel_diff: float
+    runs: list[float]
+    peer_runs: list[float]
+    peer_version: str
+
+
+def spark_startup_seconds() -> float:
+    """Seconds to create this process's Spark session (0 if it already existed: timed once)."""
+    if "spark" not in _startup:
+        from ab_pipelines.lake.spark import spark_session
+
+        t0 = time.perf_counter()
+        spark_session()
+        _startup["spark"] = time.perf_counter() - t0
+    return _startup["spark"]
+
+
+def _rss_mb(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for t in os.listdir(f"/proc/{p}/task"):
+                todo += map(int, Path(f"/proc/{p}/task/{t}/children").read_text().split())
+        except OSError:
+            pass
+    return out
+
+
+class PeakMemory:
+    """The peak summed RSS of this process and its descendants while the block runs."""
+
+    def __enter__(self) -> PeakMemory:
+        self.peak = _rss_mb(_tree(os.getpid()))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.05):
+            self.peak = max(self.peak, _rss_mb(_tree(os.getpid())))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _ts(t: str) -> str:
+    return t + "+00:00"
+
+
+def peer_spec(data: BenchData, day: dt.date, reps: int) -> dict:
+    """What the DuckDB script needs: the same files and the same vars as the SQL models."""
+    registry = bench_registry()
+    kills = kill_times(data.lake)
+    experiments, parts = [], []
+    for exp in sorted(registry.experiments.values(), key=lambda e: e.id):
+        metrics = _metrics_of(registry, exp)
+        v = model_vars(exp, metrics, day, kills.get(exp.id))
+        parts += arrival_partitions(exp, day)
+        experiments.append(
+            {
+                "id": exp.id,
+                "start_ts": _ts(v["start_ts"]),
+                "cutoff_ts": _ts(v["cutoff_ts"]),
+                "day_end_ts": _ts(v["day_end_ts"]),
+                "last_arrival": (
+                    day + dt.timedelta(days=exp.analysis.late_arrival_days)
+                ).isoformat(),
+                "lookback_days": v["lookback_days"],
+                "metrics": [
+                    {
+                        **entry,
+                        "kind": kind,
+                        "winsorize": registry.metrics[entry["id"]].winsorize,
+                    }
+                    for kind in ("mean", "proportion", "ratio")
+                    for entry in v[f"{kind}_metrics"]
+                ],
+            }
+        )
+    unique = list({p["arrival_date"]: p for p in parts}.values())
+    return {
+        "exposures": data.lake.file_uris(BRONZE_EXPOSURES, unique),
+        "events": data.lake.file_uris(BRONZE_METRIC_EVENTS, unique),
+        "experiments": experiments,
+        "reps": reps,
+    }
+
+
+def _ours_rows(written) -> list[dict]:
+    out = []
+    for e in written.experiments:
+        for r in e.stats.to_pylist():
+            if r["segment"] == "all":
+                out.append(r)
+    return out
+
+
+def _compare(ours: list[dict], peer: list[dict]) -> float:
+    """Largest relative difference of any sum; raises if a row or a count differs."""
+    key = lambda r: (r["experiment_id"], r["metric"], r["variant"])  # noqa: E731
+    a, b = {key(r): r for r in ours}, {key(r): r for r in peer}
+    if set(a) != set(b):
+        raise AssertionError(
+            f"rows differ: project only {set(a) - set(b)}, peer only {set(b) - set(a)}"
+        )
+    worst = 0.0
+    for k, r in a.items():
+        if r["n"] != b[k]["n"]:
+            raise AssertionError(f"{k}: n {r['n']} (project) != {b[k]['n']} (duckdb)")
+        for f in SUMS:
+            x, y = float(r[f]), float(b[k][f] or 0.0)
+            scale = max(abs(x), abs(y))
+            rel = abs(x - y) / scale if scale else 0.0
+            if rel > TOLERANCE:
+                raise AssertionError(
+                    f"{k}.{f}: {x!r} (project) vs {y!r} (duckdb), relative {rel:.2e}"
+                )
+            worst = max(worst, rel)
+    return worst
+
+
+def measure(scale: float, reps: int) -> Measured:
+    """Both sides at ``scale`` (cached per process, so scaling reuses the analysis run)."""
+    if scale in _measured:
+        return _measured[scale]
+    from ab_pipelines.lake.spark import spark_session
+
+    data = make_data(scale)
+    registry = bench_registry()
+    spark_startup_seconds()
+    spark = spark_session()
+    write_day(spark, data.lake, registry, DAY)  # warm-up: JIT, file listing caches
+    runs = []
+    with PeakMemory() as mem:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            written = write_day(spark, data.lake, registry, DAY)
+            runs.append(time.perf_counter() - t0)
+    ours = _ours_rows(written)
+    peer = run_peer("duckdb", "peer_duckdb_stats.py", peer_spec(data, DAY, reps + 1))
+    worst = _compare(ours, peer["rows"])
+    peer_runs = peer["seconds"][1:]  # the first is the warm-up
+    _measured[scale] = m = Measured(
+        data=data,
+        seconds=statistics.median(runs),
+        peer_seconds=statistics.median(peer_runs),
+        peak_mb=mem.peak,
+        peer_peak_mb=peer["peak_rss_mb"],
+        rows=len(ours),
+        max_rel_diff=worst,
+        runs=runs,
+        peer_runs=peer_runs,
+        peer_version=peer["version"],
+    )
+    return m
+
+
+def run(reps: int = 3) -> Benchmark:
+    reps = max(1, min(reps, 3))  # a run at 20M events takes tens of seconds
+    m = measure(1.0, reps)
+    ratio = m.seconds / m.peer_seconds
+    rate = m.data.events / m.seconds
+    rows = [
+        Row(
+            f"bronze to sufficient statistics, {m.data.events / 1e6:.0f}M events, "
+            f"{m.data.users / 1e6:.0f}M users (s)",
+            f"{m.seconds:.1f}",
+            f"{m.peer_seconds:.1f}",
+            f"{ratio:.1f}x DuckDB's time",
+            f"≤ {TARGET:g}x",
+            ratio <= TARGET,
+        ),
+        Row(
+            "metric events per second",
+            f"{rate:,.0f}",
+            f"{m.data.events / m.peer_seconds:,.0f}",
+            "",
+            "",
+            None,
+        ),
+        Row("peak memory (MB, RSS)", f"{m.peak_mb:,.0f}", f"{m.peer_peak_mb:,.0f}", "", "", None),
+        Row(
+            "Spark session start-up (s), apart", f"{spark_startup_seconds():.1f}", "—", "", "", None
+        ),
+    ]
+    notes = [
+        f"Data (`benchmarks/data.py`): {m.data.users:,} users, {m.data.events:,} metric events, "
+        f"{m.data.exposures:,} exposures over 22 days, in the project's bronze Delta tables; "
+        "two experiments (2 and 3 variants) with 5 and 3 of the repository's metrics "
+        "(winsorizing, a `where` on properties, a 7-day window, ratios): "
+        f"{m.rows} (experiment, metric, variant) rows.",
+        f"Agreement: every row and count equal, the largest relative difference of a sum "
+        f"{m.max_rel_diff:.1e} (tolerance {TOLERANCE:g}).",
+        f"Runs (s): project {', '.join(f'{s:.1f}' for s in m.runs)}; duckdb "
+        f"{', '.join(f'{s:.1f}' for s in m.peer_runs)} (each after one untimed warm-up run).",
+        "Peak memory: the project's is the benchmark process and its JVM (driver memory 3g), "
+        "sampled every 50 ms; DuckDB's is its process's peak RSS.",
+    ]
+    return Benchmark(
+        title="Analysis: bronze to sufficient statistics, Spark against DuckDB",
+        rows=rows,
+        notes=notes,
+    )

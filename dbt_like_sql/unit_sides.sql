@@ -1,0 +1,24 @@
+-- Per analysed unit: the aggregate of every distinct metric side, after and before exposure, from
+-- ONE join of the analysed units to their metric events (the metric templates only unpivot it).
+--
+-- A side is what one part of a metric reads: (event, where, agg, window_days); a mean or
+-- proportion metric has one, a ratio two (num, den); metrics reading the same side share it.
+-- Var sides: [{event, where, agg, window_days}], numbered 0.. in the column names.
+--   s<k>_post: the aggregate over [first_ts, min(D + 1 day, first_ts + window_days)),
+--   s<k>_pre:  the same over [first_ts - lookback days, first_ts) (the CUPED covariate).
+-- A unit without events has 0 everywhere (LEFT JOIN, COALESCE). Var unit: when it is not user_id,
+-- a unit's events are those of all its members (unit_members).
+{% import '_macros.sql' as mac %}
+{% set members = ref('unit_members') if var('unit') != 'user_id' else none %}
+{% if var('sides') %}
+SELECT
+    u.unit,
+    u.variant
+    {%- for s in var('sides') %},
+    {{ mac.aggregate(s.agg, mac.matches(s) ~ ' AND e.ts >= u.first_ts AND e.ts < ' ~ mac.value_end(s)) }} AS s{{ loop.index0 }}_post,
+    {{ mac.aggregate(s.agg, mac.matches(s) ~ ' AND e.ts < u.first_ts') }} AS s{{ loop.index0 }}_pre
+    {%- endfor %}
+{% call mac.join_events({'window_days': none}, var('sides'), members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}
+{% else %}
+SELECT unit, variant FROM {{ ref('analysed_units') }} WHERE FALSE
+{% endif %}
