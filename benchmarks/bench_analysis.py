@@ -28,7 +28,7 @@ from ab_pipelines.analysis.sufficient_stats import (
     model_vars,
     write_day,
 )
-from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS
+from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, STAT_FIELDS
 from benchmarks.data import DAY, BenchData, bench_registry, make_data
 from benchmarks.peers import run_peer
 from benchmarks.report import Benchmark, Row
@@ -37,22 +37,7 @@ __all__ = ["Measured", "measure", "run", "spark_startup_seconds"]
 
 TARGET = 2.0
 TOLERANCE = 1e-9
-SUMS = (
-    "num_sum",
-    "num_sum_sq",
-    "den_sum",
-    "den_sum_sq",
-    "num_den_sum",
-    "pre_num_sum",
-    "pre_num_sum_sq",
-    "pre_den_sum",
-    "pre_den_sum_sq",
-    "pre_num_pre_den_sum",
-    "num_pre_num_sum",
-    "num_pre_den_sum",
-    "den_pre_num_sum",
-    "den_pre_den_sum",
-)
+SUMS = STAT_FIELDS[1:]  # every field but n
 
 _startup: dict[str, float] = {}
 _measured: dict[float, Measured] = {}
@@ -133,6 +118,21 @@ def _ts(t: str) -> str:
     return t + "+00:00"
 
 
+def _peer_metric(kind: str, entry: dict, sides: list[dict], winsorize: float | None) -> dict:
+    """One metric as the DuckDB script reads it, from the SQL models' vars (its sides)."""
+    if kind == "ratio":
+        num, den = sides[entry["num_side"]], sides[entry["den_side"]]
+        return {
+            "id": entry["id"],
+            "kind": kind,
+            "num": num,
+            "den": den,
+            "window_days": num["window_days"],
+            "winsorize": winsorize,
+        }
+    return {**sides[entry["side"]], "id": entry["id"], "kind": kind, "winsorize": winsorize}
+
+
 def peer_spec(data: BenchData, day: dt.date, reps: int) -> dict:
     """What the DuckDB script needs: the same files and the same vars as the SQL models."""
     registry = bench_registry()
@@ -153,11 +153,7 @@ def peer_spec(data: BenchData, day: dt.date, reps: int) -> dict:
                 ).isoformat(),
                 "lookback_days": v["lookback_days"],
                 "metrics": [
-                    {
-                        **entry,
-                        "kind": kind,
-                        "winsorize": registry.metrics[entry["id"]].winsorize,
-                    }
+                    _peer_metric(kind, entry, v["sides"], registry.metrics[entry["id"]].winsorize)
                     for kind in ("mean", "proportion", "ratio")
                     for entry in v[f"{kind}_metrics"]
                 ],

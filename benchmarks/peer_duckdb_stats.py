@@ -15,22 +15,6 @@ import time
 
 import duckdb
 
-FIELDS = [
-    "num_sum",
-    "num_sum_sq",
-    "den_sum",
-    "den_sum_sq",
-    "num_den_sum",
-    "pre_num_sum",
-    "pre_num_sum_sq",
-    "pre_den_sum",
-    "pre_den_sum_sq",
-    "pre_num_pre_den_sum",
-    "num_pre_num_sum",
-    "num_pre_den_sum",
-    "den_pre_num_sum",
-    "den_pre_den_sum",
-]
 PAIRS = {
     "num_sum": ("num", None),
     "num_sum_sq": ("num", "num"),

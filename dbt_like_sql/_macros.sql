@@ -8,9 +8,9 @@
 {%- for key, value in side.where.items() %} AND get_json_object(e.properties, {{ ('$.' ~ key) | sql }}) = {{ value | sql }}{% endfor %})
 {%- endmacro %}
 
-{#- The end of a unit's metric window: D + 1 day, or earlier with window_days. -#}
-{% macro value_end(m) -%}
-{% if m.window_days %}LEAST(u.day_end_ts, u.first_ts + INTERVAL {{ m.window_days | sql }} DAYS){% else %}u.day_end_ts{% endif %}
+{#- The end of a unit's window for one metric side: D + 1 day, or earlier with window_days. -#}
+{% macro value_end(side) -%}
+{% if side.window_days %}LEAST(u.day_end_ts, u.first_ts + INTERVAL {{ side.window_days | sql }} DAYS){% else %}u.day_end_ts{% endif %}
 {%- endmacro %}
 
 {#- The per-unit aggregate (sum of values, count, or any = 0/1) of the events meeting `condition`;
@@ -19,13 +19,14 @@
 CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ condition }} THEN {% if agg == 'sum' %}e.value{% else %}1{% endif %} END), 0) AS DOUBLE)
 {%- endmacro %}
 
-{#- The join of analysed units to the events that may count for metric `m`: from the start of the
-    CUPED pre-period to the end of the metric window. A LEFT JOIN keeps units without events.
+{#- The join of analysed units to the events that may count for any of `sides`: from the start of
+    the CUPED pre-period to D + 1 day (a side's shorter window is applied in its aggregate). A LEFT
+    JOIN keeps units without events.
     `members` is the unit_members view when the unit is not user_id (a unit's events are those of
     every user_id seen under it), or none: then the unit is the user_id and events join directly.
     `events` is the metric events source (the model's source('events')). The caller gives the
     analysed units. -#}
-{% macro join_events(m, sides, members, events) -%}
+{% macro join_events(sides, members, events) -%}
 FROM {{ caller() }} AS u
 {% if members -%}
 JOIN {{ members }} AS mb ON mb.unit = u.unit
@@ -36,7 +37,7 @@ LEFT JOIN {{ events }} AS e
     ON e.user_id = u.unit
 {%- endif %}
    AND e.ts >= u.pre_start_ts
-   AND e.ts < {{ value_end(m) }}
+   AND e.ts < u.day_end_ts
    AND ({% for side in sides %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %})
 GROUP BY u.unit, u.variant
 {%- endmacro %}

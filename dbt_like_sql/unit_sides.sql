@@ -18,7 +18,7 @@ SELECT
     {{ mac.aggregate(s.agg, mac.matches(s) ~ ' AND e.ts >= u.first_ts AND e.ts < ' ~ mac.value_end(s)) }} AS s{{ loop.index0 }}_post,
     {{ mac.aggregate(s.agg, mac.matches(s) ~ ' AND e.ts < u.first_ts') }} AS s{{ loop.index0 }}_pre
     {%- endfor %}
-{% call mac.join_events({'window_days': none}, var('sides'), members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}
+{% call mac.join_events(var('sides'), members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}
 {% else %}
 SELECT unit, variant FROM {{ ref('analysed_units') }} WHERE FALSE
 {% endif %}

@@ -123,17 +123,13 @@ def _json_text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _side(event: str, agg: str, where: Mapping[str, Any]) -> dict:
-    return {"event": event, "agg": agg, "where": {k: _json_text(v) for k, v in where.items()}}
-
-
 def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     """The template vars of a set of metrics: ``sides``, ``mean_metrics``, ``proportion_metrics``,
     ``ratio_metrics`` and ``winsorize``.
 
     ``sides`` lists the distinct (event, where, agg, window_days) the metrics read, each computed
-    once per unit by unit_sides; a metric entry names its side(s) by index (``side``, or
-    ``num_side`` and ``den_side`` for a ratio). A ratio side filters on the metric's ``where`` and
+    once per unit by unit_sides; a metric entry is its ``id`` and its side(s) by index (``side``,
+    or ``num_side`` and ``den_side`` for a ratio). A ratio side filters on the metric's ``where`` and
     its own (the side's keys win). ``winsorize`` lists ``{id, p}`` of the mean and ratio metrics
     with a cap (a proportion is 0/1: never capped).
     """
@@ -146,25 +142,28 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     }
     index: dict[str, int] = {}
 
-    def side_of(event: str, agg: str, where: Mapping[str, Any], window_days) -> tuple[dict, int]:
-        side = {**_side(event, agg, where), "window_days": window_days}
+    def side_of(event: str, agg: str, where: Mapping[str, Any], window_days) -> int:
+        side = {
+            "event": event,
+            "agg": agg,
+            "where": {k: _json_text(v) for k, v in where.items()},
+            "window_days": window_days,
+        }
         key = json.dumps(side, sort_keys=True)
         if key not in index:
             index[key] = len(out["sides"])
             out["sides"].append(side)
-        return side, index[key]
+        return index[key]
 
     for m in metrics:
-        entry: dict[str, Any] = {"id": m.id, "window_days": m.window_days}
+        entry: dict[str, Any] = {"id": m.id}
         if m.kind == "ratio":
             parts: dict[str, EventAgg] = {"num": m.numerator, "den": m.denominator}
             for key, part in parts.items():
-                side, i = side_of(part.event, part.agg, {**m.where, **part.where}, m.window_days)
-                entry[key] = {f: side[f] for f in ("event", "agg", "where")}
-                entry[f"{key}_side"] = i
+                where = {**m.where, **part.where}
+                entry[f"{key}_side"] = side_of(part.event, part.agg, where, m.window_days)
         else:
-            side, i = side_of(m.event, m.agg or "any", m.where, m.window_days)
-            entry.update({f: side[f] for f in ("event", "agg", "where")}, side=i)
+            entry["side"] = side_of(m.event, m.agg or "any", m.where, m.window_days)
         out[f"{m.kind}_metrics"].append(entry)
         if m.winsorize is not None and m.kind != "proportion":
             out["winsorize"].append({"id": m.id, "p": m.winsorize})

@@ -125,41 +125,14 @@ def _fast_assigner(
     hashed on user_id without targeting, or None for the experiments it does not cover."""
     if exp.fixed is not None or not exp.by_user or exp.targeting:
         return None
-    prefix, salt, overrides = exp.salt + ":", exp.salt, exp.overrides or None
+    # bucket()'s bytes, f"{salt}:{unit}" encoded with surrogatepass, built from two halves.
+    prefix = f"{exp.salt}:".encode("utf-8", "surrogatepass")
+    overrides = exp.overrides or None
     layer, lo, hi = exp.layer, exp.layer_lo, exp.layer_hi
-    layer_prefix = f"{layer}:" if layer is not None else ""
+    layer_prefix = f"{layer}:".encode("utf-8", "surrogatepass") if layer is not None else b""
     h = mmh3.hash
 
-    def hashed(unit: str) -> str | None:
-        try:
-            if (
-                layer is not None
-                and not lo <= h((layer_prefix + unit).encode(), 0, False) % BUCKETS < hi
-            ):
-                return None
-            return table[h((prefix + unit).encode(), 0, False) % BUCKETS]
-        except UnicodeEncodeError:  # a lone surrogate: the normative function's error handler
-            if layer is not None and not lo <= bucket(layer, unit) < hi:
-                return None
-            return table[bucket(salt, unit)]
-
-    if layer is None and overrides is None:
-
-        def assign(unit, attributes=None):
-            if type(unit) is not str:
-                if unit is None or unit == "":
-                    return None
-                unit = str(unit)
-            elif not unit:
-                return None
-            try:
-                return table[h((prefix + unit).encode(), 0, False) % BUCKETS]
-            except UnicodeEncodeError:
-                return table[bucket(salt, unit)]
-
-        return assign
-
-    def assign_general(unit, attributes=None):
+    def assign(unit, attributes=None):
         if type(unit) is not str:
             if unit is None or unit == "":
                 return None
@@ -170,9 +143,12 @@ def _fast_assigner(
             v = overrides.get(unit)
             if v is not None:
                 return v
-        return hashed(unit)
+        key = unit.encode("utf-8", "surrogatepass")
+        if layer is not None and not lo <= h(layer_prefix + key, 0, False) % BUCKETS < hi:
+            return None
+        return table[h(prefix + key, 0, False) % BUCKETS]
 
-    return assign_general
+    return assign
 
 
 def _compile_fast(

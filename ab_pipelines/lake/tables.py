@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ab_pipelines.events.schema import PARSED_SCHEMA
 
-__all__ = ["TABLES", "TableSpec", "table_spec"]
+__all__ = ["STAT_FIELDS", "TABLES", "TableSpec", "table_spec"]
 
 
 @dataclass(frozen=True)
@@ -241,7 +241,8 @@ OPS_NOTIFICATIONS = TableSpec(
     "retried until delivered, so a notifier that is down loses nothing.",
 )
 
-_STAT_FIELDS = (
+# The sufficient statistics of one (metric, variant): n and the RatioMoments sums.
+STAT_FIELDS = (
     "n",
     "num_sum",
     "num_sum_sq",
@@ -267,7 +268,7 @@ GOLD_SUFFICIENT_STATS = TableSpec(
             ("metric", pa.string()),
             ("variant", pa.string()),
             ("segment", pa.string()),  # "all", or "<attribute>=<value>" (exploratory)
-            *((f, pa.int64() if f == "n" else pa.float64()) for f in _STAT_FIELDS),
+            *((f, pa.int64() if f == "n" else pa.float64()) for f in STAT_FIELDS),
             ("day", pa.date32()),
         ]
     ),
