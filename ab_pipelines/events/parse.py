@@ -8,13 +8,16 @@ UTF-8 and silently cuts truncated gzip): every line of a file comes out as exact
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import math
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from operator import attrgetter, itemgetter
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ab_pipelines.events.schema import (
     MAX_LINE_BYTES,
@@ -255,6 +258,168 @@ def _raw_text(b: bytes) -> tuple[str, int]:
     return b[:MAX_LINE_BYTES].decode("utf-8", errors="replace"), len(b)
 
 
+_FAST_CHUNK = 4096
+_SORTED = orjson.OPT_SORT_KEYS
+
+
+class _NotFast(Exception):
+    """Some line of the chunk needs the per-line parser (it may be rejected, or be unusual)."""
+
+
+def _object_text(v: object) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not dict:
+        raise _NotFast
+    return orjson.dumps(v, option=_SORTED).decode()
+
+
+def _fast_columns(
+    lines: list[bytes],
+    folder_topic: str,
+    ts_window: tuple[int, int],
+    known_variants: Mapping[str, frozenset[str]],
+) -> dict[str, list] | None:
+    """The event columns of a chunk of lines, column by column, if every line would be landed.
+
+    This is :func:`parse_line` done a column at a time: it gives the very same values for lines
+    it accepts, and gives up (returns None) on the first line that is rejected or unusual in any
+    way, leaving the chunk to the per-line parser, which then finds each line's exact reason.
+    """
+    if folder_topic not in TOPICS or max(map(len, lines)) > MAX_LINE_BYTES:
+        return None
+    # The chunk's thousands of new dicts would trigger the cyclic GC again and again (a third of
+    # the time); they hold no cycles, so it is paused while they are built.
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        b"\n".join(lines).decode("utf-8")
+        envs = list(map(orjson.loads, lines))
+        return _fast_checked(envs, folder_topic, ts_window, known_variants)
+    except (
+        _NotFast,
+        KeyError,
+        UnicodeDecodeError,
+        orjson.JSONDecodeError,
+        pa.ArrowException,
+        OverflowError,
+    ):
+        return None
+    finally:
+        if paused:
+            gc.enable()
+
+
+def _strings(col: list, required: bool) -> pa.Array:
+    arr = pa.array(col, pa.string())  # raises ArrowTypeError on anything but str and None
+    if required and (arr.null_count or pc.any(pc.equal(arr, "")).as_py()):
+        raise _NotFast
+    return arr
+
+
+def _int64s(col: list, lo: int, hi: int, nullable: bool) -> pa.Array:
+    arr = pa.array(col)  # ints infer int64; a bool, a float or an overflow does not
+    if arr.type == pa.null() and nullable:
+        return arr.cast(pa.int64())
+    if arr.type != pa.int64() or (arr.null_count and not nullable):
+        raise _NotFast
+    low, high = pc.min_max(arr).values()
+    if low.is_valid and (low.as_py() < lo or high.as_py() >= hi):
+        raise _NotFast
+    return arr
+
+
+def _numbers(col: list) -> pa.Array:
+    arr = pa.array(col)  # ints and floats infer double (or int64 if all ints); bools do not
+    if arr.type == pa.int64():
+        arr = arr.cast(pa.float64())  # safe cast: refuses ints that a double cannot hold exactly
+    elif arr.type == pa.null():
+        return arr.cast(pa.float64())
+    elif arr.type != pa.float64():
+        raise _NotFast
+    if arr.null_count < len(arr) and not pc.all(pc.is_finite(arr)).as_py():
+        raise _NotFast
+    return arr
+
+
+_UTC = pa.timestamp("us", tz="UTC")
+_ENVELOPE_GET = itemgetter("topic", *_ENVELOPE_INT_LIMITS, "value")
+_TZINFO = attrgetter("tzinfo")
+
+
+def _fast_checked(envs, folder_topic, ts_window, known_variants) -> dict[str, pa.Array]:
+    n = len(envs)
+    if set(map(type, envs)) != {dict}:
+        raise _NotFast
+    spec = TOPICS[folder_topic]
+    # Transposed at C speed; a missing key raises KeyError, which leaves the chunk to parse_line.
+    topics, *ints, values = zip(*map(_ENVELOPE_GET, envs), strict=True)
+    if topics.count(folder_topic) != n:
+        raise _NotFast
+    cols: dict[str, pa.Array] = {"topic": pa.array(topics, pa.string())}
+    for (key, limit), col in zip(_ENVELOPE_INT_LIMITS.items(), ints, strict=True):
+        cols["kafka_" + key] = _int64s(col, 0, limit, nullable=False)
+    cols["kafka_timestamp"] = pc.multiply(cols["kafka_timestamp"], 1000).cast(_UTC)
+    keys = [e.get("key") for e in envs]
+    if set(map(type, keys)) - {str, type(None)}:
+        keys = [k if k is None or type(k) is str else orjson.dumps(k).decode() for k in keys]
+    cols["kafka_key"] = pa.array(keys, pa.string())
+    if set(map(type, values)) != {dict}:
+        values = [orjson.loads(v) if type(v) is str else v for v in values]
+        if set(map(type, values)) != {dict}:
+            raise _NotFast
+    required = zip(*map(itemgetter(*spec.required), values), strict=True)
+    for f, col in zip(spec.required, required, strict=True):
+        if f != "ts":
+            cols[f] = _strings(col, required=True)
+        else:
+            stamps = col
+    for f, kind in spec.optional.items():
+        col = [v.get(f) for v in values]
+        if kind == "str":
+            cols[f] = _strings(col, required=False)
+        elif kind == "int":
+            cols[f] = _int64s(col, -_INT64, _INT64, nullable=True)
+        elif kind == "number":
+            cols[f] = _numbers(col)
+        else:
+            cols[f] = pa.array([_object_text(x) for x in col], pa.string())
+    if spec.name == "metric_events":
+        cols["value"] = pc.fill_null(cols["value"], 1.0)
+    if set(map(type, stamps)) != {str} or "" in stamps:
+        raise _NotFast
+    try:
+        stamps = list(map(dt.datetime.fromisoformat, stamps))
+    except ValueError:
+        raise _NotFast from None
+    if None in map(_TZINFO, stamps):
+        raise _NotFast
+    ts = pa.array(stamps, _UTC)  # aware datetimes are converted to UTC, to the microsecond
+    low, high = pc.min_max(ts.cast(pa.int64())).values()
+    if low.as_py() < ts_window[0] or high.as_py() >= ts_window[1]:
+        raise _NotFast
+    cols["ts"] = ts
+    if spec.name == "exposures":
+        pairs = set(
+            zip(cols["experiment_id"].to_pylist(), cols["variant"].to_pylist(), strict=True)
+        )
+        if any(var not in known_variants.get(exp, ()) for exp, var in pairs):
+            raise _NotFast
+    known = spec.known
+    envelope = frozenset(_ENVELOPE)
+    extra: list = [None] * n
+    if not (all(map(known.issuperset, values)) and all(map(envelope.issuperset, envs))):
+        for i, (e, v) in enumerate(zip(envs, values, strict=True)):
+            if not (v.keys() <= known and e.keys() <= envelope):
+                x = {k: y for k, y in v.items() if k not in known}
+                env_extra = {k: y for k, y in e.items() if k not in envelope}
+                if env_extra:
+                    x["_envelope"] = env_extra
+                extra[i] = orjson.dumps(x, option=_SORTED).decode()
+    cols["extra"] = pa.array(extra, pa.string())
+    return cols
+
+
 def parse_dump_file(
     data: bytes,
     source_file: str,
@@ -262,11 +427,17 @@ def parse_dump_file(
     arrival_date: dt.date,
     known_variants: Mapping[str, frozenset[str]],
     batch_rows: int = 65_536,
+    fast: bool = True,
 ) -> Iterator[pa.RecordBatch]:
     """Every line of one dump file as rows of PARSED_SCHEMA, in batches.
 
     ``source_file`` is the path relative to the raw folder (``<topic>/date=D/<name>``); it names
     the file in bronze lineage columns and in quarantine.
+
+    Lines are taken in chunks of 4,096. A chunk whose lines all land is parsed a column at a time
+    (:func:`_fast_columns`, about 3x faster); any other chunk line by line with
+    :func:`parse_line`. Both give the same rows (``fast=False`` forces the per-line parser; the
+    tests compare the two).
     """
     gzipped = source_file.endswith(".gz")
     lines, corrupt = read_lines(data, gzipped)
@@ -289,24 +460,39 @@ def parse_dump_file(
             if n not in const:
                 cols[n].append(row.get(n))
 
-    for i, line in enumerate(lines, start=1):
-        try:
-            row = parse_line(line, folder_topic, window, known_variants)
-            row["status"], row["source_line"] = "ok", i
-        except Rejected as rej:
-            raw, nbytes = _raw_text(line)
-            row = {
-                "status": "quarantined",
-                "source_line": i,
-                "reason": rej.reason,
-                "detail": rej.detail,
-                "raw": raw,
-                "raw_bytes": nbytes,
-                "topic": folder_topic,
-            }
-        add(row)
-        if len(cols["source_line"]) >= batch_rows:
-            yield emit()
+    step = _FAST_CHUNK if fast else max(1, len(lines))
+    for start in range(0, len(lines), step):
+        chunk = lines[start : start + step]
+        got = _fast_columns(chunk, folder_topic, window, known_variants) if fast else None
+        if got is not None:
+            if cols["source_line"]:
+                yield emit()
+            n = len(chunk)
+            got["source_line"] = pa.array(range(start + 1, start + n + 1), pa.int64())
+            got["status"] = pa.repeat("ok", n)
+            for k, v in const.items():
+                got[k] = pa.repeat(pa.scalar(v, PARSED_SCHEMA.field(k).type), n)
+            arrays = [got[f.name] if f.name in got else pa.nulls(n, f.type) for f in PARSED_SCHEMA]
+            yield pa.RecordBatch.from_arrays(arrays, schema=PARSED_SCHEMA)
+            continue
+        for i, line in enumerate(chunk, start=start + 1):
+            try:
+                row = parse_line(line, folder_topic, window, known_variants)
+                row["status"], row["source_line"] = "ok", i
+            except Rejected as rej:
+                raw, nbytes = _raw_text(line)
+                row = {
+                    "status": "quarantined",
+                    "source_line": i,
+                    "reason": rej.reason,
+                    "detail": rej.detail,
+                    "raw": raw,
+                    "raw_bytes": nbytes,
+                    "topic": folder_topic,
+                }
+            add(row)
+            if len(cols["source_line"]) >= batch_rows:
+                yield emit()
     if corrupt is not None:
         raw, nbytes = _raw_text(corrupt.tail)
         add(
