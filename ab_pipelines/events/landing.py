@@ -134,7 +134,15 @@ def land_day(
     By default the whole day is (re)landed: its partitions are replaced. With ``new_files_only``
     (the streaming path) only files not yet in ``ops.landed_files`` are landed and appended; if a
     run died after committing some of them, the whole day is re-landed instead, so nothing doubles.
+
+    Landings of one lake take turns (``Lake.lock("landing")``): a day's dedupe reads the days
+    around it, so two days landed at once could each keep a copy of one event.
     """
+    with lake.lock("landing"):
+        return _land_day(spark, lake, raw, day, known_variants, new_files_only)
+
+
+def _land_day(spark, lake, raw, day, known_variants, new_files_only) -> LandingReport:
     from pyspark import StorageLevel
     from pyspark.sql import functions as F
 

@@ -9,13 +9,18 @@ a half-written one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import json
+import logging
 import os
+import random
 import shutil
+import signal
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,12 +29,15 @@ import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from deltalake import DeltaTable, Schema
+from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from ab_pipelines.lake.tables import TableSpec
 from ab_pipelines.settings import Paths
 
-__all__ = ["TIME_TRAVEL_DAYS", "Lake", "partition_value", "retention_properties"]
+log = logging.getLogger(__name__)
+
+__all__ = ["CRASH_ENV", "TIME_TRAVEL_DAYS", "Lake", "partition_value", "retention_properties"]
 
 # Any version younger than this can be read back; vacuum and log cleanup keep exactly that long.
 TIME_TRAVEL_DAYS = int(os.environ.get("ABP_TIME_TRAVEL_DAYS", "30"))
@@ -144,6 +152,27 @@ class Lake:
             return spark.createDataFrame([], schema)
         return spark.read.schema(schema).option("basePath", str(self.path(spec))).parquet(*uris)
 
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold the lake-wide lock ``name`` (an flock under ``$ABP_HOME/locks``) while inside.
+
+        It serializes runs on this machine, threads and processes alike; the holder's death
+        releases it. Landing takes it, because the dedupe of one arrival day reads its
+        neighbours: two days landed at once could each keep a copy of the same event.
+        """
+        folder = self.home.home / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / f"{name}.lock", "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for the %s lock (%s), held by another run", name, f.name)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
     # ---- writing ---------------------------------------------------------------------------
     def write_arrow(
         self,
@@ -219,13 +248,22 @@ class Lake:
             vals = sorted({partition_value(v) for v in source.column(col).to_pylist()})
             if vals:
                 conds.append(f"t.{col} IN ({', '.join(repr(v) for v in vals)})")
-        return (
-            self.table(spec)
-            .merge(source, predicate=" AND ".join(conds), source_alias="s", target_alias="t")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .execute()
-        )
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:  # a fresh snapshot each attempt; a concurrent commit to the same rows retries
+                return (
+                    self.table(spec)
+                    .merge(
+                        source, predicate=" AND ".join(conds), source_alias="s", target_alias="t"
+                    )
+                    .when_matched_update_all()
+                    .when_not_matched_insert_all()
+                    .execute()
+                )
+            except (CommitFailedError, DeltaError) as exc:
+                if attempt == COMMIT_ATTEMPTS or not _is_conflict(exc):
+                    raise
+                _backoff(attempt)
+        raise AssertionError("unreachable")
 
     # ---- internals -------------------------------------------------------------------------
     @staticmethod
@@ -261,19 +299,45 @@ class Lake:
         replace: Iterable[PartitionValues] | None,
         overwrite_all: bool,
     ) -> int:
+        """One Delta transaction: the adds, plus removes of the replaced partitions' files.
+
+        Runs may write the same table at once (a backfill next to the daily run). delta-rs checks
+        each commit against those made since its snapshot; on a conflict the snapshot is reloaded,
+        the removes are recomputed and the commit is tried again (up to ``COMMIT_ATTEMPTS``).
+        Commits replacing different partitions never conflict: the transaction names the
+        partitions it read. Two runs replacing the same partition both commit, one after the
+        other, and the partition holds the last one's rows only, never both.
+        """
         uri = str(self.path(spec))
-        if not self.exists(spec):
-            create_table_with_add_actions(
-                uri,
-                Schema.from_arrow(spec.schema),
-                adds,
-                mode="error",
-                partition_by=list(spec.partition_by) or None,
-                name=spec.qualified,
-                description=spec.description,
-                configuration=retention_properties(),
-            )
-            return self.table(spec).version()
+        replace = None if replace is None else [dict(p) for p in replace]
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            try:
+                if not self.exists(spec):
+                    create_table_with_add_actions(
+                        uri,
+                        Schema.from_arrow(spec.schema),
+                        adds,
+                        mode="error",
+                        partition_by=list(spec.partition_by) or None,
+                        name=spec.qualified,
+                        description=spec.description,
+                        configuration=retention_properties(),
+                    )
+                    return self.table(spec).version()
+                return self._commit_once(spec, adds, replace, overwrite_all)
+            except (CommitFailedError, DeltaError) as exc:
+                if attempt == COMMIT_ATTEMPTS or not _is_conflict(exc):
+                    raise
+                _backoff(attempt)
+        raise AssertionError("unreachable")
+
+    def _commit_once(
+        self,
+        spec: TableSpec,
+        adds: list[AddAction],
+        replace: list[dict] | None,
+        overwrite_all: bool,
+    ) -> int:
         table = self.table(spec)
         removes: list[RemoveAction] = []
         if overwrite_all or replace is not None:
@@ -286,10 +350,41 @@ class Lake:
                 )
         if not adds and not removes:
             return table.version()
+        _fault_point(spec)
         table.create_write_transaction(
             [*adds, *removes],
             mode="append",
             schema=spec.schema,
             partition_by=list(spec.partition_by) or None,
+            partition_filters=_read_predicate(spec, replace, overwrite_all),
         )
         return self.table(spec).version()
+
+
+COMMIT_ATTEMPTS = 20
+# Fault injection for the crash tests: the process SIGKILLs itself just before committing to the
+# table named here (its files are written, its commit is not), e.g. bronze.metric_events.
+CRASH_ENV = "ABP_CRASH_BEFORE_COMMIT"
+
+
+def _fault_point(spec: TableSpec) -> None:
+    if os.environ.get(CRASH_ENV) == spec.qualified:
+        log.warning("%s=%s: killing this process before the commit", CRASH_ENV, spec.qualified)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _backoff(attempt: int) -> None:
+    time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+
+
+def _is_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, CommitFailedError) or "already exists" in text or "conflict" in text
+
+
+def _read_predicate(spec: TableSpec, replace: list[dict] | None, overwrite_all: bool):
+    """The partitions a commit read, for delta-rs's conflict check (None: the whole table)."""
+    if overwrite_all or not replace or len(spec.partition_by) != 1:
+        return None
+    (col,) = spec.partition_by
+    return [(col, "in", sorted({p[col] for p in replace}))]
