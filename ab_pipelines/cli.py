@@ -532,14 +532,51 @@ def _quality_line(p: Paths) -> str:
     "--date", "date_", default=None, help="Analysis day, YYYY-MM-DD (default: the latest)."
 )
 @click.option("--json", "as_json", is_flag=True, help="One JSON object (CONTRACTS section 4).")
-def results(experiment: str, date_: str | None, as_json: bool) -> None:
-    """The scorecard of EXPERIMENT as of a day: SRM, decision, every metric's estimates."""
-    from ab_pipelines.analysis.scorecard import ScorecardError, render, scorecard, to_json
+@click.option(
+    "--version",
+    "version",
+    default=None,
+    type=click.IntRange(0),
+    help="Show it as computed in this version of gold.experiment_results.",
+)
+@click.option(
+    "--as-of",
+    "as_of",
+    default=None,
+    help="Show it as it was at this time (ISO-8601 with a zone, e.g. 2026-11-05T08:00Z).",
+)
+def results(
+    experiment: str, date_: str | None, as_json: bool, version: int | None, as_of: str | None
+) -> None:
+    """The scorecard of EXPERIMENT as of a day: SRM, decision, every metric's estimates.
+
+    With --version or --as-of it is shown exactly as it was computed then (versions are kept for
+    ABP_TIME_TRAVEL_DAYS, default 30 days).
+    """
+    from ab_pipelines.analysis.scorecard import (
+        ScorecardError,
+        pinned_versions,
+        render,
+        scorecard,
+        to_json,
+    )
     from ab_pipelines.lake import Lake
 
+    if version is not None and as_of:
+        raise UserError("give either --version or --as-of, not both.")
     day = _parse_day(date_, "--date") if date_ else None
+    at = None
+    if as_of:
+        try:
+            at = dt.datetime.fromisoformat(as_of)
+        except ValueError:
+            raise UserError(f"--as-of '{as_of}' is not an ISO-8601 time.") from None
+        if at.tzinfo is None:
+            raise UserError(f"--as-of '{as_of}' has no zone; add Z or an offset like +01:00.")
+    lake = Lake(_home())
     try:
-        card = scorecard(Lake(_home()), _registry(), experiment, day)
+        pinned = pinned_versions(lake, version, at)
+        card = scorecard(lake, _registry(), experiment, day, pinned)
     except ScorecardError as exc:
         raise UserError(str(exc)) from None
     click.echo(to_json(card) if as_json else render(card))

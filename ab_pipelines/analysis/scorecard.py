@@ -10,8 +10,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+from collections.abc import Mapping
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from ab_pipelines.analysis.plan import PlanError, metric_moments
@@ -19,6 +21,7 @@ from ab_pipelines.analysis.results import ALL_SEGMENT
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
+from ab_pipelines.lake.delta import TIME_TRAVEL_DAYS
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_SRM,
@@ -77,14 +80,62 @@ def _metric_entry(row: dict) -> dict[str, Any]:
     return entry
 
 
-def analysed_days(lake: Lake, experiment_id: str) -> list[dt.date]:
+def analysed_days(
+    lake: Lake, experiment_id: str, pinned: Mapping[str, int | None] | None = None
+) -> list[dt.date]:
     """The days with results for an experiment, oldest first."""
-    t = lake.read_arrow(
+    t = _read(
+        lake,
         GOLD_EXPERIMENT_RESULTS,
+        pinned,
         filter=pc.field("experiment_id") == experiment_id,
         columns=["day"],
     )
     return sorted(set(t.column("day").to_pylist()))
+
+
+_PINNED_TABLES = (GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_KILLS)
+
+
+def pinned_versions(
+    lake: Lake, version: int | None = None, at: dt.datetime | None = None
+) -> dict[str, int | None] | None:
+    """The versions of the tables a scorecard reads, as they were at a past point; None: now.
+
+    ``version`` is a version of gold.experiment_results (the table an analysis writes last);
+    the other tables are read as they were when it was committed. ``at`` is a time: every table
+    as it was then. Versions are kept for ``ABP_TIME_TRAVEL_DAYS`` (default 30) days.
+    """
+    if version is None and at is None:
+        return None
+    if version is not None:
+        history = lake.history(GOLD_EXPERIMENT_RESULTS)
+        if version not in history:
+            have = f"{min(history)}..{max(history)}" if history else "none"
+            raise ScorecardError(
+                f"gold.experiment_results has no version {version} (readable versions: {have}; "
+                f"older ones are past the {TIME_TRAVEL_DAYS}-day retention)"
+            )
+        at = history[version]
+    assert at is not None
+    if at.tzinfo is None:
+        raise ScorecardError(f"the time {at.isoformat()} has no zone (add Z or an offset)")
+    pinned = {s.qualified: lake.version_at(s, at) for s in _PINNED_TABLES}
+    if pinned[GOLD_EXPERIMENT_RESULTS.qualified] is None:
+        raise ScorecardError(f"nothing had been analysed yet at {at.isoformat()}")
+    if version is not None:
+        pinned[GOLD_EXPERIMENT_RESULTS.qualified] = version
+    return pinned
+
+
+def _read(lake: Lake, spec, pinned: Mapping[str, int | None] | None, **kw) -> pa.Table:
+    if pinned is None:
+        return lake.read_arrow(spec, **kw)
+    version = pinned[spec.qualified]
+    if version is None:  # the table did not exist yet then
+        empty = spec.schema.empty_table()
+        return empty.select(list(kw["columns"])) if kw.get("columns") else empty
+    return lake.read_arrow(spec, version=version, **kw)
 
 
 def _order(exp: Experiment):
@@ -143,14 +194,22 @@ def _clean(x: Any) -> float | None:
 
 
 def scorecard(
-    lake: Lake, registry: Registry, experiment_id: str, day: dt.date | None = None
+    lake: Lake,
+    registry: Registry,
+    experiment_id: str,
+    day: dt.date | None = None,
+    pinned: Mapping[str, int | None] | None = None,
 ) -> dict[str, Any]:
-    """The scorecard as of ``day`` (default: the latest analysed day), as CONTRACTS section 4."""
+    """The scorecard as of ``day`` (default: the latest analysed day), as CONTRACTS section 4.
+
+    ``pinned`` (from :func:`pinned_versions`) reads the tables as they were at a past point, so
+    a scorecard can be shown again exactly as it was computed then.
+    """
     exp = registry.experiments.get(experiment_id)
     if exp is None:
         known = ", ".join(sorted(registry.experiments)) or "none"
         raise ScorecardError(f"no experiment {experiment_id!r} in the registry (known: {known})")
-    days = analysed_days(lake, experiment_id)
+    days = analysed_days(lake, experiment_id, pinned)
     if not days:
         raise ScorecardError(
             f"{experiment_id} has not been analysed yet: land and analyse its days with "
@@ -164,14 +223,14 @@ def scorecard(
             f"{experiment_id} has no results for {day}; analysed days: {days[0]} .. {days[-1]}"
         )
     where = (pc.field("experiment_id") == experiment_id) & (pc.field("day") == day)
-    rows = lake.read_arrow(GOLD_EXPERIMENT_RESULTS, filter=where).to_pylist()
-    srm = lake.read_arrow(GOLD_SRM, filter=where).to_pylist()
+    rows = _read(lake, GOLD_EXPERIMENT_RESULTS, pinned, filter=where).to_pylist()
+    srm = _read(lake, GOLD_SRM, pinned, filter=where).to_pylist()
     stats = [
         r
-        for r in lake.read_arrow(GOLD_SUFFICIENT_STATS, filter=where).to_pylist()
+        for r in _read(lake, GOLD_SUFFICIENT_STATS, pinned, filter=where).to_pylist()
         if r["segment"] == ALL_SEGMENT
     ]
-    kills = lake.read_arrow(OPS_KILLS, filter=pc.field("experiment_id") == experiment_id)
+    kills = _read(lake, OPS_KILLS, pinned, filter=pc.field("experiment_id") == experiment_id)
     killed = kills.to_pylist()[0] if kills.num_rows else None
 
     order = _order(exp)
@@ -205,6 +264,8 @@ def scorecard(
         },
         "plan": _plan(exp, stats, day),
     }
+    if pinned is not None:
+        card["read_at_versions"] = dict(pinned)
     segments = sorted({r["segment"] for r in rows} - {ALL_SEGMENT})
     if segments:
         card["segments"] = [
@@ -269,6 +330,9 @@ def render(card: dict[str, Any]) -> str:
         f"  {'metric':<18}{'role':<10}{'variant':<11}{'lift':>7}  {'always-valid CI':<17}"
         f"{'adj p':>7} {'fixed p':>8}  cuped",
     ]
+    if card.get("read_at_versions"):
+        pins = ", ".join(f"{t} v{v}" for t, v in card["read_at_versions"].items() if v is not None)
+        lines.insert(2, f"  as computed then: {pins}")
     for m in card["metrics"]:
         seq = m["sequential"]["relative"]
         fixed = (m["cuped"] or m)["relative"]

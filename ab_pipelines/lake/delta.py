@@ -101,6 +101,22 @@ class Lake:
     def version(self, spec: TableSpec) -> int | None:
         return self.table(spec).version() if self.exists(spec) else None
 
+    def history(self, spec: TableSpec) -> dict[int, dt.datetime]:
+        """Every version still readable (within the retention), with its commit time (UTC)."""
+        if not self.exists(spec):
+            return {}
+        out = {}
+        for entry in self.table(spec).history():
+            v, ms = entry.get("version"), entry.get("timestamp")
+            if v is not None and ms is not None:
+                out[int(v)] = dt.datetime.fromtimestamp(ms / 1000, dt.UTC)
+        return dict(sorted(out.items()))
+
+    def version_at(self, spec: TableSpec, when: dt.datetime) -> int | None:
+        """The table's version as it was at ``when`` (the last commit at or before it), or None."""
+        before = [v for v, t in self.history(spec).items() if t <= when]
+        return max(before) if before else None
+
     def dataset(self, spec: TableSpec, version: int | None = None) -> pds.Dataset:
         """A pyarrow dataset of the current snapshot (or ``version``).
 

@@ -147,3 +147,53 @@ def test_plan_from_measured_variance_and_traffic(analysed, registry):
 def test_plan_needs_measured_data(home, registry):
     with pytest.raises(PlanError, match="no analysed data yet"):
         plan(Lake(home), registry, "revenue", 0.05)
+
+
+def _recompute(lake: Lake, registry, day: dt.date, n: int, seed: int) -> None:
+    exp, rng = registry.experiments[EXP], np.random.default_rng(seed)
+    stats = gold_rows(day, n, rng, lift=0.0)
+    replace = [{"day": day.isoformat()}]
+    lake.write_arrow(GOLD_SUFFICIENT_STATS, stats, replace=replace)
+    lake.write_arrow(
+        GOLD_SRM, srm_rows(exp, day, {"all": {"control": n, "treatment": n}}), replace=replace
+    )
+    lake.write_arrow(
+        GOLD_EXPERIMENT_RESULTS,
+        experiment_results(exp, registry.metrics, day, stats, False),
+        replace=replace,
+    )
+
+
+def test_a_scorecard_can_be_read_again_as_it_was_computed(analysed, registry):
+    """Issue 9, part 6: after a re-analysis, the earlier scorecard is still there, exactly."""
+    from ab_pipelines.analysis.scorecard import pinned_versions
+
+    before = scorecard(analysed, registry, EXP, D2)
+    v_before = analysed.version(GOLD_EXPERIMENT_RESULTS)
+    t_before = analysed.history(GOLD_EXPERIMENT_RESULTS)[v_before]
+    _recompute(analysed, registry, D2, 5000, seed=99)  # D2 re-analysed with other data
+    now = scorecard(analysed, registry, EXP, D2)
+    assert now["srm"]["counts"]["control"] == 5000 and now != before
+
+    by_version = scorecard(analysed, registry, EXP, D2, pinned_versions(analysed, v_before))
+    by_time = scorecard(analysed, registry, EXP, D2, pinned_versions(analysed, at=t_before))
+    for card in (by_version, by_time):
+        pins = card.pop("read_at_versions")
+        assert pins[GOLD_EXPERIMENT_RESULTS.qualified] == v_before
+        assert card == before  # every number, the plan and the segments included
+    # the first version only knew D1
+    first = pinned_versions(analysed, min(analysed.history(GOLD_EXPERIMENT_RESULTS)))
+    assert scorecard(analysed, registry, EXP, None, first)["as_of"] == D1.isoformat()
+
+    runner = CliRunner()
+    out = runner.invoke(main, ["results", EXP, "--date", str(D2), "--version", str(v_before)])
+    assert out.exit_code == 0, out.output
+    assert "units 3000/3000" in out.output and "as computed then" in out.output
+    out = runner.invoke(main, ["results", EXP, "--as-of", t_before.isoformat(), "--json"])
+    assert json.loads(out.output)["srm"]["counts"]["control"] == 3000
+    out = runner.invoke(main, ["results", EXP, "--version", "999"])
+    assert out.exit_code == 2 and "has no version 999 (readable versions: 0.." in out.output
+    out = runner.invoke(main, ["results", EXP, "--as-of", "2020-01-01T00:00:00Z"])
+    assert out.exit_code == 2 and "nothing had been analysed yet" in out.output
+    out = runner.invoke(main, ["results", EXP, "--as-of", "2026-11-05T08:00"])
+    assert out.exit_code == 2 and "has no zone" in out.output
