@@ -329,6 +329,7 @@ class Lake:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             try:
                 if not self.exists(spec):
+                    _fault_point(spec)
                     create_table_with_add_actions(
                         uri,
                         Schema.from_arrow(spec.schema),
