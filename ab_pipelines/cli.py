@@ -318,6 +318,39 @@ def kill(experiment: str, reason: str, by: str) -> None:
 
 @main.command()
 @click.argument("user_id")
+@click.option("--by", "by", required=True, help="Who asked for it (an email); audited.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def forget(user_id: str, by: str, yes: bool) -> None:
+    """Remove USER_ID from the raw dumps and every table (an erasure request); audited.
+
+    The user's lines are cut from the raw files, their arrival days re-landed, and bronze's old
+    versions vacuumed. See docs/reliability.md.
+    """
+    from ab_pipelines.events.forget import forget_user
+    from ab_pipelines.lake import Lake
+    from ab_pipelines.lake.spark import spark_session
+
+    if not user_id.strip():
+        raise UserError("the user id is empty.")
+    p = _home()
+    _require_java()
+    known = _registry().known_variants()
+    if not yes:
+        click.confirm(
+            f"Remove every line and row of user {user_id!r} from {p.home}? "
+            "Old versions of the bronze tables are deleted too",
+            abort=True,
+        )
+    report = forget_user(spark_session(), Lake(p), p.raw, user_id, by, known)
+    click.echo(
+        f"forgot {user_id!r}: {report.lines} line(s) removed from {len(report.files)} raw "
+        f"file(s); re-landed {len(report.days)} day(s); {report.files_vacuumed} old file(s) "
+        "deleted; recorded in ops.audit_log"
+    )
+
+
+@main.command()
+@click.argument("user_id")
 @click.argument("experiment", required=False)
 @click.option(
     "--attr", "attrs", multiple=True, metavar="K=V", help="An attribute, e.g. --attr country=US."
