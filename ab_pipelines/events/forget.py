@@ -87,9 +87,10 @@ def _rewrite(path: Path, user_id: str) -> int:
     if not removed:
         return 0
     body = b"".join(ln + b"\n" for ln in keep)
-    out = (gzip.compress(body) if body or not tail else b"") + tail if gzipped else body + tail
+    if gzipped and (body or not tail):
+        body = gzip.compress(body)
     tmp = path.with_name(f".{path.name}.forget")
-    tmp.write_bytes(out)
+    tmp.write_bytes(body + tail)
     os.replace(tmp, path)
     return removed
 
@@ -129,10 +130,9 @@ def forget_user(
             part = [{"arrival_date": day.isoformat()}]
             lake.write_arrow(OPS_LANDED_FILES, OPS_LANDED_FILES.schema.empty_table(), replace=part)
             _land_day(spark, lake, raw, day, known_variants, False)
-        # Rows whose raw file is gone from raw/ could not be re-landed: drop them in place.
         for spec in (*TOPIC_TABLES.values(), BRONZE_QUARANTINE):
+            # Rows whose raw file is gone from raw/ could not be re-landed: dropped in place.
             _drop_rows(lake, spec, user_id)
-        for spec in (*TOPIC_TABLES.values(), BRONZE_QUARANTINE):
             if lake.exists(spec):
                 gone = lake.table(spec).vacuum(
                     retention_hours=0, dry_run=False, enforce_retention_duration=False

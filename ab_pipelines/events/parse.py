@@ -236,12 +236,17 @@ def parse_line(
                 "unknown_variant",
                 f"variant '{row['variant']}' is not a variant of '{row['experiment_id']}'",
             )
-    extra = {k: v for k, v in value.items() if k not in spec.known}
+    row["extra"] = _extra_text(env, value, spec.known)
+    return row
+
+
+def _extra_text(env: dict, value: dict, known: frozenset[str]) -> str | None:
+    """Unknown event fields, and unknown envelope fields under ``_envelope``, as sorted JSON."""
+    extra = {k: v for k, v in value.items() if k not in known}
     env_extra = {k: v for k, v in env.items() if k not in _ENVELOPE}
     if env_extra:
         extra["_envelope"] = env_extra
-    row["extra"] = orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
-    return row
+    return orjson.dumps(extra, option=orjson.OPT_SORT_KEYS).decode() if extra else None
 
 
 def ts_window_for(arrival_date: dt.date) -> tuple[int, int]:
@@ -259,19 +264,11 @@ def _raw_text(b: bytes) -> tuple[str, int]:
 
 
 _FAST_CHUNK = 4096
-_SORTED = orjson.OPT_SORT_KEYS
+_ENVELOPE_KEYS = frozenset(_ENVELOPE)
 
 
 class _NotFast(Exception):
     """Some line of the chunk needs the per-line parser (it may be rejected, or be unusual)."""
-
-
-def _object_text(v: object) -> str | None:
-    if v is None:
-        return None
-    if type(v) is not dict:
-        raise _NotFast
-    return orjson.dumps(v, option=_SORTED).decode()
 
 
 def _fast_columns(
@@ -279,7 +276,7 @@ def _fast_columns(
     folder_topic: str,
     ts_window: tuple[int, int],
     known_variants: Mapping[str, frozenset[str]],
-) -> dict[str, list] | None:
+) -> dict[str, pa.Array] | None:
     """The event columns of a chunk of lines, column by column, if every line would be landed.
 
     This is :func:`parse_line` done a column at a time: it gives the very same values for lines
@@ -298,6 +295,7 @@ def _fast_columns(
         return _fast_checked(envs, folder_topic, ts_window, known_variants)
     except (
         _NotFast,
+        Rejected,  # from the helpers shared with parse_line
         KeyError,
         UnicodeDecodeError,
         orjson.JSONDecodeError,
@@ -383,7 +381,7 @@ def _fast_checked(envs, folder_topic, ts_window, known_variants) -> dict[str, pa
         elif kind == "number":
             cols[f] = _numbers(col)
         else:
-            cols[f] = pa.array([_object_text(x) for x in col], pa.string())
+            cols[f] = pa.array([_json_object_text(x, f) for x in col], pa.string())
     if spec.name == "metric_events":
         cols["value"] = pc.fill_null(cols["value"], 1.0)
     if set(map(type, stamps)) != {str} or "" in stamps:
@@ -406,16 +404,9 @@ def _fast_checked(envs, folder_topic, ts_window, known_variants) -> dict[str, pa
         if any(var not in known_variants.get(exp, ()) for exp, var in pairs):
             raise _NotFast
     known = spec.known
-    envelope = frozenset(_ENVELOPE)
     extra: list = [None] * n
-    if not (all(map(known.issuperset, values)) and all(map(envelope.issuperset, envs))):
-        for i, (e, v) in enumerate(zip(envs, values, strict=True)):
-            if not (v.keys() <= known and e.keys() <= envelope):
-                x = {k: y for k, y in v.items() if k not in known}
-                env_extra = {k: y for k, y in e.items() if k not in envelope}
-                if env_extra:
-                    x["_envelope"] = env_extra
-                extra[i] = orjson.dumps(x, option=_SORTED).decode()
+    if not (all(map(known.issuperset, values)) and all(map(_ENVELOPE_KEYS.issuperset, envs))):
+        extra = [_extra_text(e, v, known) for e, v in zip(envs, values, strict=True)]
     cols["extra"] = pa.array(extra, pa.string())
     return cols
 

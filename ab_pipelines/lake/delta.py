@@ -20,8 +20,9 @@ import shutil
 import signal
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,6 +37,7 @@ from ab_pipelines.lake.tables import TableSpec
 from ab_pipelines.settings import Paths
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 __all__ = ["CRASH_ENV", "TIME_TRAVEL_DAYS", "Lake", "partition_value", "retention_properties"]
 
@@ -264,22 +266,16 @@ class Lake:
             vals = sorted({partition_value(v) for v in source.column(col).to_pylist()})
             if vals:
                 conds.append(f"t.{col} IN ({', '.join(repr(v) for v in vals)})")
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:  # a fresh snapshot each attempt; a concurrent commit to the same rows retries
-                return (
-                    self.table(spec)
-                    .merge(
-                        source, predicate=" AND ".join(conds), source_alias="s", target_alias="t"
-                    )
-                    .when_matched_update_all()
-                    .when_not_matched_insert_all()
-                    .execute()
-                )
-            except (CommitFailedError, DeltaError) as exc:
-                if attempt == COMMIT_ATTEMPTS or not _is_conflict(exc):
-                    raise
-                _backoff(attempt)
-        raise AssertionError("unreachable")
+        # A fresh snapshot each attempt; a concurrent commit to the same rows retries.
+        return _retrying(
+            lambda: (
+                self.table(spec)
+                .merge(source, predicate=" AND ".join(conds), source_alias="s", target_alias="t")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute()
+            )
+        )
 
     # ---- internals -------------------------------------------------------------------------
     @staticmethod
@@ -324,29 +320,25 @@ class Lake:
         partitions it read. Two runs replacing the same partition both commit, one after the
         other, and the partition holds the last one's rows only, never both.
         """
-        uri = str(self.path(spec))
         replace = None if replace is None else [dict(p) for p in replace]
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            try:
-                if not self.exists(spec):
-                    _fault_point(spec)
-                    create_table_with_add_actions(
-                        uri,
-                        Schema.from_arrow(spec.schema),
-                        adds,
-                        mode="error",
-                        partition_by=list(spec.partition_by) or None,
-                        name=spec.qualified,
-                        description=spec.description,
-                        configuration=retention_properties(),
-                    )
-                    return self.table(spec).version()
-                return self._commit_once(spec, adds, replace, overwrite_all)
-            except (CommitFailedError, DeltaError) as exc:
-                if attempt == COMMIT_ATTEMPTS or not _is_conflict(exc):
-                    raise
-                _backoff(attempt)
-        raise AssertionError("unreachable")
+
+        def attempt() -> int:
+            if not self.exists(spec):
+                _fault_point(spec)
+                create_table_with_add_actions(
+                    str(self.path(spec)),
+                    Schema.from_arrow(spec.schema),
+                    adds,
+                    mode="error",
+                    partition_by=list(spec.partition_by) or None,
+                    name=spec.qualified,
+                    description=spec.description,
+                    configuration=retention_properties(),
+                )
+                return self.table(spec).version()
+            return self._commit_once(spec, adds, replace, overwrite_all)
+
+        return _retrying(attempt)
 
     def _commit_once(
         self,
@@ -390,8 +382,16 @@ def _fault_point(spec: TableSpec) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _backoff(attempt: int) -> None:
-    time.sleep(min(0.05 * 2**attempt, 2.0) * (0.5 + random.random()))
+def _retrying(attempt: Callable[[], T]) -> T:
+    """``attempt()``, run again after a jittered backoff while it fails on a commit conflict."""
+    for k in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except (CommitFailedError, DeltaError) as exc:
+            if k == COMMIT_ATTEMPTS or not _is_conflict(exc):
+                raise
+            time.sleep(min(0.05 * 2**k, 2.0) * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def _is_conflict(exc: Exception) -> bool:

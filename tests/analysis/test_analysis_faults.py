@@ -18,15 +18,13 @@ from ab_pipelines.analysis.day import results_day, stats_day
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.delta import CRASH_ENV
 from ab_pipelines.lake.tables import (
-    BRONZE_EXPOSURES,
-    BRONZE_METRIC_EVENTS,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
 )
 from ab_pipelines.settings import REPO_ROOT, paths
-from tests.analysis.test_sufficient_stats import DAY, REGISTRY, _bronze
+from tests.analysis.test_sufficient_stats import DAY, REGISTRY, write_bronze
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
@@ -46,15 +44,7 @@ results_day(lake, REGISTRY, DAY)
 
 
 def _bronze_lake(root) -> Lake:
-    lake = Lake(paths(root))
-    exposures, events = _bronze()
-    lake.write_arrow(
-        BRONZE_EXPOSURES, pa.Table.from_pylist(exposures, schema=BRONZE_EXPOSURES.schema)
-    )
-    lake.write_arrow(
-        BRONZE_METRIC_EVENTS, pa.Table.from_pylist(events, schema=BRONZE_METRIC_EVENTS.schema)
-    )
-    return lake
+    return write_bronze(Lake(paths(root)))
 
 
 def _gold(lake: Lake) -> dict[str, pa.Table]:

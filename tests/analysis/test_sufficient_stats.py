@@ -383,9 +383,8 @@ def _expected(exp: Experiment, exposures, events, killed_at=None) -> dict:
     }
 
 
-@pytest.fixture
-def lake(home):
-    lake = Lake(home)
+def write_bronze(lake: Lake) -> Lake:
+    """The test bronze of ``_bronze()`` written into ``lake``."""
     exposures, events = _bronze()
     lake.write_arrow(
         BRONZE_EXPOSURES, pa.Table.from_pylist(exposures, schema=BRONZE_EXPOSURES.schema)
@@ -394,6 +393,11 @@ def lake(home):
         BRONZE_METRIC_EVENTS, pa.Table.from_pylist(events, schema=BRONZE_METRIC_EVENTS.schema)
     )
     return lake
+
+
+@pytest.fixture
+def lake(home):
+    return write_bronze(Lake(home))
 
 
 def _assert_parity(result, want):
