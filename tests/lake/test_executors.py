@@ -1,0 +1,122 @@
+"""What the executors import stays within EXECUTOR_REQUIREMENTS, from the shipped zip alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ab_pipelines.executors import EXECUTOR_REQUIREMENTS, executor_requirements, project_zip
+from ab_pipelines.lake.spark import is_local, spark_conf
+from ab_pipelines.settings import REPO_ROOT, SetupError
+
+# What a worker image does not have: the driver-side stack.
+DRIVER_ONLY = ["deltalake", "dagster", "pyspark", "great_expectations", "scipy", "statsmodels"]
+
+
+def test_executor_modules_import_from_the_zip_without_driver_packages(tmp_path):
+    zipped = project_zip(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+        blocked = {DRIVER_ONLY!r}
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in blocked:
+                    raise ModuleNotFoundError(f"No module named {{name!r}} (blocked)")
+        sys.meta_path.insert(0, Block())
+        sys.path = [p for p in sys.path if p not in ("", {str(REPO_ROOT)!r})]
+        sys.path.insert(0, {str(zipped)!r})
+        import ab_pipelines.events.parse, ab_pipelines.analysis.assigner, ab_pipelines.executors
+        assert ab_pipelines.__file__.startswith({str(zipped)!r}), ab_pipelines.__file__
+        report = ab_pipelines.executors.probe({str(tmp_path)!r})
+        assert report["missing"] == [] and report["sees_home"], report
+        print("ok")
+        """
+    )
+    # -I: no user site, no PYTHONPATH, no script folder; the editable install stays invisible
+    # because the repo root is dropped from the path.
+    out = subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_a_driver_only_import_on_the_executor_path_is_caught(tmp_path):
+    """The check above fails when an executor module pulls in a driver package (mutation)."""
+    zipped = project_zip(tmp_path / "zip")
+    script = textwrap.dedent(
+        f"""
+        import importlib.abc, sys
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "deltalake":
+                    raise ModuleNotFoundError("blocked")
+        sys.meta_path.insert(0, Block())
+        sys.path = [p for p in sys.path if p not in ("", {str(REPO_ROOT)!r})]
+        sys.path.insert(0, {str(zipped)!r})
+        import ab_pipelines.lake  # the lake package is driver-side: it opens tables via deltalake
+        """
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True)
+    assert out.returncode != 0 and "blocked" in out.stderr
+
+
+def test_requirements_are_pinned_to_the_driver():
+    lines = executor_requirements()
+    assert [ln.split("==")[0] for ln in lines] == list(EXECUTOR_REQUIREMENTS)
+    assert all("==" in ln and ln.split("==")[1] for ln in lines)
+
+
+def test_project_zip_is_named_by_content(tmp_path):
+    a, b = project_zip(tmp_path), project_zip(tmp_path)
+    assert a == b and a.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "value"),
+    [
+        ({"ABP_SPARK_EXECUTOR_MEMORY": "4g"}, "spark.executor.memory", "4g"),
+        ({"ABP_SPARK_EXECUTOR_CORES": "3"}, "spark.executor.cores", "3"),
+        ({"ABP_SPARK_DRIVER_MEMORY": "512m"}, "spark.driver.memory", "512m"),
+        (
+            {"ABP_SPARK_EXECUTOR_MEMORY": "4g", "ABP_SPARK_CONF": "spark.executor.memory=6g"},
+            "spark.executor.memory",
+            "6g",
+        ),
+    ],
+)
+def test_named_settings_reach_the_spark_conf(monkeypatch, env, key, value):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert spark_conf()[key] == value
+
+
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [("ABP_SPARK_EXECUTOR_MEMORY", "lots"), ("ABP_SPARK_EXECUTOR_CORES", "0"),
+     ("ABP_SPARK_DRIVER_MEMORY", "4 GB")],
+)  # fmt: skip
+def test_bad_settings_name_the_variable(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SetupError, match=var):
+        spark_conf()
+
+
+def test_is_local():
+    assert is_local("local") and is_local("local[2]") and is_local("local[*]")
+    assert not is_local("spark://127.0.0.1:7077") and not is_local("k8s://https://x:443")
+
+
+def test_cli_prints_the_workers_requirements(tmp_path):
+    from click.testing import CliRunner
+
+    from ab_pipelines.cli import main
+
+    out = CliRunner().invoke(main, ["executor-requirements", "--zip", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    lines = [ln for ln in out.stdout.splitlines() if not ln.startswith("#")]
+    assert lines == executor_requirements()
+    assert len(list(tmp_path.glob("ab_pipelines-*.zip"))) == 1
