@@ -404,9 +404,17 @@ def assign(user_id: str, experiment: str | None, attrs: tuple[str, ...], as_json
     help="Experiment days to play (default: $ABP_DEMO_DAYS or 7).",
 )
 @click.option("--users", default=None, type=click.IntRange(100, 5_000_000))
-def demo(days: int, users: int | None) -> None:
+@click.option(
+    "--history-days",
+    default=None,
+    type=click.IntRange(1, 60),
+    help="Pre-experiment days simulated on first use, for CUPED (default 14).",
+)
+def demo(days: int, users: int | None, history_days: int | None) -> None:
     """Play the demo: day by day, simulate the day's traffic, then land (and analyze) it."""
     from ab_pipelines.simulate import HISTORY_DAYS, simulate_days
+
+    history = history_days or HISTORY_DAYS
 
     if days is None:
         env_days = os.environ.get("ABP_DEMO_DAYS", "7")
@@ -420,7 +428,7 @@ def demo(days: int, users: int | None) -> None:
     reg = _registry()
     start = min(e.start_date for e in reg.experiments.values())
     click.echo(
-        f"ABP_HOME={p.home}\nplaying {days} days from {start} (after {HISTORY_DAYS} days of history)"
+        f"ABP_HOME={p.home}\nplaying {days} days from {start} (after {history} days of history)"
     )
     seen: set[str] = set()
     saved_clock = os.environ.get(NOW_ENV)
@@ -437,12 +445,18 @@ def demo(days: int, users: int | None) -> None:
             _publish_or_fail(p)
             try:
                 simulate_days(
-                    p, day, 1, users=users, registry=_registry(), assigner=_published_assigner(p)
+                    p,
+                    day,
+                    1,
+                    users=users,
+                    registry=_registry(),
+                    assigner=_published_assigner(p),
+                    history_days=history,
                 )
             except ValueError as exc:
                 raise UserError(str(exc)) from None
             # On first use the history arrives too: land it with the first day, in one run.
-            first = day - dt.timedelta(days=HISTORY_DAYS) if first_use and i == 0 else day
+            first = day - dt.timedelta(days=history) if first_use and i == 0 else day
             os.environ[NOW_ENV] = f"{day + dt.timedelta(days=1)}T00:00:00Z"
             if not run_days(p, first, day):
                 raise UserError(f"landing {first}..{day} failed; see the messages above.")
@@ -726,6 +740,31 @@ def dashboard(port: int) -> None:
 
     click.echo(f"dashboard on http://127.0.0.1:{port} (ABP_HOME={p.home})")
     raise SystemExit(launch(port, p))
+
+
+# ---- cluster ----------------------------------------------------------------------------------
+@main.command("executor-requirements")
+@click.option(
+    "--zip",
+    "zip_to",
+    default=None,
+    type=click.Path(file_okay=False, writable=True),
+    help="Also write the project's code as the zip shipped to executors into this folder.",
+)
+def executor_requirements_cmd(zip_to: str | None) -> None:
+    """Print what the Spark workers' Python needs (pip requirement lines, pinned to this driver).
+
+    The project itself is not among them: it is shipped with every job (docs/deploy.md).
+    """
+    from pathlib import Path
+
+    from ab_pipelines.executors import executor_requirements, project_zip, python_version
+
+    click.echo(f"# Python {python_version()} on every worker (the driver's minor version)")
+    for line in executor_requirements():
+        click.echo(line)
+    if zip_to:
+        click.echo(f"# project zip: {project_zip(Path(zip_to))}", err=True)
 
 
 # ---- dagster ----------------------------------------------------------------------------------
