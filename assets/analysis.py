@@ -134,7 +134,7 @@ _SPECS = [
 def analysis_sql(context: AssetExecutionContext, lake: LakeResource):
     """Per analysis day: every started experiment's sufficient statistics, SRM and health."""
     days = [dt.date.fromisoformat(k) for k in context.partition_keys]
-    spark, registry = lake.spark(), lake.registry()
+    spark, registry = lake.spark(context), lake.registry()
     summaries = []
     for day in days:
         s = stats_day(spark, lake.lake, registry, day)
@@ -153,10 +153,9 @@ def analysis_sql(context: AssetExecutionContext, lake: LakeResource):
                 "sql": MetadataValue.md(f"```sql\n{_MODELS[name].template}\n```"),
             },
         )
-    yield MaterializeResult(
-        asset_key=asset_key(GOLD_SUFFICIENT_STATS),
-        metadata=table_metadata(lake.lake, GOLD_SUFFICIENT_STATS, days),
-    )
+    stats_meta = table_metadata(lake.lake, GOLD_SUFFICIENT_STATS, days)
+    stats_meta["spark_master"] = MetadataValue.text(spark.sparkContext.master)
+    yield MaterializeResult(asset_key=asset_key(GOLD_SUFFICIENT_STATS), metadata=stats_meta)
     last = summaries[-1]
     srm_meta = table_metadata(lake.lake, GOLD_SRM, days)
     srm_meta["flagged_last_day"] = MetadataValue.json(list(last.srm_flagged))

@@ -104,7 +104,7 @@ def land_raw_dumps(context: AssetExecutionContext, config: LandingConfig, lake: 
         known = lake.registry().known_variants()
     except RegistryError as exc:
         raise Failure(f"the registry has problems: {exc}", allow_retries=False) from None
-    spark = lake.spark()
+    spark = lake.spark(context)
     the_lake = lake.lake
     reports, outcomes = [], []
     for day in days:

@@ -6,7 +6,7 @@ from ab_pipelines.config import Registry, load_registry
 from ab_pipelines.lake import Lake, spark_session
 from ab_pipelines.settings import Paths, ensure_writable_home, paths
 
-__all__ = ["LakeResource"]
+__all__ = ["LakeResource", "spark_tags"]
 
 
 class LakeResource(ConfigurableResource):
@@ -29,6 +29,21 @@ class LakeResource(ConfigurableResource):
     def registry(self) -> Registry:
         return load_registry(self.registry_root or None)
 
-    def spark(self):
-        """The process's shared Spark session (started on first use)."""
-        return spark_session()
+    def spark(self, context=None):
+        """The process's shared Spark session (started on first use).
+
+        Given the asset's context, the run is tagged with the session's master and application
+        id (``abp/spark_master``, ``abp/spark_app_id``): the Dagster UI shows where a run ran.
+        """
+        spark = spark_session()
+        if context is not None:
+            tags = spark_tags(spark)
+            if any(context.run.tags.get(k) != v for k, v in tags.items()):
+                context.instance.add_run_tags(context.run_id, tags)
+        return spark
+
+
+def spark_tags(spark) -> dict[str, str]:
+    """The run tags naming a session's master and application (also used as asset metadata)."""
+    sc = spark.sparkContext
+    return {"abp/spark_master": sc.master, "abp/spark_app_id": sc.applicationId}

@@ -2,7 +2,7 @@
 
 import datetime as dt
 
-from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, asset
+from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, MetadataValue, asset
 
 import ab_pipelines.events.traffic
 from ab_pipelines.events.traffic import count_exposures
@@ -33,12 +33,14 @@ __all__ = ["exposure_counts"]
 def exposure_counts(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     """Exposures and distinct users per event day, experiment and variant, for each arrival day."""
     days = [dt.date.fromisoformat(k) for k in context.partition_keys]
-    spark = lake.spark()
+    spark = lake.spark(context)
     rows = sum(count_exposures(spark, lake.lake, day) for day in days)
     context.log.info(f"{rows} exposure-count rows for {len(days)} arrival day(s)")
     outcomes = [o for day in days for o in run_checks(lake.lake, SILVER_EXPOSURE_COUNTS, day, {})]
     record_outcomes(lake.lake, outcomes)
+    meta = table_metadata(lake.lake, SILVER_EXPOSURE_COUNTS, days)
+    meta["spark_master"] = MetadataValue.text(spark.sparkContext.master)
     return MaterializeResult(
-        metadata=table_metadata(lake.lake, SILVER_EXPOSURE_COUNTS, days),
+        metadata=meta,
         check_results=check_results(outcomes),
     )
