@@ -1,0 +1,179 @@
+"""The demo's simulate -> land -> analyze on a real Spark standalone cluster equals a local[2] run.
+
+A master and two workers (one core each) run on loopback with a bare environment; the executors'
+Python is a venv holding only EXECUTOR_REQUIREMENTS, without this project, so the parse task and
+the assignment UDF work only because the project's code is shipped with the job. Both runs are
+``abp demo`` subprocesses (one SparkContext per process) on the same seed; their gold tables must
+agree, counts exactly and floats to a relative 1e-9. Wall times go to .cluster-test/last-run.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ab_pipelines.lake import TABLES, Lake
+from ab_pipelines.settings import REPO_ROOT, paths
+from tests.cluster.compare import GOLD, differences
+from tests.cluster.standalone import StandaloneCluster, worker_venv
+
+pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
+
+DAYS, USERS, HISTORY = 3, 2000, 3
+STATE = REPO_ROOT / ".cluster-test"  # git-ignored: the worker venv (reused) and the last report
+
+
+def _demo(home: Path, log: Path, **env: str) -> subprocess.Popen:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("ABP_", "DAGSTER_"))}
+    full.update(ABP_HOME=str(home), ABP_SPARK_DRIVER_MEMORY="2g", **env)
+    cmd = [sys.executable, "-m", "ab_pipelines.cli", "demo", "--days", str(DAYS)]
+    cmd += ["--users", str(USERS), "--history-days", str(HISTORY)]
+    with open(log, "wb") as out:
+        return subprocess.Popen(cmd, env=full, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _wait(proc: subprocess.Popen, started: float, log: Path) -> float:
+    code = proc.wait(timeout=1800)
+    took = time.monotonic() - started
+    assert code == 0, f"the demo failed (exit {code}):\n{log.read_text()[-4000:]}"
+    return took
+
+
+def _leftovers(cluster: StandaloneCluster) -> list[str]:
+    """Processes still alive that belong to the cluster (by working folder or master port)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cwd = os.readlink(proc / "cwd")
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(str(cluster.folder)) or f"127.0.0.1:{cluster.port}" in cmdline:
+            found.append(f"{proc.name}: {cmdline[:200]}")
+    return found
+
+
+def _finished_apps(cluster: StandaloneCluster, expected: int) -> list[dict]:
+    """The master's completed applications, once ``expected`` of them are (drivers that exit
+    are noticed within a few seconds)."""
+    deadline = time.monotonic() + 60
+    while True:
+        state = cluster.state()
+        if len(state["completedapps"]) >= expected or time.monotonic() > deadline:
+            return state["completedapps"]
+        time.sleep(1)
+
+
+def _run_tags(home: Path) -> list[dict[str, str]]:
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(paths(home).dagster_home)) as instance:
+        return [dict(r.dagster_run.tags) for r in instance.get_run_records()]
+
+
+def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
+    python = worker_venv(STATE / "worker-venv")
+    # The workers' Python really lacks the project (and Spark: pyspark.zip comes from SPARK_HOME).
+    probe = subprocess.run(
+        [str(python), "-c", "import ab_pipelines"], capture_output=True, cwd=tmp_path, env={}
+    )
+    assert probe.returncode != 0 and b"No module named 'ab_pipelines'" in probe.stderr
+
+    serial = os.environ.get("ABP_CLUSTER_TEST_SERIAL") == "1"
+    on_cluster, local = tmp_path / "on-cluster", tmp_path / "local"
+    logs = {name: tmp_path / f"{name}.log" for name in ("cluster", "local")}
+    cluster = StandaloneCluster(tmp_path / "spark", workers=2, cores=1, memory="2g")
+    t0 = time.monotonic()
+    with cluster:
+        up = time.monotonic() - t0
+        assert len(cluster.state()["workers"]) == 2
+        # A worker Python without the requirements is refused at session start, by name.
+        bare = tmp_path / "bare-venv"
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+        refused = subprocess.run(
+            [sys.executable, "-c", "from ab_pipelines.lake import spark_session; spark_session()"],
+            env={
+                **{k: v for k, v in os.environ.items() if not k.startswith("ABP_")},
+                "ABP_HOME": str(tmp_path / "refused"),
+                "ABP_SPARK_MASTER": cluster.url,
+                "ABP_SPARK_PYTHON": str(bare / "bin" / "python"),
+            },
+            capture_output=True,
+            text=True,
+        )
+        assert refused.returncode != 0
+        assert "lacks pyarrow, orjson, pandas, numpy, mmh3" in refused.stderr, refused.stderr[
+            -2000:
+        ]
+        started = time.monotonic()
+        remote = _demo(
+            on_cluster,
+            logs["cluster"],
+            ABP_SPARK_MASTER=cluster.url,
+            ABP_SPARK_PYTHON=str(python),
+            ABP_SPARK_EXECUTOR_MEMORY="1g",
+            ABP_SPARK_EXECUTOR_CORES="1",
+        )
+        if serial:
+            cluster_wall = _wait(remote, started, logs["cluster"])
+        local_started = time.monotonic()
+        here = _demo(local, logs["local"], ABP_SPARK_MASTER="local[2]")
+        local_wall = _wait(here, local_started, logs["local"])
+        if not serial:
+            cluster_wall = _wait(remote, started, logs["cluster"])
+        # The executors of both workers ran Python tasks (the parse task, the assignment UDF).
+        ran = [
+            w for w in (tmp_path / "spark").glob("worker*/app-*/*/stderr")
+            if "Starting Python task execution" in w.read_text(errors="replace")
+        ]  # fmt: skip
+        apps = _finished_apps(cluster, expected=2)
+    assert len({p.parent.parent.parent.name for p in ran}) == 2, "not every worker ran Python"
+    # The refused session (bare Python) and the demo, both ended cleanly.
+    assert [a["state"] for a in apps] == ["FINISHED", "FINISHED"], apps
+    assert not _leftovers(cluster), _leftovers(cluster)
+
+    counts, problems = differences(on_cluster, local, [*GOLD, TABLES["silver.exposure_counts"]])
+    assert not problems, "\n".join(problems[:20])
+    assert all(a > 0 for a, _ in counts.values()), counts
+    for name in ("bronze.exposures", "bronze.metric_events", "bronze.quarantine"):
+        spec = TABLES[name]
+        n = [Lake(paths(h)).read_arrow(spec, columns=[]).num_rows for h in (on_cluster, local)]
+        assert n[0] == n[1], (name, n)
+        counts[name] = tuple(n)
+
+    # Every file of every table is under the table's folder, committed by delta-rs; nothing
+    # was left in a staging folder.
+    lake = Lake(paths(on_cluster))
+    for spec in TABLES.values():
+        if lake.exists(spec):
+            root = lake.path(spec).resolve()
+            for uri in lake.file_uris(spec):
+                assert Path(uri.removeprefix("file://")).resolve().is_relative_to(root), uri
+            assert not list((root / "_staging").rglob("*.parquet"))
+
+    # The Dagster UI shows where each Spark run ran.
+    tags = _run_tags(on_cluster)
+    assert tags and all(t.get("abp/spark_master") == cluster.url for t in tags), tags
+    assert all(t.get("abp/spark_master") == "local[2]" for t in _run_tags(local))
+
+    report = {
+        "days": DAYS,
+        "users": USERS,
+        "history_days": HISTORY,
+        "runs": "one after the other" if serial else "at the same time",
+        "cluster_start_s": round(up, 1),
+        "cluster_wall_s": round(cluster_wall, 1),
+        "local_wall_s": round(local_wall, 1),
+        "rows": {k: list(v) for k, v in counts.items()},
+    }
+    STATE.mkdir(exist_ok=True)
+    (STATE / "last-run.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report))
