@@ -14,6 +14,7 @@ import hashlib
 import io
 import os
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -63,6 +64,12 @@ def project_zip(folder: Path) -> Path:
         tmp = target.with_suffix(f".tmp{os.getpid()}")
         tmp.write_bytes(data)
         os.replace(tmp, target)
+        # Older versions of the code: a live session serves its zip from this folder, so only
+        # those untouched for a week go.
+        week_ago = time.time() - 7 * 86400
+        for old in folder.glob("ab_pipelines-*.zip"):
+            if old != target and old.stat().st_mtime < week_ago:
+                old.unlink(missing_ok=True)
     return target
 
 

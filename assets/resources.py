@@ -35,7 +35,7 @@ class LakeResource(ConfigurableResource):
         Given the asset's context, the run is tagged with the session's master and application
         id (``abp/spark_master``, ``abp/spark_app_id``): the Dagster UI shows where a run ran.
         """
-        spark = spark_session()
+        spark = spark_session(self.paths.home)
         if context is not None:
             tags = spark_tags(spark)
             if any(context.run.tags.get(k) != v for k, v in tags.items()):

@@ -39,7 +39,14 @@ from ab_pipelines.settings import Paths
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-__all__ = ["CRASH_ENV", "TIME_TRAVEL_DAYS", "Lake", "partition_value", "retention_properties"]
+__all__ = [
+    "CRASH_ENV",
+    "TIME_TRAVEL_DAYS",
+    "Lake",
+    "partition_value",
+    "retention_properties",
+    "spark_uri",
+]
 
 # Any version younger than this can be read back; vacuum and log cleanup keep exactly that long.
 TIME_TRAVEL_DAYS = int(os.environ.get("ABP_TIME_TRAVEL_DAYS", "30"))
@@ -54,6 +61,15 @@ def retention_properties(days: int = TIME_TRAVEL_DAYS) -> dict[str, str]:
 
 
 PartitionValues = Mapping[str, str]
+
+
+def spark_uri(path: str | os.PathLike) -> str:
+    """A local path as Hadoop reads it from Spark, explicitly local: ``file:`` + the absolute path.
+
+    Not ``Path.as_uri()``: that percent-encodes the ``=`` of partition folders, which Hadoop then
+    takes literally.
+    """
+    return "file:" + os.path.abspath(path)
 
 
 def partition_value(v: object) -> str:
@@ -168,7 +184,10 @@ class Lake:
         uris = self.file_uris(spec, partitions)
         if not uris:
             return spark.createDataFrame([], schema)
-        return spark.read.schema(schema).option("basePath", str(self.path(spec))).parquet(*uris)
+        # file: URIs, or on YARN or EMR a bare path would mean HDFS (fs.defaultFS).
+        uris = [u if "://" in u else spark_uri(u) for u in uris]
+        base = spark_uri(self.path(spec))
+        return spark.read.schema(schema).option("basePath", base).parquet(*uris)
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from ab_pipelines.lake.delta import Lake, PartitionValues
+from ab_pipelines.lake.delta import Lake, PartitionValues, spark_uri
 from ab_pipelines.lake.tables import TableSpec
 
 __all__ = ["arrow_to_spark_schema", "conform", "write_spark"]
@@ -38,5 +38,6 @@ def write_spark(
     writer = conform(df, spec).write.mode("overwrite")
     if spec.partition_by:
         writer = writer.partitionBy(*spec.partition_by)
-    writer.parquet(str(staging))
+    # A file: URI: on YARN or EMR a bare path would mean HDFS (fs.defaultFS).
+    writer.parquet(spark_uri(staging))
     return lake.commit_files(spec, staging, replace=replace, overwrite_all=overwrite_all)

@@ -1,8 +1,8 @@
 """The demo's simulate -> land -> analyze on a real Spark standalone cluster equals a local[2] run.
 
 A master and two workers (one core each) run on loopback with a bare environment; the executors'
-Python is a venv holding only EXECUTOR_REQUIREMENTS, without this project, so the parse task and
-the assignment UDF work only because the project's code is shipped with the job. Both runs are
+Python is a venv holding only EXECUTOR_REQUIREMENTS, without this project, so the landing's parse
+task works only because the project's code is shipped with the job. Both runs are
 ``abp demo`` subprocesses (one SparkContext per process) on the same seed; their gold tables must
 agree, counts exactly and floats to a relative 1e-9. Wall times go to .cluster-test/last-run.json.
 """
@@ -61,6 +61,16 @@ def _leftovers(cluster: StandaloneCluster) -> list[str]:
     return found
 
 
+def _session_in_subprocess(home: Path, **env: str) -> subprocess.CompletedProcess:
+    """Start (only) a Spark session in a process of its own with these settings."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith("ABP_")}
+    full.update(ABP_HOME=str(home), **env)
+    code = "from ab_pipelines.lake import spark_session; spark_session()"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=600
+    )
+
+
 def _finished_apps(cluster: StandaloneCluster, expected: int) -> list[dict]:
     """The master's completed applications, once ``expected`` of them are (drivers that exit
     are noticed within a few seconds)."""
@@ -87,7 +97,6 @@ def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
     )
     assert probe.returncode != 0 and b"No module named 'ab_pipelines'" in probe.stderr
 
-    serial = os.environ.get("ABP_CLUSTER_TEST_SERIAL") == "1"
     on_cluster, local = tmp_path / "on-cluster", tmp_path / "local"
     logs = {name: tmp_path / f"{name}.log" for name in ("cluster", "local")}
     cluster = StandaloneCluster(tmp_path / "spark", workers=2, cores=1, memory="2g")
@@ -98,21 +107,24 @@ def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
         # A worker Python without the requirements is refused at session start, by name.
         bare = tmp_path / "bare-venv"
         subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-        refused = subprocess.run(
-            [sys.executable, "-c", "from ab_pipelines.lake import spark_session; spark_session()"],
-            env={
-                **{k: v for k, v in os.environ.items() if not k.startswith("ABP_")},
-                "ABP_HOME": str(tmp_path / "refused"),
-                "ABP_SPARK_MASTER": cluster.url,
-                "ABP_SPARK_PYTHON": str(bare / "bin" / "python"),
-            },
-            capture_output=True,
-            text=True,
+        refused = _session_in_subprocess(
+            tmp_path / "refused",
+            ABP_SPARK_MASTER=cluster.url,
+            ABP_SPARK_PYTHON=str(bare / "bin" / "python"),
         )
         assert refused.returncode != 0
-        assert "lacks pyarrow, orjson, pandas, numpy, mmh3" in refused.stderr, refused.stderr[
-            -2000:
-        ]
+        expected = "lacks pyarrow, orjson, pandas, numpy, mmh3"
+        assert expected in refused.stderr, refused.stderr[-2000:]
+        # Executors that cannot start (bigger than any worker) are reported, not waited on forever.
+        too_big = _session_in_subprocess(
+            tmp_path / "too-big",
+            ABP_SPARK_MASTER=cluster.url,
+            ABP_SPARK_PYTHON=str(python),
+            ABP_SPARK_EXECUTOR_MEMORY="8g",
+            ABP_SPARK_EXECUTOR_WAIT="5",
+        )
+        assert too_big.returncode != 0
+        assert "no Spark executor registered within 5 s" in too_big.stderr, too_big.stderr[-2000:]
         started = time.monotonic()
         remote = _demo(
             on_cluster,
@@ -122,22 +134,14 @@ def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
             ABP_SPARK_EXECUTOR_MEMORY="1g",
             ABP_SPARK_EXECUTOR_CORES="1",
         )
-        if serial:
-            cluster_wall = _wait(remote, started, logs["cluster"])
+        cluster_wall = _wait(remote, started, logs["cluster"])
+        # One after the other, so each wall time is its own (2 cores).
         local_started = time.monotonic()
         here = _demo(local, logs["local"], ABP_SPARK_MASTER="local[2]")
         local_wall = _wait(here, local_started, logs["local"])
-        if not serial:
-            cluster_wall = _wait(remote, started, logs["cluster"])
-        # The executors of both workers ran Python tasks (the parse task, the assignment UDF).
-        ran = [
-            w for w in (tmp_path / "spark").glob("worker*/app-*/*/stderr")
-            if "Starting Python task execution" in w.read_text(errors="replace")
-        ]  # fmt: skip
-        apps = _finished_apps(cluster, expected=2)
-    assert len({p.parent.parent.parent.name for p in ran}) == 2, "not every worker ran Python"
-    # The refused session (bare Python) and the demo, both ended cleanly.
-    assert [a["state"] for a in apps] == ["FINISHED", "FINISHED"], apps
+        apps = _finished_apps(cluster, expected=3)
+    # The two refused sessions (bare Python, executors too big) and the demo all ended cleanly.
+    assert [a["state"] for a in apps] == ["FINISHED"] * 3, apps
     assert not _leftovers(cluster), _leftovers(cluster)
 
     counts, problems = differences(on_cluster, local, [*GOLD, TABLES["silver.exposure_counts"]])
@@ -162,13 +166,22 @@ def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
     # The Dagster UI shows where each Spark run ran.
     tags = _run_tags(on_cluster)
     assert tags and all(t.get("abp/spark_master") == cluster.url for t in tags), tags
+    # Every Spark run of the demo ran Python tasks (the parse task) on both workers' executors.
+    demo_apps = {t["abp/spark_app_id"] for t in tags}
+    assert demo_apps <= {a["id"] for a in apps}, (demo_apps, apps)
+    for app in demo_apps:
+        ran = {
+            log.parent.parent.parent.name
+            for log in (tmp_path / "spark").glob(f"worker*/{app}/*/stderr")
+            if "Starting Python task execution" in log.read_text(errors="replace")
+        }
+        assert ran == {"worker0", "worker1"}, (app, ran)
     assert all(t.get("abp/spark_master") == "local[2]" for t in _run_tags(local))
 
     report = {
         "days": DAYS,
         "users": USERS,
         "history_days": HISTORY,
-        "runs": "one after the other" if serial else "at the same time",
         "cluster_start_s": round(up, 1),
         "cluster_wall_s": round(cluster_wall, 1),
         "local_wall_s": round(local_wall, 1),

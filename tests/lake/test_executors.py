@@ -79,6 +79,7 @@ def test_project_zip_is_named_by_content(tmp_path):
     ("env", "key", "value"),
     [
         ({"ABP_SPARK_EXECUTOR_MEMORY": "4g"}, "spark.executor.memory", "4g"),
+        ({"ABP_SPARK_EXECUTOR_MEMORY": "4gb"}, "spark.executor.memory", "4gb"),
         ({"ABP_SPARK_EXECUTOR_CORES": "3"}, "spark.executor.cores", "3"),
         ({"ABP_SPARK_DRIVER_MEMORY": "512m"}, "spark.driver.memory", "512m"),
         (
@@ -103,6 +104,16 @@ def test_bad_settings_name_the_variable(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(SetupError, match=var):
         spark_conf()
+
+
+def test_log_level_is_checked(monkeypatch):
+    from ab_pipelines.lake.spark import spark_log_level
+
+    monkeypatch.setenv("ABP_SPARK_LOG_LEVEL", "warn")
+    assert spark_log_level() == "WARN"
+    monkeypatch.setenv("ABP_SPARK_LOG_LEVEL", "loud")
+    with pytest.raises(SetupError, match="ABP_SPARK_LOG_LEVEL"):
+        spark_log_level()
 
 
 def test_is_local():
