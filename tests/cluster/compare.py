@@ -10,7 +10,7 @@ import pyarrow as pa
 from ab_pipelines.lake import TABLES, Lake
 from ab_pipelines.settings import paths
 
-__all__ = ["GOLD", "differences", "table_rows"]
+__all__ = ["GOLD", "differences", "max_relative_difference", "table_rows"]
 
 GOLD = [spec for spec in TABLES.values() if spec.tier == "gold"]
 
@@ -18,9 +18,8 @@ GOLD = [spec for spec in TABLES.values() if spec.tier == "gold"]
 def table_rows(home: Path, spec) -> list[dict]:
     """The table's current rows as dicts, sorted by partition and keys."""
     table = Lake(paths(home)).read_arrow(spec)
-    order = [*spec.partition_by, *spec.keys]
-    rows = table.sort_by([(c, "ascending") for c in order]).to_pylist() if order else []
-    return rows
+    order = [*spec.partition_by, *spec.keys] or spec.schema.names
+    return table.sort_by([(c, "ascending") for c in order]).to_pylist()
 
 
 def _close(a, b, rtol: float) -> bool:
@@ -51,6 +50,7 @@ def differences(home_a: Path, home_b: Path, specs, rtol: float = 1e-9) -> tuple[
 
 
 def max_relative_difference(home_a: Path, home_b: Path, spec) -> float:
+    """The largest relative difference between matching float cells (0.0: identical to the bit)."""
     worst = 0.0
     for ra, rb in zip(table_rows(home_a, spec), table_rows(home_b, spec), strict=False):
         for col, typ in zip(spec.schema.names, spec.schema.types, strict=True):

@@ -20,7 +20,7 @@ import pytest
 
 from ab_pipelines.lake import TABLES, Lake
 from ab_pipelines.settings import REPO_ROOT, paths
-from tests.cluster.compare import GOLD, differences
+from tests.cluster.compare import GOLD, differences, max_relative_difference
 from tests.cluster.standalone import StandaloneCluster, worker_venv
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
@@ -186,6 +186,9 @@ def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
         "cluster_wall_s": round(cluster_wall, 1),
         "local_wall_s": round(local_wall, 1),
         "rows": {k: list(v) for k, v in counts.items()},
+        "max_relative_difference": {
+            spec.qualified: max_relative_difference(on_cluster, local, spec) for spec in GOLD
+        },
     }
     STATE.mkdir(exist_ok=True)
     (STATE / "last-run.json").write_text(json.dumps(report, indent=2) + "\n")
