@@ -29,7 +29,7 @@ demo: check-env $(BIN)/.installed
 	$(BIN)/abp demo
 
 test: check-env $(BIN)/.installed browser-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 test-fast: check-env $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not spark and not dagster and not slow"
