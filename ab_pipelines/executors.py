@@ -74,14 +74,13 @@ def project_zip(folder: Path) -> Path:
 
 
 def probe(home: str) -> dict:
-    """Runs on an executor: its host, Python, missing requirements, and whether it can write the
-    lake's folder (this module needs only the standard library, so it always imports)."""
+    """Runs on an executor: its host, missing requirements, and whether it can write the lake's
+    folder (this module needs only the standard library, so it always imports)."""
     import importlib.util
     import platform
 
     return {
         "host": platform.node(),
-        "python": python_version(),
         "missing": [m for m in EXECUTOR_REQUIREMENTS if importlib.util.find_spec(m) is None],
         "sees_home": os.path.isdir(home) and os.access(home, os.W_OK),
     }

@@ -44,6 +44,6 @@ class LakeResource(ConfigurableResource):
 
 
 def spark_tags(spark) -> dict[str, str]:
-    """The run tags naming a session's master and application (also used as asset metadata)."""
+    """The run tags naming a session's master and application."""
     sc = spark.sparkContext
     return {"abp/spark_master": sc.master, "abp/spark_app_id": sc.applicationId}

@@ -195,7 +195,8 @@ def spark_session(home: Path | None = None):
         level = spark_log_level()
         given = bool(os.environ.get("ABP_SPARK_MASTER", "").strip())
         platform_session = not given and SparkSession.getActiveSession() is not None
-        if is_local(master) and not platform_session:
+        ours_local = is_local(master) and not platform_session
+        if ours_local:
             # Loopback: nothing else must reach a local session (and a hostname may not resolve).
             os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         # The executors' interpreter is the driver's PYSPARK_PYTHON (PySpark sends it with every
@@ -203,7 +204,7 @@ def spark_session(home: Path | None = None):
         worker_python = os.environ.get("ABP_SPARK_PYTHON", "").strip()
         if worker_python:
             os.environ["PYSPARK_PYTHON"] = worker_python
-        elif is_local(master) and not platform_session:
+        elif ours_local:
             os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         builder = SparkSession.builder.appName("ab_pipelines")
         if not platform_session:

@@ -7,6 +7,7 @@ needs on an executor must come with the job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -146,13 +147,13 @@ class StandaloneCluster:
         """Stop every process started (and their children: executors), whole process groups."""
         for p in reversed(self.procs):
             if p.poll() is None:
-                with _quiet():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGTERM)
         for p in self.procs:
             try:
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                with _quiet():
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait(timeout=30)
 
@@ -161,11 +162,3 @@ class StandaloneCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-class _quiet:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, typ, exc, tb):
-        return typ is ProcessLookupError

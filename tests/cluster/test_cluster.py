@@ -29,9 +29,14 @@ DAYS, USERS, HISTORY = 3, 2000, 3
 STATE = REPO_ROOT / ".cluster-test"  # git-ignored: the worker venv (reused) and the last report
 
 
-def _demo(home: Path, log: Path, **env: str) -> subprocess.Popen:
+def _env(home: Path, **env: str) -> dict[str, str]:
+    """This environment without the platform's and Dagster's settings, then ``home`` and ``env``."""
     full = {k: v for k, v in os.environ.items() if not k.startswith(("ABP_", "DAGSTER_"))}
-    full.update(ABP_HOME=str(home), ABP_SPARK_DRIVER_MEMORY="2g", **env)
+    return {**full, "ABP_HOME": str(home), **env}
+
+
+def _demo(home: Path, log: Path, **env: str) -> subprocess.Popen:
+    full = _env(home, ABP_SPARK_DRIVER_MEMORY="2g", **env)
     cmd = [sys.executable, "-m", "ab_pipelines.cli", "demo", "--days", str(DAYS)]
     cmd += ["--users", str(USERS), "--history-days", str(HISTORY)]
     with open(log, "wb") as out:
@@ -63,8 +68,7 @@ def _leftovers(cluster: StandaloneCluster) -> list[str]:
 
 def _session_in_subprocess(home: Path, **env: str) -> subprocess.CompletedProcess:
     """Start (only) a Spark session in a process of its own with these settings."""
-    full = {k: v for k, v in os.environ.items() if not k.startswith("ABP_")}
-    full.update(ABP_HOME=str(home), **env)
+    full = _env(home, **env)
     code = "from ab_pipelines.lake import spark_session; spark_session()"
     return subprocess.run(
         [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=600

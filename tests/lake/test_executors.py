@@ -16,12 +16,14 @@ from ab_pipelines.settings import REPO_ROOT, SetupError
 DRIVER_ONLY = ["deltalake", "dagster", "pyspark", "great_expectations", "scipy", "statsmodels"]
 
 
-def test_executor_modules_import_from_the_zip_without_driver_packages(tmp_path):
-    zipped = project_zip(tmp_path)
+def _run_from_zip(zipped, blocked: list[str], body: str, cwd) -> subprocess.CompletedProcess:
+    """Run ``body`` in a fresh interpreter that finds the project only in ``zipped`` and cannot
+    import any of ``blocked`` (-I: no user site, no PYTHONPATH, no script folder; the repo root is
+    dropped from the path, so the editable install stays invisible)."""
     script = textwrap.dedent(
         f"""
         import importlib.abc, sys
-        blocked = {DRIVER_ONLY!r}
+        blocked = {blocked!r}
         class Block(importlib.abc.MetaPathFinder):
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in blocked:
@@ -29,38 +31,31 @@ def test_executor_modules_import_from_the_zip_without_driver_packages(tmp_path):
         sys.meta_path.insert(0, Block())
         sys.path = [p for p in sys.path if p not in ("", {str(REPO_ROOT)!r})]
         sys.path.insert(0, {str(zipped)!r})
+        """
+    ) + textwrap.dedent(body)
+    return subprocess.run(
+        [sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_executor_modules_import_from_the_zip_without_driver_packages(tmp_path):
+    zipped = project_zip(tmp_path)
+    body = f"""
         import ab_pipelines.events.parse, ab_pipelines.analysis.assigner, ab_pipelines.executors
         assert ab_pipelines.__file__.startswith({str(zipped)!r}), ab_pipelines.__file__
         report = ab_pipelines.executors.probe({str(tmp_path)!r})
         assert report["missing"] == [] and report["sees_home"], report
         print("ok")
         """
-    )
-    # -I: no user site, no PYTHONPATH, no script folder; the editable install stays invisible
-    # because the repo root is dropped from the path.
-    out = subprocess.run(
-        [sys.executable, "-I", "-c", script], capture_output=True, text=True, cwd=tmp_path
-    )
+    out = _run_from_zip(zipped, DRIVER_ONLY, body, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
 def test_a_driver_only_import_on_the_executor_path_is_caught(tmp_path):
     """The check above fails when an executor module pulls in a driver package (mutation)."""
     zipped = project_zip(tmp_path / "zip")
-    script = textwrap.dedent(
-        f"""
-        import importlib.abc, sys
-        class Block(importlib.abc.MetaPathFinder):
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "deltalake":
-                    raise ModuleNotFoundError("blocked")
-        sys.meta_path.insert(0, Block())
-        sys.path = [p for p in sys.path if p not in ("", {str(REPO_ROOT)!r})]
-        sys.path.insert(0, {str(zipped)!r})
-        import ab_pipelines.lake  # the lake package is driver-side: it opens tables via deltalake
-        """
-    )
-    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True)
+    # The lake package is driver-side: it opens tables via deltalake.
+    out = _run_from_zip(zipped, ["deltalake"], "import ab_pipelines.lake\n", cwd=tmp_path)
     assert out.returncode != 0 and "blocked" in out.stderr
 
 
