@@ -1,14 +1,18 @@
-"""Land one arrival day of raw dumps into bronze, exactly once, in Spark.
+"""Land one arrival day of raw dumps into bronze, exactly once; Spark spreads the parsing.
 
-1. The day's files are parsed in Spark executors (``mapInArrow``, one task per few files) by
-   :func:`parse_dump_file`, which checks bytes and lines itself: every line becomes one row, a
-   landing candidate or a quarantined line with its reason code.
+1. The day's files are parsed on Spark executors, one task per file (up to 16 per core), by
+   :func:`ab_pipelines.events.stage.stage_file`, which checks bytes and lines itself: every line
+   becomes one row, a landing candidate or a quarantined line with its reason code. Rows go from
+   Arrow straight to parquet files in each table's staging folder; only each file's counts and
+   the dedupe keys of its candidates come back to the driver (about 70 bytes a candidate).
    A day is landed whole (its partitions replaced) or, on the streaming path, file by file
    (only files not yet in ``ops.landed_files``, appended).
-2. Candidates are deduplicated against each other and against the bronze rows of the arrival days
-   within ``DEDUPE_WINDOW_DAYS`` on both sides: by (topic, partition, offset), then by ``event_id``.
-   The copy that arrived first wins (earliest arrival day, then Kafka order), so the tables do
-   not depend on the order in which days are landed or re-landed. When a re-landed earlier day
+2. Candidates are deduplicated on the driver, in Arrow, against each other and against the bronze
+   rows of the arrival days within ``DEDUPE_WINDOW_DAYS`` on both sides: by (topic, partition,
+   offset), then by ``event_id``. The copy that arrived first wins (earliest arrival day, then
+   Kafka order), so the tables do not depend on the order in which days are landed or re-landed.
+   Only the key columns of the window are scanned, and only the rows linked to a candidate are
+   kept in memory. A candidate that loses leaves its staged file; when a re-landed earlier day
    wins over a copy already landed on a later day, that later partition is rewritten in the same
    transaction.
 3. Each table replaces the partitions it touches in one Delta commit (idempotent re-runs).
@@ -24,14 +28,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ab_pipelines.events.dumps import list_day_files
-from ab_pipelines.events.parse import parse_dump_file
 from ab_pipelines.events.schema import DEDUPE_WINDOW_DAYS, PARSED_SCHEMA, TOPICS
+from ab_pipelines.events.stage import (
+    KEY_COLUMNS,
+    QUARANTINE,
+    StagedFile,
+    Target,
+    stage_file,
+    staged_path,
+)
 from ab_pipelines.lake.delta import Lake
-from ab_pipelines.lake.spark_io import arrow_to_spark_schema, write_spark
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
@@ -95,30 +107,108 @@ class LandingReport:
         return {k: self.total(k) for k in ("read", "landed", "quarantined", "duplicates")}
 
 
-def _parse_task(known_variants: Mapping[str, frozenset[str]]):
-    """The mapInArrow function: file rows in, PARSED_SCHEMA rows out (runs on executors)."""
-
-    def run(batches):
-        for batch in batches:
-            for row in batch.to_pylist():
-                data = Path(row["path"]).read_bytes()
-                yield from parse_dump_file(
-                    data, row["rel"], row["topic"], row["arrival_date"], known_variants
-                )
-
-    return run
+_STAGED: dict[str, TableSpec] = {**TOPIC_TABLES, QUARANTINE: BRONZE_QUARANTINE}
+_OFFSET_KEY = ["kafka_partition", "kafka_offset"]
+_ROW_ID = ["arrival_date", "source_file", "source_line"]  # one bronze row
 
 
-def _dedupe(df):
-    """Keep the first-arrived copy by (partition, offset), then by event_id; adds nothing else."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
+def _stage_all(spark, files, known_variants, targets: dict[str, Target]) -> list[StagedFile]:
+    """Parse every file and stage its rows, on the executors; the files' counts and keys."""
+    rows = [(i, str(f.path), f.rel, f.topic, f.arrival_date) for i, f in enumerate(files)]
+    known = dict(known_variants)
 
-    order = [F.col(c).asc() for c in _ORDER]
-    by_offset = Window.partitionBy("kafka_partition", "kafka_offset").orderBy(*order)
-    by_event = Window.partitionBy("event_id").orderBy(*order)
-    first = df.withColumn("_r", F.row_number().over(by_offset)).filter("_r = 1").drop("_r")
-    return first.withColumn("_r", F.row_number().over(by_event)).filter("_r = 1").drop("_r")
+    def run(row):  # runs on an executor: imports only ab_pipelines.events.stage and its needs
+        return stage_file(*row, known, targets)
+
+    n_tasks = max(1, min(len(rows), spark.sparkContext.defaultParallelism * 16))
+    return spark.sparkContext.parallelize(rows, n_tasks).map(run).collect()
+
+
+def _related(lake: Lake, spec: TableSpec, days: list[dt.date], new: pa.Table) -> pa.Table:
+    """The landed rows of ``days`` in a dedupe group with a candidate of ``new`` (keys only).
+
+    A group is every row linked to a candidate by (partition, offset) or event_id, directly or
+    through other landed rows, so the dedupe below decides exactly as it would over all the rows
+    of ``days``. The key columns are scanned batch by batch (memory follows the candidates, not
+    the window); one more scan per link found, usually none.
+    """
+    cols = list(KEY_COLUMNS[1:])
+    found = pa.table({c: pa.array([], spec.schema.field(c).type) for c in cols})
+    if not days or not new.num_rows or not lake.exists(spec):
+        return found
+    in_days = pc.field("arrival_date").isin(pa.array(days, pa.date32()))
+    offsets, event_ids = new.select(_OFFSET_KEY), new["event_id"]
+    dataset = lake.dataset(spec)
+    while True:
+        parts = [found]
+        for batch in dataset.to_batches(filter=in_days, columns=cols):
+            t = pa.Table.from_batches([batch]).cast(found.schema)
+            parts.append(t.join(offsets, _OFFSET_KEY, join_type="left semi"))
+            parts.append(t.filter(pc.is_in(t["event_id"], value_set=event_ids)))
+        got = pa.concat_tables(parts).group_by(cols).aggregate([]).select(cols)
+        if got.num_rows == found.num_rows:
+            return found
+        found = got
+        offsets = (
+            pa.concat_tables([offsets, got.select(_OFFSET_KEY)]).group_by(_OFFSET_KEY).aggregate([])
+        )
+        event_ids = pc.unique(pa.chunked_array([event_ids, got["event_id"]]).combine_chunks())
+
+
+def _first_per_group(t: pa.Table, keys: list[str]) -> pa.Table:
+    """One row per value of ``keys``: the first arrived (``_ORDER``). Only clashing rows sort."""
+    counts = t.group_by(keys).aggregate([([], "count_all")])
+    clashing = counts.filter(pc.greater(counts["count_all"], 1)).select(keys)
+    if not clashing.num_rows:
+        return t
+    rest = t.join(clashing, keys, join_type="left anti")
+    clash = t.join(clashing, keys, join_type="left semi").sort_by(
+        [(c, "ascending") for c in _ORDER]
+    )
+    clash = clash.append_column("_pos", pa.array(np.arange(clash.num_rows)))
+    first = clash.group_by(keys, use_threads=False).aggregate([("_pos", "min")])
+    winners = clash.take(first["_pos_min"]).drop_columns(["_pos"])
+    return pa.concat_tables([rest.select(t.column_names), winners.select(t.column_names)])
+
+
+def _dedupe(new: pa.Table, existing: pa.Table) -> pa.Table:
+    """The rows kept: the first-arrived copy by (partition, offset), then by event_id.
+
+    ``new`` and ``existing`` are key rows (KEY_COLUMNS but topic); the result has a ``_new``
+    column saying which side a kept row came from.
+    """
+    existing = existing.select(new.column_names).cast(new.schema)
+    both = pa.concat_tables(
+        [
+            new.append_column("_new", pa.repeat(True, new.num_rows)),
+            existing.append_column("_new", pa.repeat(False, existing.num_rows)),
+        ]
+    )
+    return _first_per_group(_first_per_group(both, _OFFSET_KEY), ["event_id"])
+
+
+def _restage_without(target: Target, day: dt.date, index: int, lines: pa.Array) -> None:
+    """Drop ``lines`` (source_line values) from a staged file: they lost to an earlier copy."""
+    path = staged_path(target, day, index)
+    rows = pq.read_table(path, schema=target.schema)
+    rows = rows.filter(pc.invert(pc.is_in(rows["source_line"], value_set=lines)))
+    if rows.num_rows:
+        pq.write_table(rows, path)
+    else:
+        path.unlink()
+
+
+def _restage_days(
+    lake: Lake, spec: TableSpec, target: Target, days: list[dt.date], lost: pa.Table
+) -> None:
+    """Stage the landed rows of ``days`` again, without ``lost`` (rows that lost to a candidate)."""
+    in_days = pc.field("arrival_date").isin(pa.array(days, pa.date32()))
+    rows = lake.read_arrow(spec, filter=in_days).join(lost, _ROW_ID, join_type="left anti")
+    for d in days:
+        part = rows.filter(pc.equal(rows["arrival_date"], pa.scalar(d, pa.date32())))
+        path = Path(target.folder) / f"arrival_date={d.isoformat()}" / "rewritten.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part.select(target.schema.names).cast(target.schema), path)
 
 
 def land_day(
@@ -143,9 +233,6 @@ def land_day(
 
 
 def _land_day(spark, lake, raw, day, known_variants, new_files_only) -> LandingReport:
-    from pyspark import StorageLevel
-    from pyspark.sql import functions as F
-
     all_files = list_day_files(raw, day)
     ledger_files = _refuse_missing_files(lake, day, all_files)
     report = LandingReport(day=day)
@@ -163,92 +250,68 @@ def _land_day(spark, lake, raw, day, known_variants, new_files_only) -> LandingR
         return report
     counts = {f.rel: FileCounts(f.rel, f.topic, f.size) for f in files}
     day_part = [{"arrival_date": day.isoformat()}]
+    targets = {
+        name: Target(str(lake.staging_dir(spec)), spec.data_schema)
+        for name, spec in _STAGED.items()
+    }
+    staged = _stage_all(spark, files, known_variants, targets) if files else []
+    for f in staged:
+        if f.read != f.last_line:
+            raise LandingError(f"{f.source_file}: {f.read} rows for {f.last_line} lines")
+        counts[f.source_file].read = f.read
+    index = {f.source_file: f.index for f in staged}
+    keys = pa.concat_tables(
+        [pa.table({c: pa.array([], PARSED_SCHEMA.field(c).type) for c in KEY_COLUMNS})]
+        + [f.keys for f in staged]
+    )
 
-    if files:
-        file_rows = [(str(f.path), f.rel, f.topic, f.arrival_date) for f in files]
-        files_df = spark.createDataFrame(
-            file_rows, "path string, rel string, topic string, arrival_date date"
+    # Whole-day mode replaces the day, so it compares with the other days only; the streaming
+    # mode appends, so the day's own rows are compared too.
+    window = [
+        day + dt.timedelta(days=k)
+        for k in range(-DEDUPE_WINDOW_DAYS, DEDUPE_WINDOW_DAYS + 1)
+        if k or new_files_only
+    ]
+    for topic, spec in TOPIC_TABLES.items():
+        target = targets[topic]
+        new = keys.filter(pc.equal(keys["topic"], topic)).drop_columns(["topic"])
+        existing = _related(lake, spec, window, new)
+        kept = _dedupe(new, existing)
+        kept_new = kept.filter(kept["_new"])
+        for name, n in Counter(kept_new["source_file"].to_pylist()).items():
+            counts[name].landed = n  # checked against the commit below
+        # Candidates that lost to an earlier copy leave their staged files.
+        dropped = new.join(
+            kept_new.select(["source_file", "source_line"]),
+            ["source_file", "source_line"],
+            join_type="left anti",
         )
-        n_tasks = max(1, min(len(files), spark.sparkContext.defaultParallelism * 2))
-        parsed = (
-            files_df.repartition(n_tasks)
-            .mapInArrow(_parse_task(dict(known_variants)), arrow_to_spark_schema(PARSED_SCHEMA))
-            .persist(StorageLevel.MEMORY_AND_DISK)
+        for name in pc.unique(dropped["source_file"]).to_pylist():
+            lines = dropped.filter(pc.equal(dropped["source_file"], name))["source_line"]
+            _restage_without(target, day, index[name], lines.combine_chunks())
+        # Days whose landed rows lost to a copy from these files: their partitions are rewritten.
+        lost = existing.join(
+            kept.filter(pc.invert(kept["_new"])).select(_ROW_ID), _ROW_ID, join_type="left anti"
         )
-    else:
-        parsed = spark.createDataFrame([], arrow_to_spark_schema(PARSED_SCHEMA))
-
-    try:
-        per_file = (
-            parsed.groupBy("source_file")
-            .agg(
-                F.count("*").alias("n"),
-                F.max("source_line").alias("last_line"),
-                F.sum(F.when(F.col("status") == "ok", 1).otherwise(0)).alias("ok"),
-            )
-            .collect()
-        )
-        for r in per_file:
-            if r["n"] != r["last_line"]:
-                raise LandingError(f"{r['source_file']}: {r['n']} rows for {r['last_line']} lines")
-            counts[r["source_file"]].read = r["n"]
-
-        # Whole-day mode replaces the day, so it compares with the other days only; the
-        # streaming mode appends, so the day's own rows are compared too.
-        window = [
-            day + dt.timedelta(days=k)
-            for k in range(-DEDUPE_WINDOW_DAYS, DEDUPE_WINDOW_DAYS + 1)
-            if k or new_files_only
+        rewritten = sorted(set(lost["arrival_date"].to_pylist()))
+        if rewritten:
+            _restage_days(lake, spec, target, rewritten, lost.select(_ROW_ID))
+        replace = ([] if new_files_only else day_part) + [
+            {"arrival_date": d.isoformat()} for d in rewritten
         ]
-        for topic, spec in TOPIC_TABLES.items():
-            cand = parsed.filter((F.col("status") == "ok") & (F.col("topic") == topic))
-            existing = lake.read_spark(
-                spark, spec, [{"arrival_date": d.isoformat()} for d in window]
-            )
-            cols = spec.schema.names
-            both = (
-                cand.select(*cols)
-                .withColumn("_new", F.lit(True))
-                .unionByName(existing.select(*cols).withColumn("_new", F.lit(False)))
-            )
-            kept = _dedupe(both).persist(StorageLevel.MEMORY_AND_DISK)
-            try:
-                for r in kept.filter(F.col("_new")).groupBy("source_file").count().collect():
-                    counts[r["source_file"]].landed = r["count"]  # checked against the commit below
-                # Days whose landed rows lost to a copy from these files: their partitions are rewritten.
-                lost = (
-                    existing.select("arrival_date", "source_file", "source_line")
-                    .join(
-                        kept.filter(~F.col("_new")),
-                        ["arrival_date", "source_file", "source_line"],
-                        "left_anti",
-                    )
-                    .select("arrival_date")
-                    .distinct()
-                    .collect()
-                )
-                rewritten = sorted({r["arrival_date"] for r in lost})
-                to_write = kept.filter(F.col("_new") | F.col("arrival_date").isin(rewritten))
-                replace = ([] if new_files_only else day_part) + [
-                    {"arrival_date": d.isoformat()} for d in rewritten
-                ]
-                report.versions[spec.qualified] = write_spark(
-                    lake, spec, to_write.drop("_new"), replace=replace
-                )
-            finally:
-                kept.unpersist()
-            report.rewritten_days = sorted(set(report.rewritten_days) | set(rewritten) - {day})
-
-        quarantine = parsed.filter(F.col("status") == "quarantined")
-        report.versions[BRONZE_QUARANTINE.qualified] = write_spark(
-            lake, BRONZE_QUARANTINE, quarantine, replace=None if new_files_only else day_part
+        report.versions[spec.qualified] = lake.commit_files(
+            spec, Path(target.folder), replace=replace
         )
-    finally:
-        parsed.unpersist()
+        report.rewritten_days = sorted(set(report.rewritten_days) | set(rewritten) - {day})
 
-    candidates = {r["source_file"]: r["ok"] for r in per_file}
-    for c in counts.values():
-        c.duplicates = candidates.get(c.source_file, 0) - c.landed
+    report.versions[BRONZE_QUARANTINE.qualified] = lake.commit_files(
+        BRONZE_QUARANTINE,
+        Path(targets[QUARANTINE].folder),
+        replace=None if new_files_only else day_part,
+    )
+
+    for f in staged:
+        counts[f.source_file].duplicates = f.ok - counts[f.source_file].landed
     _check_committed(lake, day, counts, report)
     report.files = sorted(counts.values(), key=lambda c: c.source_file)
     ledger = pa.Table.from_pylist(

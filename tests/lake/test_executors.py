@@ -41,7 +41,8 @@ def _run_from_zip(zipped, blocked: list[str], body: str, cwd) -> subprocess.Comp
 def test_executor_modules_import_from_the_zip_without_driver_packages(tmp_path):
     zipped = project_zip(tmp_path)
     body = f"""
-        import ab_pipelines.events.parse, ab_pipelines.analysis.assigner, ab_pipelines.executors
+        import ab_pipelines.events.parse, ab_pipelines.events.stage
+        import ab_pipelines.analysis.assigner, ab_pipelines.executors
         assert ab_pipelines.__file__.startswith({str(zipped)!r}), ab_pipelines.__file__
         report = ab_pipelines.executors.probe({str(tmp_path)!r})
         assert report["missing"] == [] and report["sees_home"], report
