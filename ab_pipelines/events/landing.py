@@ -42,6 +42,7 @@ from ab_pipelines.events.stage import (
     Target,
     stage_file,
     staged_path,
+    write_staged,
 )
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import (
@@ -133,7 +134,7 @@ def _related(lake: Lake, spec: TableSpec, days: list[dt.date], new: pa.Table) ->
     the window); one more scan per link found, usually none.
     """
     cols = list(KEY_COLUMNS[1:])
-    found = pa.table({c: pa.array([], spec.schema.field(c).type) for c in cols})
+    found = spec.schema.empty_table().select(cols)
     if not days or not new.num_rows or not lake.exists(spec):
         return found
     in_days = pc.field("arrival_date").isin(pa.array(days, pa.date32()))
@@ -193,7 +194,7 @@ def _restage_without(target: Target, day: dt.date, index: int, lines: pa.Array) 
     rows = pq.read_table(path, schema=target.schema)
     rows = rows.filter(pc.invert(pc.is_in(rows["source_line"], value_set=lines)))
     if rows.num_rows:
-        pq.write_table(rows, path)
+        write_staged(target, path, rows)
     else:
         path.unlink()
 
@@ -207,8 +208,7 @@ def _restage_days(
     for d in days:
         part = rows.filter(pc.equal(rows["arrival_date"], pa.scalar(d, pa.date32())))
         path = Path(target.folder) / f"arrival_date={d.isoformat()}" / "rewritten.parquet"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(part.select(target.schema.names).cast(target.schema), path)
+        write_staged(target, path, part)
 
 
 def land_day(
@@ -261,8 +261,7 @@ def _land_day(spark, lake, raw, day, known_variants, new_files_only) -> LandingR
         counts[f.source_file].read = f.read
     index = {f.source_file: f.index for f in staged}
     keys = pa.concat_tables(
-        [pa.table({c: pa.array([], PARSED_SCHEMA.field(c).type) for c in KEY_COLUMNS})]
-        + [f.keys for f in staged]
+        [PARSED_SCHEMA.empty_table().select(list(KEY_COLUMNS))] + [f.keys for f in staged]
     )
 
     # Whole-day mode replaces the day, so it compares with the other days only; the streaming

@@ -22,7 +22,15 @@ import pyarrow.parquet as pq
 from ab_pipelines.events.parse import parse_dump_file
 from ab_pipelines.events.schema import PARSED_SCHEMA
 
-__all__ = ["KEY_COLUMNS", "QUARANTINE", "StagedFile", "Target", "stage_file", "staged_path"]
+__all__ = [
+    "KEY_COLUMNS",
+    "QUARANTINE",
+    "StagedFile",
+    "Target",
+    "stage_file",
+    "staged_path",
+    "write_staged",
+]
 
 # What the dedupe needs of a landing candidate: its keys and its "first arrived" order.
 KEY_COLUMNS = (
@@ -63,8 +71,8 @@ def staged_path(target: Target, arrival_date: dt.date, index: int) -> Path:
     return Path(target.folder) / f"arrival_date={arrival_date.isoformat()}" / f"{index:06d}.parquet"
 
 
-def _write(target: Target, arrival_date: dt.date, index: int, rows: pa.Table) -> None:
-    path = staged_path(target, arrival_date, index)
+def write_staged(target: Target, path: Path, rows: pa.Table) -> None:
+    """Write ``rows`` as the target's columns to ``path``, a file in the target's folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     pq.write_table(rows.select(target.schema.names).cast(target.schema), tmp)
@@ -95,15 +103,17 @@ def stage_file(
     ok = parsed.filter(ok_mask)
     quarantined = parsed.filter(pc.invert(ok_mask))
     for name in pc.unique(ok["topic"]).to_pylist():
-        _write(targets[name], arrival_date, index, ok.filter(pc.equal(ok["topic"], name)))
+        target = targets[name]
+        rows = ok.filter(pc.equal(ok["topic"], name))
+        write_staged(target, staged_path(target, arrival_date, index), rows)
     if quarantined.num_rows:
-        _write(targets[QUARANTINE], arrival_date, index, quarantined)
-    lines = parsed["source_line"]
+        target = targets[QUARANTINE]
+        write_staged(target, staged_path(target, arrival_date, index), quarantined)
     return StagedFile(
         index=index,
         source_file=source_file,
         read=parsed.num_rows,
-        last_line=int(pc.max(lines).as_py() or 0),
+        last_line=int(pc.max(parsed["source_line"]).as_py() or 0),
         ok=ok.num_rows,
         keys=ok.select(list(KEY_COLUMNS)),
     )
