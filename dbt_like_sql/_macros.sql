@@ -19,6 +19,20 @@
 CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ condition }} THEN {% if agg == 'sum' %}e.value{% else %}1{% endif %} END), 0) AS DOUBLE)
 {%- endmacro %}
 
+{#- The metric events any of `sides` reads, each with one boolean per event filter, m<k>: whether
+    the sides numbered `filter` = k read it (see `matches`; sides with the same event and `where`
+    share a filter). Computed once per event, before the join, so the join moves (user_id, ts,
+    value, flags) and not the properties text, and `where` filters are evaluated once per event
+    rather than once per aggregate. -#}
+{% macro flagged_events(sides, events) -%}
+(
+    SELECT e.user_id, e.ts, e.value
+        {%- for side in sides | unique(attribute='filter') %}, {{ matches(side) }} AS m{{ side.filter }}{% endfor %}
+    FROM {{ events }} AS e
+    WHERE {% for side in sides %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %}
+)
+{%- endmacro %}
+
 {#- The join of analysed units to the events that may count for any of `sides`: from the start of
     the CUPED pre-period to D + 1 day (a side's shorter window is applied in its aggregate). A LEFT
     JOIN keeps units without events.
@@ -30,15 +44,14 @@ CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ cond
 FROM {{ caller() }} AS u
 {% if members -%}
 JOIN {{ members }} AS mb ON mb.unit = u.unit
-LEFT JOIN {{ events }} AS e
+LEFT JOIN {{ flagged_events(sides, events) }} AS e
     ON e.user_id = mb.user_id
 {%- else -%}
-LEFT JOIN {{ events }} AS e
+LEFT JOIN {{ flagged_events(sides, events) }} AS e
     ON e.user_id = u.unit
 {%- endif %}
    AND e.ts >= u.pre_start_ts
    AND e.ts < u.day_end_ts
-   AND ({% for side in sides %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %})
 GROUP BY u.unit, u.variant
 {%- endmacro %}
 

@@ -3,7 +3,8 @@
 --
 -- A side is what one part of a metric reads: (event, where, agg, window_days); a mean or
 -- proportion metric has one, a ratio two (num, den); metrics reading the same side share it.
--- Var sides: [{event, where, agg, window_days}], numbered 0.. in the column names.
+-- Var sides: [{event, where, agg, window_days, filter}], numbered 0.. in the column names; the
+-- events carry one flag per distinct (event, where), m<filter> (mac.flagged_events).
 --   s<k>_post: the aggregate over [first_ts, min(D + 1 day, first_ts + window_days)),
 --   s<k>_pre:  the same over [first_ts - lookback days, first_ts) (the CUPED covariate).
 -- A unit without events has 0 everywhere (LEFT JOIN, COALESCE). Var unit: when it is not user_id,
@@ -15,8 +16,8 @@ SELECT
     u.unit,
     u.variant
     {%- for s in var('sides') %},
-    {{ mac.aggregate(s.agg, mac.matches(s) ~ ' AND e.ts >= u.first_ts AND e.ts < ' ~ mac.value_end(s)) }} AS s{{ loop.index0 }}_post,
-    {{ mac.aggregate(s.agg, mac.matches(s) ~ ' AND e.ts < u.first_ts') }} AS s{{ loop.index0 }}_pre
+    {{ mac.aggregate(s.agg, 'e.m' ~ s.filter ~ ' AND e.ts >= u.first_ts AND e.ts < ' ~ mac.value_end(s)) }} AS s{{ loop.index0 }}_post,
+    {{ mac.aggregate(s.agg, 'e.m' ~ s.filter ~ ' AND e.ts < u.first_ts') }} AS s{{ loop.index0 }}_pre
     {%- endfor %}
 {% call mac.join_events(var('sides'), members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}
 {% else %}

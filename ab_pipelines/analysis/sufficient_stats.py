@@ -128,7 +128,8 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     ``ratio_metrics`` and ``winsorize``.
 
     ``sides`` lists the distinct (event, where, agg, window_days) the metrics read, each computed
-    once per unit by unit_sides; a metric entry is its ``id`` and its side(s) by index (``side``,
+    once per unit by unit_sides, with ``filter``: sides with the same (event, where) share a
+    number, which names their event filter (``m<filter>`` in unit_sides); a metric entry is its ``id`` and its side(s) by index (``side``,
     or ``num_side`` and ``den_side`` for a ratio). A ratio side filters on the metric's ``where`` and
     its own (the side's keys win). ``winsorize`` lists ``{id, p}`` of the mean and ratio metrics
     with a cap (a proportion is 0/1: never capped).
@@ -141,6 +142,7 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
         "winsorize": [],
     }
     index: dict[str, int] = {}
+    filters: dict[str, int] = {}
 
     def side_of(event: str, agg: str, where: Mapping[str, Any], window_days) -> int:
         side = {
@@ -151,6 +153,9 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
         }
         key = json.dumps(side, sort_keys=True)
         if key not in index:
+            # Sides reading the same events share one event filter (see unit_sides.sql).
+            which = json.dumps([side["event"], side["where"]], sort_keys=True)
+            side["filter"] = filters.setdefault(which, len(filters))
             index[key] = len(out["sides"])
             out["sides"].append(side)
         return index[key]
