@@ -477,3 +477,45 @@ def test_rerun_of_a_day_gives_identical_rows(spark, lake):
         want["exp"]["units"],
         want["exp_team"]["units"],
     ]
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("experiment_id", ["exp", "exp_team"])
+def test_hash_clashes_do_not_mix_units(spark, lake, tmp_path, monkeypatch, experiment_id):
+    """unit_sides joins on a hash of the user_id; clashing hashes must not mix users or units.
+
+    The models are copied with the hash swapped for ``length``, so most ids of this bronze clash
+    (u-1, u-2 ...): the results must still match the pure-Python reference.
+    """
+    import shutil
+
+    import ab_pipelines.analysis.sufficient_stats as ss
+    from ab_pipelines.analysis.sql_models import MODELS_DIR
+
+    folder = tmp_path / "models"
+    shutil.copytree(MODELS_DIR, folder)
+    swapped = []
+    for path in folder.glob("*.sql"):
+        text = path.read_text()
+        if "xxhash64(" in text:
+            path.write_text(text.replace("xxhash64(", "length("))
+            swapped.append(path.name)
+    assert sorted(swapped) == ["_macros.sql", "analysed_units.sql"]
+    monkeypatch.setattr(ss, "MODELS_DIR", folder)
+    exposures, events = _bronze()
+    want = _expected(EXPERIMENTS[experiment_id], exposures, events)
+    _assert_parity(experiment_stats(spark, lake, REGISTRY, experiment_id, DAY), want)
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("experiment", [EXPERIMENT, TEAM_EXPERIMENT], ids=["exp", "exp_team"])
+def test_spark_matches_pure_python_without_segments(spark, lake, experiment):
+    """Without segments the models skip the first exposure's attributes and the segment join."""
+    plain = experiment.model_copy(
+        update={"analysis": experiment.analysis.model_copy(update={"segments": []})}
+    )
+    registry = Registry(experiments={plain.id: plain}, metrics=METRICS)
+    exposures, events = _bronze()
+    want = _expected(plain, exposures, events)
+    assert list(want["units"]) == ["all"]
+    _assert_parity(experiment_stats(spark, lake, registry, plain.id, DAY), want)
