@@ -29,7 +29,7 @@ CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ cond
     SELECT e.user_id, xxhash64(e.user_id) AS user_hash, e.ts, e.value
         {%- for side in sides | unique(attribute='filter') %}, {{ matches(side) }} AS m{{ side.filter }}{% endfor %}
     FROM {{ events }} AS e
-    WHERE {% for side in sides %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %}
+    WHERE {% for side in sides | unique(attribute='filter') %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %}
 )
 {%- endmacro %}
 
@@ -44,7 +44,9 @@ CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ cond
     in COALESCE(..., FALSE), which Spark keeps as a condition rather than a second key: a single
     long key makes Spark's hash join use its long-keyed table, and the join and the grouping of
     20 million events took 12 s of task time instead of 22 s (docs/performance.md). A hash clash
-    cannot mix units up: the user_ids are compared, and the unit itself is a grouping key. -#}
+    cannot mix units up: the user_ids are compared, and the unit itself is a grouping key.
+    unit_hash leads the grouping because the join leaves the rows partitioned by it: grouping by
+    (unit, variant) alone would shuffle the joined rows again. -#}
 {% macro join_events(sides, members, events) -%}
 FROM {{ caller() }} AS u
 {% if members -%}

@@ -7,7 +7,7 @@
 -- metric of the experiment (var metric_ids) and every variant (var variants: the configured ones,
 -- plus any other variant an analysed unit has); n = 0 and sums 0.0 where there are no units.
 -- Ordered by segment ("all" first), metric, variant.
-{% macro sums(segment) -%}
+{% macro sums() -%}
         v.metric,
         v.variant,
         COUNT(*) AS n,

@@ -129,8 +129,8 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
 
     ``sides`` lists the distinct (event, where, agg, window_days) the metrics read, each computed
     once per unit by unit_sides, with ``filter``: sides with the same (event, where) share a
-    number, which names their event filter (``m<filter>`` in unit_sides); a metric entry is its ``id`` and its side(s) by index (``side``,
-    or ``num_side`` and ``den_side`` for a ratio). A ratio side filters on the metric's ``where`` and
+    number, which names their event filter (``m<filter>`` in unit_sides). A metric entry is its
+    ``id`` and its side(s) by index (``side``, or ``num_side`` and ``den_side`` for a ratio). A ratio side filters on the metric's ``where`` and
     its own (the side's keys win). ``winsorize`` lists ``{id, p}`` of the mean and ratio metrics
     with a cap (a proportion is 0/1: never capped).
     """
