@@ -4,37 +4,41 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 export ABP_HOME ?= $(CURDIR)/.abp
-export SPARK_LOCAL_IP ?= 127.0.0.1
-export PYSPARK_PYTHON := $(CURDIR)/$(BIN)/python
-export PYSPARK_DRIVER_PYTHON := $(CURDIR)/$(BIN)/python
 
-.PHONY: demo test test-fast dagster dashboard lint check-env clean-home cluster-test
+.PHONY: demo test test-fast dagster dashboard lint check-env check-python check-java clean-home cluster-test
 
-check-env:
+# Python for everything; Java only for `make test` (its parity and cluster tests start JVM Spark).
+# The demo, `abp`, the dashboard and the SDK run on the embedded engine (Sail) and need no Java.
+check-python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' 2>/dev/null || { \
 	  echo "error: Python 3.11 or newer is needed ('$(PYTHON)' is $$($(PYTHON) --version 2>&1 || echo missing)); install it and run 'make PYTHON=python3.11 ...'." >&2; exit 1; }
+
+check-java:
 	@command -v java >/dev/null 2>&1 || { \
-	  echo "error: Java 17 is needed by Spark and 'java' is not on PATH; install it (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless') and run make again." >&2; exit 1; }
+	  echo "error: Java 17 is needed by the tests that compare with JVM Spark and 'java' is not on PATH; install it (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless') and run make test again (make demo needs no Java)." >&2; exit 1; }
 	@major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -n1); \
 	  if [ -z "$$major" ] || [ "$$major" -lt 17 ]; then \
-	  echo "error: Spark 4 needs Java 17 or newer, found '$$(java -version 2>&1 | head -n1)'; install openjdk-17 (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless') and put it first on PATH." >&2; exit 1; fi
+	  echo "error: the JVM Spark tests need Java 17 or newer, found '$$(java -version 2>&1 | head -n1)'; install openjdk-17 (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless') and put it first on PATH." >&2; exit 1; fi
 
-$(BIN)/.installed: pyproject.toml | check-env
+check-env: check-python check-java
+
+$(BIN)/.installed: pyproject.toml | check-python
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-demo: check-env $(BIN)/.installed
-	$(BIN)/abp demo
+# DEMO_ARGS: e.g. "--days 3 --users 5000" (abp demo --help).
+demo: check-python $(BIN)/.installed
+	$(BIN)/abp demo $(DEMO_ARGS)
 
-test: check-env $(BIN)/.installed browser-deps
+test: check-python check-java $(BIN)/.installed browser-deps
 	$(BIN)/python -m pytest -q --durations=25
 
-test-fast: check-env $(BIN)/.installed
-	$(BIN)/python -m pytest -q -m "not spark and not dagster and not slow"
+test-fast: check-python $(BIN)/.installed
+	$(BIN)/python -m pytest -q -m "not spark and not dagster and not slow and not jvm and not cluster"
 
-dagster: check-env $(BIN)/.installed
+dagster: check-python $(BIN)/.installed
 	$(BIN)/abp dagster
 
 # The analysts' dashboard (Streamlit) on http://127.0.0.1:8501; it reads the lake, never starts Spark.
@@ -66,10 +70,11 @@ clean-home:
 bench: $(BIN)/.installed
 	$(BIN)/python -m benchmarks
 
-# The same pipeline on a real Spark standalone cluster on loopback (a master and two workers whose
-# Python lacks the project): the demo there equals a local[2] run (docs/deploy.md, issue 10).
-# It prints the wall times of both runs (.cluster-test/last-run.json); `make test` runs it too.
+# The same pipeline on a real Spark standalone cluster on loopback (a master, two workers whose
+# Python lacks the project, a Spark Connect server attached to the master): the demo there
+# equals the embedded run (docs/engines.md). It prints the wall times of both runs
+# (.cluster-test/last-run.json); `make test` runs it too.
 .PHONY: cluster-test
-cluster-test: check-env $(BIN)/.installed
+cluster-test: check-python check-java $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m cluster
 	@cat .cluster-test/last-run.json

@@ -1,6 +1,6 @@
 """`abp`: the platform's command line (CONTRACTS section 4).
 
-Errors a user can cause (a bad date, a missing Java, an unwritable ABP_HOME, a broken registry)
+Errors a user can cause (a bad date, a bad engine setting, an unwritable ABP_HOME, a broken registry)
 end in one sentence on stderr and a non-zero exit; nothing is half-written.
 """
 
@@ -20,7 +20,6 @@ from ab_pipelines.settings import (
     REPO_ROOT,
     Paths,
     SetupError,
-    check_java,
     ensure_writable_home,
     paths,
 )
@@ -61,9 +60,13 @@ def ensure_dagster_home(p: Paths) -> None:
     os.environ["DAGSTER_HOME"] = str(home)
 
 
-def _require_java() -> None:
+def _require_engine() -> None:
+    """The engine settings (ABP_SPARK_REMOTE, ...) are sound and a remote engine answers; no
+    Java is needed (the embedded engine is Sail)."""
+    from ab_pipelines.lake.engine import EngineSettings
+
     try:
-        check_java()
+        EngineSettings.from_env().check()
     except SetupError as exc:
         raise UserError(str(exc)) from None
 
@@ -224,7 +227,7 @@ def run(date_: str | None, from_: str | None, to_: str | None) -> None:
     else:
         raise UserError("give --date YYYY-MM-DD, or --from YYYY-MM-DD --to YYYY-MM-DD.")
     p = _home()
-    _require_java()
+    _require_engine()
     _registry()
     ok = run_days(p, first, last)
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
@@ -327,13 +330,12 @@ def forget(user_id: str, by: str, yes: bool) -> None:
     versions vacuumed. See docs/reliability.md.
     """
     from ab_pipelines.events.forget import forget_user
-    from ab_pipelines.lake import Lake
-    from ab_pipelines.lake.spark import spark_session
+    from ab_pipelines.lake import Lake, spark_session
 
     if not user_id.strip():
         raise UserError("the user id is empty.")
     p = _home()
-    _require_java()
+    _require_engine()
     known = _registry().known_variants()
     if not yes:
         click.confirm(
@@ -424,7 +426,7 @@ def demo(days: int, users: int | None, history_days: int | None) -> None:
             )
         days = int(env_days)
     p = _home()
-    _require_java()
+    _require_engine()
     reg = _registry()
     start = min(e.start_date for e in reg.experiments.values())
     click.echo(

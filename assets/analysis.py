@@ -32,6 +32,7 @@ import ab_pipelines.analysis.sufficient_stats
 from ab_pipelines.analysis.day import results_day, stats_day
 from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, topological_order
 from ab_pipelines.config import RegistryError, load_registry
+from ab_pipelines.lake import engine_tags
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
@@ -154,7 +155,7 @@ def analysis_sql(context: AssetExecutionContext, lake: LakeResource):
             },
         )
     stats_meta = table_metadata(lake.lake, GOLD_SUFFICIENT_STATS, days)
-    stats_meta["spark_master"] = MetadataValue.text(spark.sparkContext.master)
+    stats_meta["spark_engine"] = MetadataValue.text(engine_tags(spark)["abp/spark_engine"])
     yield MaterializeResult(asset_key=asset_key(GOLD_SUFFICIENT_STATS), metadata=stats_meta)
     last = summaries[-1]
     srm_meta = table_metadata(lake.lake, GOLD_SRM, days)

@@ -25,6 +25,7 @@ import ab_pipelines.events.parse
 import ab_pipelines.events.schema
 from ab_pipelines.config import RegistryError
 from ab_pipelines.events.landing import LandingError, format_summary, land_day, ledger_summary
+from ab_pipelines.lake import engine_tags
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
@@ -148,7 +149,7 @@ def land_raw_dumps(context: AssetExecutionContext, config: LandingConfig, lake: 
     for spec, _ in _LANDED:
         meta = table_metadata(the_lake, spec, days)
         meta.update({k: MetadataValue.int(v) for k, v in per_table[spec].items()})
-        meta["spark_master"] = MetadataValue.text(spark.sparkContext.master)
+        meta["spark_engine"] = MetadataValue.text(engine_tags(spark)["abp/spark_engine"])
         meta["mode"] = MetadataValue.text(", ".join(sorted({r.mode for r in reports})))
         if spec is BRONZE_QUARANTINE:
             meta["quarantined_by_reason"] = MetadataValue.json(dict(sorted(by_reason.items())))

@@ -3,10 +3,10 @@
 from dagster import ConfigurableResource, InitResourceContext
 
 from ab_pipelines.config import Registry, load_registry
-from ab_pipelines.lake import Lake, spark_session
+from ab_pipelines.lake import Lake, engine_tags, spark_session
 from ab_pipelines.settings import Paths, ensure_writable_home, paths
 
-__all__ = ["LakeResource", "spark_tags"]
+__all__ = ["LakeResource"]
 
 
 class LakeResource(ConfigurableResource):
@@ -30,20 +30,15 @@ class LakeResource(ConfigurableResource):
         return load_registry(self.registry_root or None)
 
     def spark(self, context=None):
-        """The process's shared Spark session (started on first use).
+        """The process's shared Spark Connect session (started on first use).
 
-        Given the asset's context, the run is tagged with the session's master and application
-        id (``abp/spark_master``, ``abp/spark_app_id``): the Dagster UI shows where a run ran.
+        Given the asset's context, the run is tagged with the engine, its URL and the session
+        (``abp/spark_engine``, ``abp/spark_remote``, ``abp/spark_session``): the Dagster UI
+        shows where a run ran.
         """
         spark = spark_session(self.paths.home)
         if context is not None:
-            tags = spark_tags(spark)
+            tags = engine_tags(spark)
             if any(context.run.tags.get(k) != v for k, v in tags.items()):
                 context.instance.add_run_tags(context.run_id, tags)
         return spark
-
-
-def spark_tags(spark) -> dict[str, str]:
-    """The run tags naming a session's master and application."""
-    sc = spark.sparkContext
-    return {"abp/spark_master": sc.master, "abp/spark_app_id": sc.applicationId}

@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, BackfillPolicy, MaterializeResult, Me
 
 import ab_pipelines.events.traffic
 from ab_pipelines.events.traffic import count_exposures
+from ab_pipelines.lake import engine_tags
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, SILVER_EXPOSURE_COUNTS
 from ab_pipelines.quality import record_outcomes, run_checks
 from assets.common import OWNER, SPARK_RETRY, asset_key, check_results, check_specs, code_version
@@ -39,7 +40,7 @@ def exposure_counts(context: AssetExecutionContext, lake: LakeResource) -> Mater
     outcomes = [o for day in days for o in run_checks(lake.lake, SILVER_EXPOSURE_COUNTS, day, {})]
     record_outcomes(lake.lake, outcomes)
     meta = table_metadata(lake.lake, SILVER_EXPOSURE_COUNTS, days)
-    meta["spark_master"] = MetadataValue.text(spark.sparkContext.master)
+    meta["spark_engine"] = MetadataValue.text(engine_tags(spark)["abp/spark_engine"])
     return MaterializeResult(
         metadata=meta,
         check_results=check_results(outcomes),

@@ -62,7 +62,7 @@ class Measured:
 def spark_startup_seconds() -> float:
     """Seconds to create this process's Spark session (0 if it already existed: timed once)."""
     if "spark" not in _startup:
-        from ab_pipelines.lake.spark import spark_session
+        from ab_pipelines.lake import spark_session
 
         t0 = time.perf_counter()
         spark_session()
@@ -205,7 +205,7 @@ def measure(scale: float, reps: int) -> Measured:
     """Both sides at ``scale`` (cached per process, so scaling reuses the analysis run)."""
     if scale in _measured:
         return _measured[scale]
-    from ab_pipelines.lake.spark import spark_session
+    from ab_pipelines.lake import spark_session
 
     data = make_data(scale)
     registry = bench_registry()

@@ -107,7 +107,7 @@ def _land_once(spark, home: Path, raw: Path) -> tuple[float, int]:
 
 def run(reps: int = 3, records: int = RECORDS) -> Benchmark:
     reps = max(1, min(reps, 3))
-    from ab_pipelines.lake.spark import spark_session
+    from ab_pipelines.lake import spark_session
 
     spark_startup_seconds()
     spark = spark_session()

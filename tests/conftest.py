@@ -17,7 +17,7 @@ from ab_pipelines.settings import REPO_ROOT, paths  # noqa: E402
 
 @pytest.fixture(scope="session")
 def spark():
-    from ab_pipelines.lake.spark import spark_session, stop_spark
+    from ab_pipelines.lake.engine import spark_session, stop_spark
 
     session = spark_session()
     yield session

@@ -32,18 +32,24 @@ def _toolbox(tmp_path, with_java: bool, fake_java_version: str | None = None):
     return str(box)
 
 
-def _make_check_env(tmp_path, **kw):
+def _make_check_env(tmp_path, target="check-env", **kw):
     env = {"PATH": _toolbox(tmp_path, **kw), "HOME": str(tmp_path)}
     return subprocess.run(
-        ["make", "-s", "check-env"], cwd=REPO_ROOT, env=env, capture_output=True, text=True
+        ["make", "-s", target], cwd=REPO_ROOT, env=env, capture_output=True, text=True
     )
 
 
-def test_make_without_java_says_how_to_install_it(tmp_path):
+def test_make_test_without_java_says_how_to_install_it(tmp_path):
     out = _make_check_env(tmp_path, with_java=False)
     assert out.returncode != 0
     ours = [ln for ln in out.stderr.splitlines() if not ln.startswith("make")]
     assert len(ours) == 1 and "Java 17" in ours[0] and "apt-get install" in ours[0]
+    assert "make demo needs no Java" in ours[0]
+
+
+def test_the_demo_check_needs_no_java(tmp_path):
+    out = _make_check_env(tmp_path, target="check-python", with_java=False)
+    assert out.returncode == 0, out.stderr
 
 
 def test_make_with_an_old_java_says_so(tmp_path):
@@ -100,9 +106,15 @@ def test_cli_errors_are_one_line_and_nonzero(tmp_path):
         [ABP, "run", "--date", "2026-11-02"], env=bad_home, capture_output=True, text=True
     )
     assert out.returncode == 2 and "not writable" in out.stderr
-    no_java = {**env, "JAVA_HOME": str(tmp_path / "no-jdk")}
-    out = subprocess.run(
-        [ABP, "run", "--date", "2026-11-02"], env=no_java, capture_output=True, text=True
-    )
-    assert out.returncode == 2 and "Java 17" in out.stderr
+    for var, value, says in [
+        ("ABP_SPARK_MASTER", "local[2]", "ABP_SPARK_MASTER is no longer read"),
+        ("ABP_SPARK_REMOTE", "spark://host:7077", "not a Spark Connect URL"),
+        ("ABP_SPARK_REMOTE", "sc://127.0.0.1:9", "cannot reach the Spark Connect server"),
+    ]:
+        out = subprocess.run(
+            [ABP, "run", "--date", "2026-11-02"], env={**env, var: value},
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert out.returncode == 2 and says in out.stderr, (var, out.stderr[-2000:])
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "abp" / "lake").exists()

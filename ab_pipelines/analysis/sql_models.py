@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from typing import Any
 
 import jinja2
 
+from ab_pipelines.lake.engine import checkpoint, release_checkpoints
 from ab_pipelines.settings import REPO_ROOT
 
 __all__ = [
@@ -162,17 +164,20 @@ def render(model: Model, vars: Mapping[str, Any]) -> str:
     return env.from_string(model.template).render(ref=ref, source=source, var=var).strip()
 
 
-def release(spark, out: Mapping[str, Any], names: Iterable[str]) -> None:
-    """Free the rows kept for the models persisted by :func:`run_models` and drop their views."""
+def release(spark, out: dict[str, Any], names: Iterable[str]) -> None:
+    """Free the rows kept for the models persisted by :func:`run_models` and drop their views.
+
+    A checkpointed frame is held by the server until its last client reference goes, so the
+    frames are dropped from ``out`` too (Spark Connect then releases the cached relation).
+    """
+    kept = []
     for name in names:
-        df = out.get(name)
-        if df is None:
-            continue
         spark.catalog.dropTempView(name)
-        try:  # the checkpointed RDD under the plan; left to Spark's cleaner if this ever fails
-            df._jdf.queryExecution().analyzed().rdd().unpersist(False)
-        except Exception:  # noqa: BLE001
-            pass
+        if name in out:
+            kept.append(out.pop(name))
+    release_checkpoints(kept)
+    del kept
+    gc.collect()  # the client's release runs in the frame's finalizer: now, not at some later GC
 
 
 def run_models(
@@ -186,12 +191,10 @@ def run_models(
 
     Each result is also a temp view named after its model, which is how ``ref`` reads it. Views
     live in the session, so two runs in one session must not overlap in time. The models named in
-    ``persist`` are computed once, as they are created, and kept (memory, spilling to disk), so
+    ``persist`` are computed once, as they are created, and kept by the engine (a local checkpoint), so
     the models and actions that read them do not recompute them; the caller frees them with
     :func:`release`.
     """
-    from pyspark import StorageLevel
-
     persist = set(persist)
     unknown = persist - set(models)
     if unknown:
@@ -206,10 +209,10 @@ def run_models(
     for name in topological_order(models):
         df = spark.sql(render(models[name], vars))
         if name in persist:
-            # Computed now, once, and kept (memory, spilling to disk) with its lineage cut, so the
-            # models and actions reading it scan the kept rows. (A cache by plan, persist() or
-            # cacheTable, was not matched inside these models' plans: every reader recomputed.)
-            df = df.localCheckpoint(eager=True, storageLevel=StorageLevel.MEMORY_AND_DISK)
+            # Computed now, once, and kept by the engine with its lineage cut, so the models and
+            # actions reading it scan the kept rows. (A cache by plan, persist() or cacheTable,
+            # was not matched inside these models' plans on JVM Spark, and does nothing on Sail.)
+            df = checkpoint(df)
         df.createOrReplaceTempView(name)
         out[name] = df
     return out

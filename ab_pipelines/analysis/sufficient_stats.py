@@ -46,9 +46,10 @@ crossover units (segment "all").
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,7 @@ __all__ = [
     "DayStats",
     "ExperimentStats",
     "arrival_partitions",
+    "experiment_models",
     "experiment_stats",
     "metric_vars",
     "model_vars",
@@ -238,15 +240,19 @@ def model_vars(
     }
 
 
-def experiment_stats(
+@contextlib.contextmanager
+def experiment_models(
     spark,
     lake: Lake,
     registry: Registry,
     experiment_id: str,
     day: dt.date,
     killed_at: dt.datetime | None = None,
-) -> ExperimentStats:
-    """The sufficient statistics of every metric of one experiment on ``day``, every segment."""
+) -> Iterator[dict[str, Any]]:
+    """The SQL models of one experiment on ``day``, run in ``spark``: model name -> DataFrame.
+
+    Inside the block the persisted models are kept by the engine; they are released on exit.
+    """
     from pyspark.sql import functions as F
 
     exp = registry.experiments[experiment_id]
@@ -255,7 +261,9 @@ def experiment_stats(
     last_arrival = day + dt.timedelta(days=exp.analysis.late_arrival_days)
     partitions = arrival_partitions(exp, day)
 
-    # What day D may see: arrived by D + late days, happened before D + 1 day.
+    # What day D may see: arrived by D + late days, happened before D + 1 day. read_spark
+    # refuses a read the engine cut short (EngineReadError), so an input read as empty while
+    # the Delta log lists files for it stops the day before anything is written.
     def counted(spec):
         return (
             lake.read_spark(spark, spec, partitions=partitions)
@@ -279,11 +287,25 @@ def experiment_stats(
         persist=PERSISTED_MODELS,
     )
     try:
+        yield out
+    finally:
+        release(spark, out, PERSISTED_MODELS)
+
+
+def experiment_stats(
+    spark,
+    lake: Lake,
+    registry: Registry,
+    experiment_id: str,
+    day: dt.date,
+    killed_at: dt.datetime | None = None,
+) -> ExperimentStats:
+    """The sufficient statistics of every metric of one experiment on ``day``, every segment."""
+    exp = registry.experiments[experiment_id]
+    with experiment_models(spark, lake, registry, experiment_id, day, killed_at) as out:
         crossovers = out["first_exposures"].where("crossover").count()
         counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
         sums = out["sufficient_stats"].toArrow()  # ordered by the model
-    finally:
-        release(spark, out, PERSISTED_MODELS)
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))

@@ -1,6 +1,8 @@
-"""Land one arrival day of raw dumps into bronze, exactly once; Spark spreads the parsing.
+"""Land one arrival day of raw dumps into bronze, exactly once; the engine's workers parse.
 
-1. The day's files are parsed on Spark executors, one task per file (up to 16 per core), by
+1. The day's files are parsed one task per file where the engine's workers are
+   (:func:`ab_pipelines.lake.engine.run_tasks`: threads here with the embedded engine, the
+   cluster's executors with a remote one), by
    :func:`ab_pipelines.events.stage.stage_file`, which checks bytes and lines itself: every line
    becomes one row, a landing candidate or a quarantined line with its reason code. Rows go from
    Arrow straight to parquet files in each table's staging folder; only each file's counts and
@@ -45,6 +47,7 @@ from ab_pipelines.events.stage import (
     write_staged,
 )
 from ab_pipelines.lake.delta import Lake
+from ab_pipelines.lake.engine import run_tasks
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
@@ -114,15 +117,14 @@ _ROW_ID = ["arrival_date", "source_file", "source_line"]  # one bronze row
 
 
 def _stage_all(spark, files, known_variants, targets: dict[str, Target]) -> list[StagedFile]:
-    """Parse every file and stage its rows, on the executors; the files' counts and keys."""
-    rows = [(i, str(f.path), f.rel, f.topic, f.arrival_date) for i, f in enumerate(files)]
+    """Parse every file and stage its rows, where the engine's workers are; the files' counts
+    and keys."""
     known = dict(known_variants)
-
-    def run(row):  # runs on an executor: imports only ab_pipelines.events.stage and its needs
-        return stage_file(*row, known, targets)
-
-    n_tasks = max(1, min(len(rows), spark.sparkContext.defaultParallelism * 16))
-    return spark.sparkContext.parallelize(rows, n_tasks).map(run).collect()
+    tasks = [
+        (i, str(f.path), f.rel, f.topic, f.arrival_date, known, targets)
+        for i, f in enumerate(files)
+    ]
+    return run_tasks(spark, stage_file, tasks)
 
 
 def _related(lake: Lake, spec: TableSpec, days: list[dt.date], new: pa.Table) -> pa.Table:

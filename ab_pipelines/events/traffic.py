@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 
 from ab_pipelines.lake.delta import Lake
-from ab_pipelines.lake.spark_io import write_spark
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, SILVER_EXPOSURE_COUNTS
 
 __all__ = ["count_exposures"]
 
 
 def count_exposures(spark, lake: Lake, day: dt.date) -> int:
-    """Replace arrival day ``day`` of silver.exposure_counts from bronze.exposures; returns rows."""
+    """Replace arrival day ``day`` of silver.exposure_counts from bronze.exposures; returns rows.
+
+    The engine aggregates; the few rows (day x experiment x variant) come back as Arrow and
+    delta-rs commits them.
+    """
     from pyspark.sql import functions as F
 
     part = [{"arrival_date": day.isoformat()}]
@@ -25,10 +28,7 @@ def count_exposures(spark, lake: Lake, day: dt.date) -> int:
             "variant",
         )
         .agg(F.count("*").alias("exposures"), F.countDistinct("user_id").alias("units"))
-        .cache()
+        .toArrow()
     )
-    try:
-        write_spark(lake, SILVER_EXPOSURE_COUNTS, counts, replace=part)
-        return counts.count()
-    finally:
-        counts.unpersist()
+    lake.write_arrow(SILVER_EXPOSURE_COUNTS, counts, replace=part)
+    return counts.num_rows

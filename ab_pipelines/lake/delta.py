@@ -45,7 +45,8 @@ __all__ = [
     "Lake",
     "partition_value",
     "retention_properties",
-    "spark_uri",
+    "EngineReadError",
+    "file_url",
 ]
 
 # Any version younger than this can be read back; vacuum and log cleanup keep exactly that long.
@@ -63,13 +64,18 @@ def retention_properties(days: int = TIME_TRAVEL_DAYS) -> dict[str, str]:
 PartitionValues = Mapping[str, str]
 
 
-def spark_uri(path: str | os.PathLike) -> str:
-    """A local path as Hadoop reads it from Spark, explicitly local: ``file:`` + the absolute path.
+def file_url(path: str | os.PathLike) -> str:
+    """A local path as every engine reads it: ``file://`` + the absolute path, unescaped.
 
-    Not ``Path.as_uri()``: that percent-encodes the ``=`` of partition folders, which Hadoop then
+    Not ``file:/abs``: Sail reads that as no rows at all, silently (ENVIRONMENT.md). Not
+    ``Path.as_uri()``: that percent-encodes the ``=`` of partition folders, which Hadoop then
     takes literally.
     """
-    return "file:" + os.path.abspath(path)
+    return "file://" + os.path.abspath(path)
+
+
+class EngineReadError(RuntimeError):
+    """The engine read fewer rows than the Delta log says the files hold: a silent failure made loud."""
 
 
 def partition_value(v: object) -> str:
@@ -77,6 +83,12 @@ def partition_value(v: object) -> str:
     if isinstance(v, dt.date | dt.datetime):
         return v.isoformat()
     return str(v)
+
+
+def _spark_schema(schema: pa.Schema):
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    return from_arrow_schema(schema)
 
 
 def _add_actions(table: DeltaTable) -> list[dict]:
@@ -177,17 +189,47 @@ class Lake:
     def read_spark(
         self, spark, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None
     ):
-        """A Spark DataFrame of the current snapshot (optionally some partitions only)."""
-        from ab_pipelines.lake.spark_io import arrow_to_spark_schema
+        """A Spark DataFrame of the current snapshot (optionally some partitions only).
 
-        schema = arrow_to_spark_schema(spec.schema)
-        uris = self.file_uris(spec, partitions)
-        if not uris:
+        The engine reads the data files the Delta log lists, by ``file://`` URL; the partition
+        columns are the log's values, added as literals, one scan per partition (Sail ignores
+        ``basePath`` and would leave them NULL, silently). Before the frame is handed out its
+        rows are counted against the log's record counts: an engine that read fewer (a path it
+        read as empty, a file it skipped) fails here, loudly, with :class:`EngineReadError`.
+        """
+        from pyspark.sql import functions as F
+
+        schema = _spark_schema(spec.schema)
+        data = _spark_schema(spec.data_schema)
+        groups: dict[tuple, list[str]] = {}
+        expected: int | None = 0
+        root = str(self.path(spec))
+        if self.exists(spec):
+            for a, values in _files_in(self.table(spec), spec, partitions):
+                key = tuple(values[k] for k in spec.partition_by)
+                groups.setdefault(key, []).append(file_url(os.path.join(root, a["path"])))
+                n = a.get("num_records")
+                expected = None if expected is None or n is None else expected + int(n)
+        if not groups:
             return spark.createDataFrame([], schema)
-        # file: URIs, or on YARN or EMR a bare path would mean HDFS (fs.defaultFS).
-        uris = [u if "://" in u else spark_uri(u) for u in uris]
-        base = spark_uri(self.path(spec))
-        return spark.read.schema(schema).option("basePath", base).parquet(*uris)
+        frames = []
+        for key, urls in sorted(groups.items()):
+            frame = spark.read.schema(data).parquet(*urls)
+            for col, value in zip(spec.partition_by, key, strict=True):
+                frame = frame.withColumn(col, F.lit(value).cast(schema[col].dataType))
+            frames.append(frame.select(*schema.names))
+        df = frames[0]
+        for frame in frames[1:]:
+            df = df.unionByName(frame)
+        if expected is not None:
+            got = df.count()
+            if got != expected:
+                raise EngineReadError(
+                    f"the engine read {got} rows of {spec.qualified} where the Delta log lists "
+                    f"{expected} in {sum(map(len, groups.values()))} files; refusing to go on "
+                    "with a partial input (docs/engines.md, 'Silent failures')"
+                )
+        return df
 
     @contextlib.contextmanager
     def lock(self, name: str) -> Iterator[None]:

@@ -27,6 +27,7 @@ from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, GOLD_SUFFICIENT_STATS
 from ab_pipelines.stats.moments import RatioMoments
+from tests.compare import table_differences
 
 UTC = dt.UTC
 START = dt.date(2026, 3, 1)
@@ -460,7 +461,7 @@ def test_spark_matches_pure_python(spark, lake, experiment_id, killed_at):
 
 
 @pytest.mark.spark
-def test_rerun_of_a_day_gives_identical_rows(spark, lake):
+def test_rerun_of_a_day_gives_the_same_rows(spark, lake):
     exposures, events = _bronze()
     want = {e: _expected(EXPERIMENTS[e], exposures, events) for e in ("exp", "exp_team")}
     order = [(c, "ascending") for c in ("experiment_id", "segment", "metric", "variant")]
@@ -470,7 +471,9 @@ def test_rerun_of_a_day_gives_identical_rows(spark, lake):
     rows2 = lake.read_arrow(GOLD_SUFFICIENT_STATS).sort_by(order)
     assert second.version > first.version
     assert rows1.num_rows == sum(len(w["stats"]) for w in want.values())
-    assert rows1.equals(rows2)
+    # Counts and text exact; sums to the last bits a parallel engine's summing order leaves.
+    assert table_differences(rows1, rows2, ["experiment_id", "segment", "metric", "variant"]) == []
+    assert rows1.column("n").equals(rows2.column("n"))
     assert [e.experiment_id for e in second.experiments] == ["exp", "exp_team"]
     assert [e.crossovers for e in second.experiments] == [1, 1]
     assert [e.units for e in second.experiments] == [

@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,19 +18,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["StandaloneCluster", "free_port", "worker_venv"]
+from tests.engines.jvm import bare_env, free_port, spark_home
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def spark_home() -> Path:
-    import pyspark
-
-    return Path(pyspark.__file__).parent
+__all__ = ["StandaloneCluster", "worker_venv"]
 
 
 def worker_venv(folder: Path) -> Path:
@@ -54,25 +43,6 @@ def worker_venv(folder: Path) -> Path:
     )
     stamp.write_text("\n".join(reqs) + "\n")
     return python
-
-
-def _bare_env(**extra: str) -> dict[str, str]:
-    """The environment of a machine that has Java and Spark, and not this project's venv."""
-    env = {
-        "PATH": os.pathsep.join(
-            p
-            for p in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep)
-            if not Path(p, "python").exists() or not Path(p, "activate").exists()
-        ),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "SPARK_HOME": str(spark_home()),
-        "SPARK_LOCAL_IP": "127.0.0.1",
-        "LANG": "C.UTF-8",
-    }
-    if "JAVA_HOME" in os.environ:
-        env["JAVA_HOME"] = os.environ["JAVA_HOME"]
-    env.update(extra)
-    return env
 
 
 @dataclass
@@ -99,7 +69,7 @@ class StandaloneCluster:
                 cmd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=_bare_env(**env),
+                env=bare_env(**env),
                 cwd=self.folder,
                 start_new_session=True,  # its own process group, stopped as one
             )

@@ -20,8 +20,8 @@ import pytest
 
 from ab_pipelines.lake import TABLES, Lake
 from ab_pipelines.settings import REPO_ROOT, paths
-from tests.cluster.compare import GOLD, differences, max_relative_difference
 from tests.cluster.standalone import StandaloneCluster, worker_venv
+from tests.compare import GOLD, differences, max_relative_difference
 
 pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
 

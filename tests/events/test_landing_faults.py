@@ -35,7 +35,7 @@ _LAND_IN_A_NEW_PROCESS = """
 import datetime as dt, sys
 from ab_pipelines.events.landing import land_day
 from ab_pipelines.lake import Lake
-from ab_pipelines.lake.spark import spark_session
+from ab_pipelines.lake import spark_session
 from ab_pipelines.settings import paths
 home = paths(sys.argv[1])
 known = {"checkout_cta": frozenset({"control", "treatment"})}

@@ -1,4 +1,4 @@
-"""Delta tables through delta-rs: append, partition replace, MERGE, Spark-written commits."""
+"""Delta tables through delta-rs: append, partition replace, MERGE; the engine's reads of them."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from ab_pipelines.lake import Lake, write_spark
+from ab_pipelines.lake import EngineReadError, Lake
+from ab_pipelines.lake import delta as delta_module
 from ab_pipelines.lake.tables import OPS_LANDED_FILES
 
 D1, D2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
@@ -60,15 +61,29 @@ def test_merge_is_idempotent(home):
 
 
 @pytest.mark.spark
-def test_spark_written_files_are_committed_by_delta_rs(home, spark):
+def test_the_engine_reads_the_snapshot_with_partition_values_from_the_log(home, spark):
     lake = Lake(home)
     lake.write_arrow(OPS_LANDED_FILES, ledger([("a", 1, D1), ("c", 3, D2)]))
-    df = lake.read_spark(spark, OPS_LANDED_FILES)
-    assert df.count() == 2
-    bumped = df.filter(df.arrival_date == D2).withColumn("read", df.read + 10)
-    write_spark(lake, OPS_LANDED_FILES, bumped, replace=[{"arrival_date": D2.isoformat()}])
-    assert [(r[0], r[3]) for r in content(lake)] == [("a", 1), ("c", 13)]
-    assert not any((lake.path(OPS_LANDED_FILES) / "_staging").iterdir())
+    lake.write_arrow(
+        OPS_LANDED_FILES, ledger([("c", 13, D2)]), replace=[{"arrival_date": D2.isoformat()}]
+    )
+    rows = sorted(lake.read_spark(spark, OPS_LANDED_FILES).collect())
+    assert [(r["source_file"], r["read"], r["arrival_date"]) for r in rows] == [
+        ("a", 1, D1),
+        ("c", 13, D2),
+    ]
     only_d2 = lake.read_spark(spark, OPS_LANDED_FILES, [{"arrival_date": D2.isoformat()}]).collect()
-    assert [r["source_file"] for r in only_d2] == ["c"]
-    assert only_d2[0]["arrival_date"] == D2
+    assert [(r["source_file"], r["arrival_date"]) for r in only_d2] == [("c", D2)]
+    assert lake.read_spark(spark, OPS_LANDED_FILES, [{"arrival_date": "2020-01-01"}]).count() == 0
+
+
+@pytest.mark.spark
+def test_a_read_the_engine_silently_cuts_fails_loudly(home, spark, monkeypatch):
+    """Sail reads a ``file:/abs`` path as no rows without an error: the row count from the Delta
+    log catches it (and would catch any engine that reads a file short)."""
+    lake = Lake(home)
+    lake.write_arrow(OPS_LANDED_FILES, ledger([("a", 1, D1), ("c", 3, D2)]))
+    assert lake.read_spark(spark, OPS_LANDED_FILES).count() == 2
+    monkeypatch.setattr(delta_module, "file_url", lambda p: "file:" + str(p))
+    with pytest.raises(EngineReadError, match=r"read 0 rows of ops.landed_files .* lists 2"):
+        lake.read_spark(spark, OPS_LANDED_FILES)

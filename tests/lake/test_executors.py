@@ -6,11 +6,8 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
-
 from ab_pipelines.executors import EXECUTOR_REQUIREMENTS, executor_requirements, project_zip
-from ab_pipelines.lake.spark import is_local, spark_conf
-from ab_pipelines.settings import REPO_ROOT, SetupError
+from ab_pipelines.settings import REPO_ROOT
 
 # What a worker image does not have: the driver-side stack.
 DRIVER_ONLY = ["deltalake", "dagster", "pyspark", "great_expectations", "scipy", "statsmodels"]
@@ -69,52 +66,6 @@ def test_requirements_are_pinned_to_the_driver():
 def test_project_zip_is_named_by_content(tmp_path):
     a, b = project_zip(tmp_path), project_zip(tmp_path)
     assert a == b and a.stat().st_size > 10_000
-
-
-@pytest.mark.parametrize(
-    ("env", "key", "value"),
-    [
-        ({"ABP_SPARK_EXECUTOR_MEMORY": "4g"}, "spark.executor.memory", "4g"),
-        ({"ABP_SPARK_EXECUTOR_MEMORY": "4gb"}, "spark.executor.memory", "4gb"),
-        ({"ABP_SPARK_EXECUTOR_CORES": "3"}, "spark.executor.cores", "3"),
-        ({"ABP_SPARK_DRIVER_MEMORY": "512m"}, "spark.driver.memory", "512m"),
-        (
-            {"ABP_SPARK_EXECUTOR_MEMORY": "4g", "ABP_SPARK_CONF": "spark.executor.memory=6g"},
-            "spark.executor.memory",
-            "6g",
-        ),
-    ],
-)
-def test_named_settings_reach_the_spark_conf(monkeypatch, env, key, value):
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    assert spark_conf()[key] == value
-
-
-@pytest.mark.parametrize(
-    ("var", "value"),
-    [("ABP_SPARK_EXECUTOR_MEMORY", "lots"), ("ABP_SPARK_EXECUTOR_CORES", "0"),
-     ("ABP_SPARK_DRIVER_MEMORY", "4 GB")],
-)  # fmt: skip
-def test_bad_settings_name_the_variable(monkeypatch, var, value):
-    monkeypatch.setenv(var, value)
-    with pytest.raises(SetupError, match=var):
-        spark_conf()
-
-
-def test_log_level_is_checked(monkeypatch):
-    from ab_pipelines.lake.spark import spark_log_level
-
-    monkeypatch.setenv("ABP_SPARK_LOG_LEVEL", "warn")
-    assert spark_log_level() == "WARN"
-    monkeypatch.setenv("ABP_SPARK_LOG_LEVEL", "loud")
-    with pytest.raises(SetupError, match="ABP_SPARK_LOG_LEVEL"):
-        spark_log_level()
-
-
-def test_is_local():
-    assert is_local("local") and is_local("local[2]") and is_local("local[*]")
-    assert not is_local("spark://127.0.0.1:7077") and not is_local("k8s://https://x:443")
 
 
 def test_cli_prints_the_workers_requirements(tmp_path):

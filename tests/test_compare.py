@@ -1,4 +1,4 @@
-"""The cluster test's comparison itself: it reports what differs, and only that."""
+"""The comparison of two runs' tables itself: it reports what differs, and only that."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pyarrow as pa
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import GOLD_SRM
 from ab_pipelines.settings import paths
-from tests.cluster.compare import differences, max_relative_difference
+from tests.compare import differences, max_relative_difference
 
 
 def _srm(home, statistics: list[float]) -> None:

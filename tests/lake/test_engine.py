@@ -1,0 +1,104 @@
+"""The engine seam: its settings, the embedded Sail session, and Python tasks where it runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ab_pipelines.lake import engine as engine_module
+from ab_pipelines.lake.engine import SESSION_CONF, EngineSettings, engine_tags, run_tasks
+from ab_pipelines.settings import REPO_ROOT, SetupError
+
+
+def test_defaults_are_sail_embedded():
+    s = EngineSettings.from_env({})
+    assert s.embedded and s.remote is None
+    assert s.conf == SESSION_CONF and s.conf["spark.sql.session.timeZone"] == "UTC"
+    assert s.sail_memory is None and s.task_threads >= 1
+
+
+def test_a_remote_url_and_extra_session_settings():
+    s = EngineSettings.from_env(
+        {
+            "ABP_SPARK_REMOTE": "sc://spark-connect:15002/;token=abc;use_ssl=true",
+            "ABP_SPARK_CONF": "spark.sql.shuffle.partitions=64; spark.sql.ansi.enabled=false",
+            "ABP_SAIL_MEMORY": "6g",
+            "ABP_TASK_THREADS": "3",
+        }
+    )
+    assert not s.embedded and s.remote.startswith("sc://spark-connect:15002")
+    assert s.conf["spark.sql.shuffle.partitions"] == "64"
+    assert s.conf["spark.sql.ansi.enabled"] == "false"
+    assert s.sail_memory == 6 << 30 and s.task_threads == 3
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "says"),
+    [
+        ("ABP_SPARK_REMOTE", "spark://master:7077", "not a Spark Connect URL"),
+        ("ABP_SPARK_CONF", "spark.sql.shuffle.partitions", "not key=value"),
+        ("ABP_SAIL_MEMORY", "lots", "not a size"),
+        ("ABP_SAIL_MEMORY", "4 GB", "not a size"),
+        ("ABP_TASK_THREADS", "0", "not a whole number"),
+        ("ABP_SPARK_MASTER", "local[2]", "no longer read"),
+        ("ABP_SPARK_DRIVER_MEMORY", "3g", "no longer read"),
+        ("ABP_SPARK_PYTHON", "/usr/bin/python3", "no longer read"),
+    ],
+)
+def test_bad_or_retired_settings_name_the_variable(var, value, says):
+    with pytest.raises(SetupError, match=f"{var}.*{says}"):
+        EngineSettings.from_env({var: value})
+
+
+@pytest.mark.spark
+def test_the_embedded_engine_is_sail_in_this_process(spark):
+    tags = engine_tags(spark)
+    assert (
+        tags["abp/spark_engine"].startswith("sail 0.7") and "(embedded)" in tags["abp/spark_engine"]
+    )
+    assert tags["abp/spark_remote"].startswith("sc://127.0.0.1:")
+    assert tags["abp/spark_session"] == spark.session_id
+    assert spark.conf.get("spark.sql.session.timeZone") == "UTC"
+    assert spark.sql("SELECT CAST('2026-11-01 00:00:00' AS TIMESTAMP) AS t").toArrow().num_rows == 1
+
+
+def _where(x: int) -> tuple[int, int, int]:
+    import threading
+
+    return x * x, os.getpid(), threading.get_ident()
+
+
+@pytest.mark.spark
+def test_tasks_run_on_this_process_threads_with_the_embedded_engine(spark):
+    got = run_tasks(spark, _where, [(i,) for i in range(12)])
+    assert [g[0] for g in got] == [i * i for i in range(12)]  # in order
+    assert {g[1] for g in got} == {os.getpid()}
+
+
+@pytest.mark.spark
+def test_tasks_through_map_in_arrow_give_the_same_answers(spark):
+    """The remote path (one task a row through mapInArrow) on whatever engine is at hand: same
+    results, same order; on Sail it runs in this process too."""
+    got = engine_module.run_remote(spark, _where, [(i,) for i in range(7)])
+    assert [g[0] for g in got] == [i * i for i in range(7)]
+
+
+def test_the_client_imports_from_python_c_without_a_spark_home(tmp_path):
+    """PySpark 4.2's pure client exits with a page of text when imported from ``python -c``
+    unless it finds a SPARK_HOME; the engine seam gives it one before importing it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_HOME", "PYTHONPATH")}
+    env["ABP_HOME"] = str(tmp_path)
+    code = "from ab_pipelines.lake import spark_session; print(spark_session().range(3).count())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "3", out.stderr[-2000:]
+    assert not any((tmp_path / "engine").glob("sail-*")), "the scratch folder outlived the process"
