@@ -16,7 +16,8 @@ __all__ = ["Benchmark", "Row", "machine", "render", "project_versions"]
 
 PROJECT_DISTRIBUTIONS = (
     "ab-pipelines",
-    "pyspark",
+    "pyspark-client",
+    "pysail",
     "deltalake",
     "pyarrow",
     "numpy",
@@ -37,6 +38,7 @@ class Row:
     ratio: str
     target: str
     met: bool | None  # None: no target for this row
+    jvm: str | None = None  # the same measure on JVM Spark (Connect, local[2]), where measured
 
 
 @dataclass(frozen=True)
@@ -115,15 +117,15 @@ def render(
     lines += [f"- peer {name}: {_fmt_versions(v)}" for name, v in peers.items()]
     for b in benchmarks:
         lines += ["", f"## {b.title}", ""]
-        lines += [
-            "| measure | project | peer | ratio | target | met? |",
-            "|---|---|---|---|---|---|",
-        ]
+        jvm = any(r.jvm is not None for r in b.rows)
+        head = ["measure", "project", "peer", *(["JVM Spark (Connect)"] if jvm else [])]
+        head += ["ratio", "target", "met?"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for r in b.rows:
             met = "—" if r.met is None else ("yes" if r.met else "**no**")
-            lines.append(
-                f"| {r.measure} | {r.project} | {r.peer} | {r.ratio} | {r.target} | {met} |"
-            )
+            cells = [r.measure, r.project, r.peer, *([r.jvm or ""] if jvm else [])]
+            cells += [r.ratio, r.target, met]
+            lines.append("| " + " | ".join(cells) + " |")
         if b.notes:
             lines.append("")
             lines += [f"- {note}" for note in b.notes]

@@ -323,7 +323,7 @@ def _connect(settings: EngineSettings, home: Path) -> _Engine:
     try:
         _configure(session, settings)
         _ship_project(session, home)
-        check_executors(session, home, settings.executor_wait)
+        check_executors(session, home, settings.executor_wait, url)
     except SetupError:
         session.stop()
         raise
@@ -377,7 +377,7 @@ def _first_cause(exc: BaseException) -> str:
 PROBE_TASKS = 4
 
 
-def check_executors(session, home: Path, timeout: float) -> None:
+def check_executors(session, home: Path, timeout: float, url: str = "the server") -> None:
     """Run the probe on the executors once; a SetupError names each host's problem and its fix.
 
     It catches at session start, not deep inside a landing: no executor at all within
@@ -391,7 +391,7 @@ def check_executors(session, home: Path, timeout: float) -> None:
 
     def probe_all():
         try:
-            done["reports"] = run_remote(session, probe, [(where,)] * PROBE_TASKS)
+            done["reports"] = _probe_remote(session, where)
         except BaseException as exc:  # noqa: BLE001 - reported below
             done["error"] = exc
 
@@ -405,7 +405,7 @@ def check_executors(session, home: Path, timeout: float) -> None:
             pass
         raise SetupError(
             f"no Spark executor ran a task within {timeout:.0f} s: either the cluster behind "
-            f"{session.client.host}:{session.client.port} has no free cores or memory for an "
+            f"{url} has no free cores or memory for an "
             "executor, or its workers cannot start (see the server's log; docs/engines.md)."
         )
     if "error" in done:
@@ -438,16 +438,26 @@ def check_executors(session, home: Path, timeout: float) -> None:
         raise SetupError("the Spark cluster is not ready: " + "; ".join(problems) + ".")
 
 
+def _probe_remote(session, where: str) -> list[dict]:
+    """:func:`probe` in a few tasks on the executors, through a plain (pickled, not Arrow)
+    Python UDF: it needs nothing but the standard library there, so it can say what is missing."""
+    from pyspark.sql import functions as F
+
+    @F.udf("string", useArrow=False)
+    def run(_):
+        return json.dumps(probe(where))
+
+    frame = session.range(0, PROBE_TASKS, 1, PROBE_TASKS).select(run("id").alias("report"))
+    return [json.loads(r["report"]) for r in frame.collect()]
+
+
 def engine_tags(spark) -> dict[str, str]:
     """What ran a step, for Dagster run tags and metadata: the engine, its URL, the session."""
     e = _engine
     if e is not None and e.session is spark:
         name, url = e.name, e.url
     else:
-        name, url = (
-            f"spark connect {spark.version}",
-            f"sc://{spark.client.host}:{spark.client.port}",
-        )
+        name, url = f"spark connect {spark.version}", f"sc://{getattr(spark.client, 'host', '?')}"
     return {
         "abp/spark_engine": name,
         "abp/spark_remote": url,

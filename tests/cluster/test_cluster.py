@@ -1,9 +1,11 @@
-"""The demo's simulate -> land -> analyze on a real Spark standalone cluster equals a local[2] run.
+"""The demo on a real Spark cluster through Spark Connect equals the demo on the embedded engine.
 
-A master and two workers (one core each) run on loopback with a bare environment; the executors'
-Python is a venv holding only EXECUTOR_REQUIREMENTS, without this project, so the landing's parse
-task works only because the project's code is shipped with the job. Both runs are
-``abp demo`` subprocesses (one SparkContext per process) on the same seed; their gold tables must
+How real clusters serve Spark Connect: a standalone master and two workers (one core each) on
+loopback with a bare environment, and a JVM Spark Connect server attached to the master. The
+executors' Python is a venv holding only EXECUTOR_REQUIREMENTS, without this project, so the
+landing's parse tasks (``mapInArrow``) work only because the project's code is shipped with the
+session (a Spark Connect artifact). The embedded run is ``make demo`` itself, with Java hidden
+from PATH: the default path needs no JVM. Both runs use the same seed; their gold tables must
 agree, counts exactly and floats to a relative 1e-9. Wall times go to .cluster-test/last-run.json.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -22,10 +26,12 @@ from ab_pipelines.lake import TABLES, Lake
 from ab_pipelines.settings import REPO_ROOT, paths
 from tests.cluster.standalone import StandaloneCluster, worker_venv
 from tests.compare import GOLD, differences, max_relative_difference
+from tests.engines.jvm import ConnectServer
 
-pytestmark = [pytest.mark.cluster, pytest.mark.spark, pytest.mark.slow]
+pytestmark = [pytest.mark.cluster, pytest.mark.jvm, pytest.mark.slow]
 
 DAYS, USERS, HISTORY = 3, 2000, 3
+DEMO_ARGS = f"--days {DAYS} --users {USERS} --history-days {HISTORY}"
 STATE = REPO_ROOT / ".cluster-test"  # git-ignored: the worker venv (reused) and the last report
 
 
@@ -35,12 +41,37 @@ def _env(home: Path, **env: str) -> dict[str, str]:
     return {**full, "ABP_HOME": str(home), **env}
 
 
-def _demo(home: Path, log: Path, **env: str) -> subprocess.Popen:
-    full = _env(home, ABP_SPARK_DRIVER_MEMORY="2g", **env)
-    cmd = [sys.executable, "-m", "ab_pipelines.cli", "demo", "--days", str(DAYS)]
-    cmd += ["--users", str(USERS), "--history-days", str(HISTORY)]
+def _without_java(tmp_path: Path) -> str:
+    """PATH with every folder that holds a ``java`` replaced by a copy without it."""
+    out = []
+    for i, folder in enumerate(os.environ.get("PATH", "").split(os.pathsep)):
+        if folder and Path(folder, "java").exists():
+            clean = tmp_path / f"path-without-java-{i}"
+            clean.mkdir()
+            for entry in Path(folder).iterdir():
+                if entry.name != "java":
+                    (clean / entry.name).symlink_to(entry)
+            folder = str(clean)
+        out.append(folder)
+    return os.pathsep.join(out)
+
+
+def _embedded_demo(home: Path, log: Path, tmp_path: Path) -> subprocess.Popen:
+    """``make demo`` as a new user runs it, on a machine without Java."""
+    env = _env(home, PATH=_without_java(tmp_path))
+    env.pop("JAVA_HOME", None)
+    assert shutil.which("java", path=env["PATH"]) is None
+    cmd = ["make", "-s", "demo", f"DEMO_ARGS={DEMO_ARGS}"]
     with open(log, "wb") as out:
-        return subprocess.Popen(cmd, env=full, stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def _remote_demo(home: Path, log: Path, remote: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "ab_pipelines.cli", "demo", *DEMO_ARGS.split()]
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            cmd, env=_env(home, ABP_SPARK_REMOTE=remote), stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _wait(proc: subprocess.Popen, started: float, log: Path) -> float:
@@ -50,8 +81,9 @@ def _wait(proc: subprocess.Popen, started: float, log: Path) -> float:
     return took
 
 
-def _leftovers(cluster: StandaloneCluster) -> list[str]:
-    """Processes still alive that belong to the cluster (by working folder or master port)."""
+def _leftovers(cluster: StandaloneCluster, servers: list[ConnectServer]) -> list[str]:
+    """Processes still alive that belong to the cluster or its Connect servers."""
+    marks = [f"127.0.0.1:{cluster.port}", *(f"binding.port={s.port}" for s in servers)]
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -61,29 +93,21 @@ def _leftovers(cluster: StandaloneCluster) -> list[str]:
             cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if cwd.startswith(str(cluster.folder)) or f"127.0.0.1:{cluster.port}" in cmdline:
+        if cwd.startswith(str(cluster.folder)) or any(m in cmdline for m in marks):
             found.append(f"{proc.name}: {cmdline[:200]}")
     return found
 
 
-def _session_in_subprocess(home: Path, **env: str) -> subprocess.CompletedProcess:
-    """Start (only) a Spark session in a process of its own with these settings."""
-    full = _env(home, **env)
+def _session_in_subprocess(home: Path, remote: str, **env: str) -> subprocess.CompletedProcess:
+    """Start (only) a Spark session in a process of its own against ``remote``."""
     code = "from ab_pipelines.lake import spark_session; spark_session()"
     return subprocess.run(
-        [sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=600
+        [sys.executable, "-c", code],
+        env=_env(home, ABP_SPARK_REMOTE=remote, **env),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
-
-
-def _finished_apps(cluster: StandaloneCluster, expected: int) -> list[dict]:
-    """The master's completed applications, once ``expected`` of them are (drivers that exit
-    are noticed within a few seconds)."""
-    deadline = time.monotonic() + 60
-    while True:
-        state = cluster.state()
-        if len(state["completedapps"]) >= expected or time.monotonic() > deadline:
-            return state["completedapps"]
-        time.sleep(1)
 
 
 def _run_tags(home: Path) -> list[dict[str, str]]:
@@ -93,67 +117,81 @@ def _run_tags(home: Path) -> list[dict[str, str]]:
         return [dict(r.dagster_run.tags) for r in instance.get_run_records()]
 
 
-def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
+def test_demo_through_spark_connect_on_a_cluster_equals_the_embedded_engine(tmp_path):
     python = worker_venv(STATE / "worker-venv")
     # The workers' Python really lacks the project (and Spark: pyspark.zip comes from SPARK_HOME).
     probe = subprocess.run(
         [str(python), "-c", "import ab_pipelines"], capture_output=True, cwd=tmp_path, env={}
     )
     assert probe.returncode != 0 and b"No module named 'ab_pipelines'" in probe.stderr
+    bare = tmp_path / "bare-venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
 
-    on_cluster, local = tmp_path / "on-cluster", tmp_path / "local"
-    logs = {name: tmp_path / f"{name}.log" for name in ("cluster", "local")}
+    on_cluster, embedded = tmp_path / "on-cluster", tmp_path / "embedded"
+    logs = {name: tmp_path / f"{name}.log" for name in ("cluster", "embedded")}
     cluster = StandaloneCluster(tmp_path / "spark", workers=2, cores=1, memory="2g")
+    executors = {"spark.executor.memory": "1g", "spark.executor.cores": "1"}
+    servers = {
+        # executors bigger than any worker: none can start
+        "too_big": ConnectServer(
+            tmp_path / "too-big", cluster.url, str(python), name="abp-too-big",
+            conf={"spark.executor.memory": "8g"},
+        ),
+        # a worker Python without the requirements
+        "bare": ConnectServer(
+            tmp_path / "bare", cluster.url, str(bare / "bin" / "python"), name="abp-bare",
+            conf=executors,
+        ),
+        "demo": ConnectServer(
+            tmp_path / "demo", cluster.url, str(python), name="abp-demo", conf=executors
+        ),
+    }  # fmt: skip
     t0 = time.monotonic()
     with cluster:
         up = time.monotonic() - t0
         assert len(cluster.state()["workers"]) == 2
-        # A worker Python without the requirements is refused at session start, by name.
-        bare = tmp_path / "bare-venv"
-        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
-        refused = _session_in_subprocess(
-            tmp_path / "refused",
-            ABP_SPARK_MASTER=cluster.url,
-            ABP_SPARK_PYTHON=str(bare / "bin" / "python"),
-        )
-        assert refused.returncode != 0
-        expected = "lacks pyarrow, orjson, pandas, numpy, mmh3"
-        assert expected in refused.stderr, refused.stderr[-2000:]
-        # Executors that cannot start (bigger than any worker) are reported, not waited on forever.
-        too_big = _session_in_subprocess(
-            tmp_path / "too-big",
-            ABP_SPARK_MASTER=cluster.url,
-            ABP_SPARK_PYTHON=str(python),
-            ABP_SPARK_EXECUTOR_MEMORY="8g",
-            ABP_SPARK_EXECUTOR_WAIT="5",
-        )
-        assert too_big.returncode != 0
-        assert "no Spark executor registered within 5 s" in too_big.stderr, too_big.stderr[-2000:]
-        started = time.monotonic()
-        remote = _demo(
-            on_cluster,
-            logs["cluster"],
-            ABP_SPARK_MASTER=cluster.url,
-            ABP_SPARK_PYTHON=str(python),
-            ABP_SPARK_EXECUTOR_MEMORY="1g",
-            ABP_SPARK_EXECUTOR_CORES="1",
-        )
-        cluster_wall = _wait(remote, started, logs["cluster"])
-        # One after the other, so each wall time is its own (2 cores).
-        local_started = time.monotonic()
-        here = _demo(local, logs["local"], ABP_SPARK_MASTER="local[2]")
-        local_wall = _wait(here, local_started, logs["local"])
-        apps = _finished_apps(cluster, expected=3)
-    # The two refused sessions (bare Python, executors too big) and the demo all ended cleanly.
-    assert [a["state"] for a in apps] == ["FINISHED"] * 3, apps
-    assert not _leftovers(cluster), _leftovers(cluster)
+        try:
+            # The two refused sessions first: the demo's server, once up, holds every core.
+            for name in ("too_big", "bare"):
+                servers[name].launch()
+            for name in ("too_big", "bare"):
+                servers[name].wait()
+            served = time.monotonic() - t0
+            too_big = _session_in_subprocess(
+                tmp_path / "h-too-big", servers["too_big"].url, ABP_SPARK_EXECUTOR_WAIT="5"
+            )
+            assert too_big.returncode != 0
+            assert "no Spark executor ran a task within 5 s" in too_big.stderr, too_big.stderr[-2000:]
+            refused = _session_in_subprocess(
+                tmp_path / "h-bare", servers["bare"].url, ABP_SPARK_EXECUTOR_WAIT="120"
+            )
+            assert refused.returncode != 0
+            assert "lacks pyarrow, orjson, pandas, numpy, mmh3" in refused.stderr, (
+                refused.stderr[-2000:]
+            )
+            for name in ("too_big", "bare"):
+                servers[name].stop()
+            servers["demo"].start()
 
-    counts, problems = differences(on_cluster, local, [*GOLD, TABLES["silver.exposure_counts"]])
+            started = time.monotonic()
+            remote = _remote_demo(on_cluster, logs["cluster"], servers["demo"].url)
+            cluster_wall = _wait(remote, started, logs["cluster"])
+            state = cluster.state()
+        finally:
+            for s in servers.values():
+                s.stop()
+    assert not _leftovers(cluster, list(servers.values())), _leftovers(cluster, servers.values())
+    # One after the other, so each wall time is its own (2 cores).
+    embedded_started = time.monotonic()
+    here = _embedded_demo(embedded, logs["embedded"], tmp_path)
+    embedded_wall = _wait(here, embedded_started, logs["embedded"])
+
+    counts, problems = differences(on_cluster, embedded, [*GOLD, TABLES["silver.exposure_counts"]])
     assert not problems, "\n".join(problems[:20])
     assert all(a > 0 for a, _ in counts.values()), counts
     for name in ("bronze.exposures", "bronze.metric_events", "bronze.quarantine"):
         spec = TABLES[name]
-        n = [Lake(paths(h)).read_arrow(spec, columns=[]).num_rows for h in (on_cluster, local)]
+        n = [Lake(paths(h)).read_arrow(spec, columns=[]).num_rows for h in (on_cluster, embedded)]
         assert n[0] == n[1], (name, n)
         counts[name] = tuple(n)
 
@@ -168,30 +206,32 @@ def test_demo_on_a_standalone_cluster_equals_local(tmp_path):
             assert not list((root / "_staging").rglob("*.parquet"))
 
     # The Dagster UI shows where each Spark run ran.
-    tags = _run_tags(on_cluster)
-    assert tags and all(t.get("abp/spark_master") == cluster.url for t in tags), tags
-    # Every Spark run of the demo ran Python tasks (the parse task) on both workers' executors.
-    demo_apps = {t["abp/spark_app_id"] for t in tags}
-    assert demo_apps <= {a["id"] for a in apps}, (demo_apps, apps)
-    for app in demo_apps:
-        ran = {
-            log.parent.parent.parent.name
-            for log in (tmp_path / "spark").glob(f"worker*/{app}/*/stderr")
-            if "Starting Python task execution" in log.read_text(errors="replace")
-        }
-        assert ran == {"worker0", "worker1"}, (app, ran)
-    assert all(t.get("abp/spark_master") == "local[2]" for t in _run_tags(local))
+    tags = [t for t in _run_tags(on_cluster) if "abp/spark_engine" in t]
+    assert tags and all(t["abp/spark_remote"] == servers["demo"].url for t in tags), tags
+    assert all(t["abp/spark_engine"].startswith("spark connect 4.2") for t in tags), tags
+    embedded_tags = [t for t in _run_tags(embedded) if "abp/spark_engine" in t]
+    assert embedded_tags and all("(embedded)" in t["abp/spark_engine"] for t in embedded_tags)
+    # The demo's application ran the landing's parse tasks (mapInArrow: MapInBatch) on both
+    # workers' executors.
+    (app,) = [a for a in state["activeapps"] + state["completedapps"] if a["name"] == "abp-demo"]
+    ran = {
+        log.parent.parent.parent.name
+        for log in (tmp_path / "spark").glob(f"worker*/{app['id']}/*/stderr")
+        if re.search(r"MapInBatch\S*: Starting Python task", log.read_text(errors="replace"))
+    }
+    assert ran == {"worker0", "worker1"}, (app["id"], ran)
 
     report = {
         "days": DAYS,
         "users": USERS,
         "history_days": HISTORY,
         "cluster_start_s": round(up, 1),
+        "connect_servers_up_s": round(served, 1),
         "cluster_wall_s": round(cluster_wall, 1),
-        "local_wall_s": round(local_wall, 1),
+        "embedded_wall_s": round(embedded_wall, 1),
         "rows": {k: list(v) for k, v in counts.items()},
         "max_relative_difference": {
-            spec.qualified: max_relative_difference(on_cluster, local, spec) for spec in GOLD
+            spec.qualified: max_relative_difference(on_cluster, embedded, spec) for spec in GOLD
         },
     }
     STATE.mkdir(exist_ok=True)

@@ -89,6 +89,7 @@ class ConnectServer:
     master: str = "local[2]"
     python: str = sys.executable
     driver_memory: str = "2g"
+    name: str = "abp-connect"
     conf: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
@@ -102,6 +103,10 @@ class ConnectServer:
         return self.folder / "connect-server.log"
 
     def start(self, timeout: float = 240) -> ConnectServer:
+        return self.launch().wait(timeout)
+
+    def launch(self) -> ConnectServer:
+        """Start the server's process and return at once (:meth:`wait` until it serves)."""
         check_java()
         home = spark_home()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -111,13 +116,14 @@ class ConnectServer:
             "spark.ui.enabled": "false",
             "spark.pyspark.python": self.python,
             "spark.sql.session.timeZone": "UTC",
+            "spark.app.name": self.name,
             "spark.local.dir": str(self.folder / "local"),
             **self.conf,
         }
         cmd = [
             str(home / "bin" / "spark-submit"),
             "--class", "org.apache.spark.sql.connect.service.SparkConnectServer",
-            "--name", "abp-connect", "--master", self.master,
+            "--name", self.name, "--master", self.master,
             "--driver-memory", self.driver_memory,
         ]  # fmt: skip
         for k, v in conf.items():
@@ -131,6 +137,10 @@ class ConnectServer:
                 cwd=self.folder,
                 start_new_session=True,  # its own process group, stopped as one
             )
+        return self
+
+    def wait(self, timeout: float = 240) -> ConnectServer:
+        assert self.proc is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
