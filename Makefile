@@ -32,8 +32,10 @@ $(BIN)/.installed: pyproject.toml | check-python
 demo: check-python $(BIN)/.installed
 	$(BIN)/abp demo $(DEMO_ARGS)
 
+# Two test processes (pytest-xdist), one engine session each; the tests that start JVM Spark
+# share one process (xdist_group "jvm"), so their JVMs never run at once.
 test: check-python check-java $(BIN)/.installed browser-deps
-	$(BIN)/python -m pytest -q --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=25
 
 test-fast: check-python $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "not spark and not dagster and not slow and not jvm and not cluster"

@@ -10,6 +10,7 @@ freshness checks read.
 import datetime as dt
 import hashlib
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -33,7 +34,16 @@ from assets.partitions import daily_partitions
 
 __all__ = ["changed_days", "new_dump_files", "registry_changed", "registry_fingerprint"]
 
-SENSOR_INTERVAL_SECONDS = 30
+def _interval() -> int:
+    raw = os.environ.get("ABP_SENSOR_SECONDS", "").strip() or "30"
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"ABP_SENSOR_SECONDS={raw!r} is not a whole number of seconds like 30.")
+    return int(raw)
+
+
+# How often the sensors look for new dump files and registry changes (a new file lands within
+# about this long; Dagster's daemon checks sensors every few seconds at most).
+SENSOR_INTERVAL_SECONDS = _interval()
 _SLACK_SECONDS = 5.0  # a folder touched this close to the last look is looked at again
 
 

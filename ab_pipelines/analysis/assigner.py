@@ -1,7 +1,7 @@
 """The Spark-side assigner: the CONTRACTS section 6 rules, vectorized over a column of units.
 
 It reads the same compiled experiments as the SDK (docs/edge-config.md) but is a separate
-implementation (numpy over whole batches, inside a pandas UDF), so the corpus and a million random
+implementation (numpy over whole batches, inside a pandas UDF), so the corpus and 200,000 random
 users can prove that both agree. No sticky store: that lives only in clients.
 """
 

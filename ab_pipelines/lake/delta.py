@@ -85,6 +85,10 @@ def partition_value(v: object) -> str:
     return str(v)
 
 
+# (session, table version, the files' URLs) -> the rows the engine read there, as the log says.
+_VERIFIED: dict[tuple, int] = {}
+
+
 def _spark_schema(schema: pa.Schema):
     from pyspark.sql.pandas.types import from_arrow_schema
 
@@ -204,8 +208,11 @@ class Lake:
         groups: dict[tuple, list[str]] = {}
         expected: int | None = 0
         root = str(self.path(spec))
+        version = None
         if self.exists(spec):
-            for a, values in _files_in(self.table(spec), spec, partitions):
+            table = self.table(spec)
+            version = table.version()
+            for a, values in _files_in(table, spec, partitions):
                 key = tuple(values[k] for k in spec.partition_by)
                 groups.setdefault(key, []).append(file_url(os.path.join(root, a["path"])))
                 n = a.get("num_records")
@@ -221,14 +228,22 @@ class Lake:
         df = frames[0]
         for frame in frames[1:]:
             df = df.unionByName(frame)
-        if expected is not None:
+        # A snapshot read once by this session is not counted again (the analysis reads the
+        # same bronze partitions for each experiment of a day).
+        key = (
+            spark.session_id,
+            version,
+            tuple(sorted(u for urls in groups.values() for u in urls)),
+        )
+        if expected is not None and _VERIFIED.get(key) != expected:
             got = df.count()
             if got != expected:
                 raise EngineReadError(
                     f"the engine read {got} rows of {spec.qualified} where the Delta log lists "
                     f"{expected} in {sum(map(len, groups.values()))} files; refusing to go on "
-                    "with a partial input (docs/engines.md, 'Silent failures')"
+                    "with a partial input (docs/engines.md, 'Known limits of Sail')"
                 )
+            _VERIFIED[key] = got
         return df
 
     @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""The Spark assigner agrees with the corpus and with the SDK on a million random users."""
+"""The Spark assigner agrees with the corpus and with the SDK on 200,000 random users."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from ab_pipelines.settings import REPO_ROOT
 
 pytestmark = pytest.mark.spark
 
+# Random users beyond the corpus (the Python UDF runs under one GIL on the embedded engine).
+USERS = 200_000
 CORPUS = json.loads((REPO_ROOT / "tests" / "data" / "assignment_cases.json").read_text())
 
 
@@ -47,7 +49,7 @@ def test_spark_agrees_with_every_corpus_case(spark):
 
 
 @pytest.mark.slow
-def test_spark_and_sdk_agree_on_a_million_random_users(spark):
+def test_spark_and_sdk_agree_on_random_users(spark):
     import hashlib
 
     from pyspark.sql import functions as F
@@ -67,7 +69,7 @@ def test_spark_and_sdk_agree_on_a_million_random_users(spark):
     payload["content_sha"] = hashlib.sha256(canonical_json(experiments).encode()).hexdigest()
     client = Client.from_payload(payload, trusted=True)
     platforms = ["ios", "android", "web"]
-    df = spark.range(1_000_000).select(
+    df = spark.range(USERS).select(
         F.concat(F.lit("r-"), F.sha2(F.col("id").cast("string"), 256).substr(1, 16)).alias(
             "user_id"
         ),
@@ -84,7 +86,7 @@ def test_spark_and_sdk_agree_on_a_million_random_users(spark):
         for eid, exp in experiments.items()
     ]
     pdf = df.select("user_id", "attributes", *cols).toPandas()
-    assert len(pdf) == 1_000_000
+    assert len(pdf) == USERS
     users = pdf.user_id.tolist()
     attrs = [{"platform": p} for p in (json.loads(a)["platform"] for a in pdf.attributes)]
     for eid in experiments:

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.engines.jvm import bare_env, free_port, spark_home
+from tests.engines.jvm import bare_env, built_once, free_port, spark_home
 
 __all__ = ["StandaloneCluster", "worker_venv"]
 
@@ -28,6 +28,11 @@ def worker_venv(folder: Path) -> Path:
 
     Reused when it already holds exactly those requirements.
     """
+    with built_once(folder):
+        return _worker_venv(folder)
+
+
+def _worker_venv(folder: Path) -> Path:
     from ab_pipelines.executors import executor_requirements
 
     reqs = executor_requirements()

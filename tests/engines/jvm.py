@@ -10,6 +10,7 @@ Java 17: a missing Java is said in one sentence (``make test`` checks it first).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from ab_pipelines.settings import REPO_ROOT, check_java
 
-__all__ = ["ConnectServer", "bare_env", "free_port", "spark_home"]
+__all__ = ["ConnectServer", "bare_env", "built_once", "free_port", "spark_home", "stop_all"]
 
 VENV = REPO_ROOT / ".venv-peers" / "spark"
 
@@ -33,8 +34,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@contextlib.contextmanager
+def built_once(folder: Path):
+    """Hold a lock beside ``folder`` while it is checked and built (test processes run at once)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f".{folder.name}.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def spark_home() -> Path:
     """The full pyspark (jars, scripts) of the client's version, installed on first use."""
+    with built_once(VENV):
+        return _spark_home()
+
+
+def _spark_home() -> Path:
     want = version("pyspark-client")
     python = VENV / "bin" / "python"
     home = next(iter(VENV.glob("lib/python3*/site-packages/pyspark")), None)
@@ -158,19 +176,31 @@ class ConnectServer:
         return self.log.read_text(errors="replace")[-3000:]
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+        stop_all([self])
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
+                os.killpg(self.proc.pid, sig)
 
     def __enter__(self) -> ConnectServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def stop_all(servers: list[ConnectServer], grace: float = 30) -> None:
+    """Stop servers together: SIGTERM to each process group, then SIGKILL to what outlives
+    ``grace`` seconds (a JVM's shutdown hooks take a few seconds each; in turn they add up)."""
+    for s in servers:
+        s._signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for s in servers:
+        if s.proc is None:
+            continue
+        try:
+            s.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            s._signal(signal.SIGKILL)
+            s.proc.wait(timeout=30)

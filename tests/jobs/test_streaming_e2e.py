@@ -21,6 +21,7 @@ from ab_pipelines.settings import REPO_ROOT, paths
 pytestmark = [pytest.mark.slow, pytest.mark.dagster, pytest.mark.spark]
 
 DAY = dt.date(2026, 11, 10)
+SENSOR_SECONDS = 5  # the sensors look every 5 s here (30 by default)
 
 
 def _free_port() -> int:
@@ -49,8 +50,7 @@ def test_a_dropped_file_lands_once_while_the_sensor_runs(tmp_path, monkeypatch):
         **os.environ,
         "ABP_HOME": str(home.home),
         "DAGSTER_HOME": str(home.dagster_home),
-        "PYSPARK_PYTHON": sys.executable,
-        "SPARK_LOCAL_IP": "127.0.0.1",
+        "ABP_SENSOR_SECONDS": str(SENSOR_SECONDS),
     }
     exe = os.path.join(os.path.dirname(sys.executable), "dagster")
     log = open(tmp_path / "dagster-dev.log", "wb")
@@ -98,7 +98,7 @@ def test_a_dropped_file_lands_once_while_the_sensor_runs(tmp_path, monkeypatch):
             time.sleep(5)
         row = _landed(home, rel)
         assert (row["read"], row["landed"], row["duplicates"]) == (5, 5, 0)
-        time.sleep(75)  # more than two sensor intervals: no second run may land it again
+        time.sleep(4 * SENSOR_SECONDS)  # several more looks: no second run may land it again
         assert len(Lake(home).read_arrow(BRONZE_EXPOSURES).to_pylist()) == 5
 
         monkeypatch.setenv("DAGSTER_HOME", str(home.dagster_home))
