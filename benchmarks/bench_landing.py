@@ -183,8 +183,8 @@ def run(reps: int = 3, records: int = RECORDS) -> Benchmark:
         "exactly one bronze or quarantine row with its file and line; bronze is deduplicated by "
         "(partition, offset) and event_id against the neighbouring days; the day's ledger is "
         "written and checked against the commit.",
-        "The project parses on the embedded engine's side of the seam: threads of its own "
-        "process, pyarrow's JSON reader on each chunk it can prove (`events/parse_bulk.py`). "
+        "The project parses on the embedded engine's side of the seam: worker processes on this "
+        "machine, pyarrow's JSON reader on each file it can prove (`events/parse_bulk.py`). "
         "The third column is the same landing with JVM Spark as the engine: each file is a "
         "task of a `mapInArrow` on its Python workers.",
     ]

@@ -27,8 +27,10 @@ def jvm_session():
         t0 = time.perf_counter()
         server = ConnectServer(REPO_ROOT / ".bench-data" / "jvm-connect", driver_memory="3g")
         server.start()
-        atexit.register(server.stop)
         session = SparkSession.builder.remote(server.url).create()
+        # The session before its server: a client whose server is gone hangs closing its
+        # channel when the interpreter exits.
+        atexit.register(lambda: (session.stop(), server.stop()))
         for key, value in SESSION_CONF.items():
             session.conf.set(key, value)
         session.sql("SELECT 1").collect()

@@ -1,8 +1,8 @@
 """Land one arrival day of raw dumps into bronze, exactly once; the engine's workers parse.
 
 1. The day's files are parsed one task per file where the engine's workers are
-   (:func:`ab_pipelines.lake.engine.run_tasks`: threads here with the embedded engine, the
-   cluster's executors with a remote one), by
+   (:func:`ab_pipelines.lake.engine.run_tasks`: worker processes here with the embedded
+   engine, the cluster's executors with a remote one), by
    :func:`ab_pipelines.events.stage.stage_file`, which checks bytes and lines itself: every line
    becomes one row, a landing candidate or a quarantined line with its reason code. Rows go from
    Arrow straight to parquet files in each table's staging folder; only each file's counts and
@@ -279,13 +279,18 @@ def _land_day(spark, lake, raw, day, known_variants, new_files_only) -> LandingR
         existing = _related(lake, spec, window, new)
         kept = _dedupe(new, existing)
         kept_new = kept.filter(kept["_new"])
-        for name, n in Counter(kept_new["source_file"].to_pylist()).items():
+        for name, n in _value_counts(kept_new["source_file"]).items():
             counts[name].landed = n  # checked against the commit below
-        # Candidates that lost to an earlier copy leave their staged files.
-        dropped = new.join(
-            kept_new.select(["source_file", "source_line"]),
-            ["source_file", "source_line"],
-            join_type="left anti",
+        # Candidates that lost to an earlier copy leave their staged files (none, usually:
+        # then the join that finds them is skipped).
+        dropped = (
+            new.join(
+                kept_new.select(["source_file", "source_line"]),
+                ["source_file", "source_line"],
+                join_type="left anti",
+            )
+            if kept_new.num_rows < new.num_rows
+            else new.slice(0, 0)
         )
         for name in pc.unique(dropped["source_file"]).to_pylist():
             lines = dropped.filter(pc.equal(dropped["source_file"], name))["source_line"]
@@ -336,13 +341,19 @@ def _land_day(spark, lake, raw, day, known_variants, new_files_only) -> LandingR
     return report
 
 
+def _value_counts(column) -> dict:
+    """value -> how many times (Arrow's count, not a million Python strings)."""
+    counted = pc.value_counts(column).flatten()
+    return dict(zip(counted[0].to_pylist(), counted[1].to_pylist(), strict=True))
+
+
 def _landed_per_file(lake: Lake, days: list[dt.date]) -> Counter:
     """Rows in bronze per source file, over the arrival days given."""
     on_days = pc.field("arrival_date").isin(pa.array(days, pa.date32()))
     landed: Counter = Counter()
     for spec in TOPIC_TABLES.values():
         got = lake.read_arrow(spec, filter=on_days, columns=["source_file"])
-        landed.update(got.column("source_file").to_pylist())
+        landed.update(_value_counts(got.column("source_file")))
     return landed
 
 

@@ -28,7 +28,15 @@ from ab_pipelines.events.schema import (
     TS_MAX_BEFORE_DAYS,
 )
 
-__all__ = ["Rejected", "parse_dump_file", "parse_line", "read_lines", "parse_ts"]
+__all__ = [
+    "Rejected",
+    "parse_dump_file",
+    "parse_line",
+    "parse_ts",
+    "read_lines",
+    "read_text",
+    "split_lines",
+]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ENVELOPE = ("topic", "partition", "offset", "timestamp", "key", "value")
@@ -90,26 +98,34 @@ def _gunzip(data: bytes) -> tuple[bytes, _Corrupt | None]:
     return b"".join(out), None
 
 
-def read_lines(data: bytes, gzipped: bool) -> tuple[list[bytes], _Corrupt | None]:
-    """Split a file's bytes into lines; a gzip that ends early or breaks yields a corrupt tail.
+def read_text(data: bytes, gzipped: bool) -> tuple[bytes, _Corrupt | None]:
+    """A file's text (decompressed); a gzip that ends early or breaks yields a corrupt tail.
 
-    Lines end at b"\\n" (a trailing b"\\r" is dropped); the last line needs no newline. For a broken
-    gzip, the lines decompressed before the break are kept and everything after the last complete
-    line becomes one ``corrupt_file`` record, so nothing is silently cut.
+    For a broken gzip, the text decompressed before the break is kept up to its last complete
+    line, and everything after it becomes the corrupt tail, so nothing is silently cut.
     """
-    corrupt = None
-    if gzipped:
-        text, corrupt = _gunzip(data)
-        if corrupt is not None:
-            cut = text.rfind(b"\n") + 1
-            text, tail = text[:cut], text[cut:]
-            corrupt.tail = tail or corrupt.tail
-    else:
-        text = data
+    if not gzipped:
+        return data, None
+    text, corrupt = _gunzip(data)
+    if corrupt is not None:
+        cut = text.rfind(b"\n") + 1
+        text, tail = text[:cut], text[cut:]
+        corrupt.tail = tail or corrupt.tail
+    return text, corrupt
+
+
+def split_lines(text: bytes) -> list[bytes]:
+    """Lines end at b"\\n" (a trailing b"\\r" is dropped); the last line needs no newline."""
     lines = text.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
-    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines], corrupt
+    return [ln[:-1] if ln.endswith(b"\r") else ln for ln in lines]
+
+
+def read_lines(data: bytes, gzipped: bool) -> tuple[list[bytes], _Corrupt | None]:
+    """Split a file's bytes into lines (:func:`split_lines` of :func:`read_text`)."""
+    text, corrupt = read_text(data, gzipped)
+    return split_lines(text), corrupt
 
 
 def parse_ts(value: object, field: str) -> int:
@@ -413,6 +429,10 @@ def _fast_checked(envs, folder_topic, ts_window, known_variants) -> dict[str, pa
     return cols
 
 
+def _bulk(lines: list[bytes], folder_topic, window, known_variants) -> dict[str, pa.Array] | None:
+    return bulk_columns(b"\n".join(lines), len(lines), folder_topic, window, known_variants)
+
+
 def parse_dump_file(
     data: bytes,
     source_file: str,
@@ -427,15 +447,15 @@ def parse_dump_file(
     ``source_file`` is the path relative to the raw folder (``<topic>/date=D/<name>``); it names
     the file in bronze lineage columns and in quarantine.
 
-    Three parsers give the same rows, fastest first: chunks of 32,768 lines go to the bulk parser
+    Three parsers give the same rows, fastest first: the whole file goes to the bulk parser
     (:func:`ab_pipelines.events.parse_bulk.bulk_columns`: pyarrow's JSON reader and vectorized
-    checks, about 1 µs a line); a chunk it cannot prove is split into chunks of 4,096, each tried
-    in bulk, then a column at a time (:func:`_fast_columns`, about 3.5 µs a line); a chunk with a
-    line that does not land goes line by line with :func:`parse_line`, which gives each rejected
-    line its reason. ``fast=False`` forces the per-line parser; the tests compare them.
+    checks, about 2 µs a line); a file it cannot prove is taken in chunks of 32,768 lines, each
+    tried in bulk, then in chunks of 4,096, each tried in bulk, then a column at a time
+    (:func:`_fast_columns`, about 3.5 µs a line); a chunk with a line that does not land goes
+    line by line with :func:`parse_line`, which gives each rejected line its reason.
+    ``fast=False`` forces the per-line parser; the tests compare them.
     """
-    gzipped = source_file.endswith(".gz")
-    lines, corrupt = read_lines(data, gzipped)
+    text, corrupt = read_text(data, source_file.endswith(".gz"))
     window = ts_window_for(arrival_date)
     names = PARSED_SCHEMA.names
     cols: dict[str, list] = {n: [] for n in names}
@@ -466,9 +486,16 @@ def parse_dump_file(
     def chunks(begin: int, end: int, size: int):
         return ((a, lines[a : min(a + size, end)]) for a in range(begin, end, size))
 
+    if fast and corrupt is None and text:
+        n = text.count(b"\n") + (not text.endswith(b"\n"))
+        got = bulk_columns(text, n, folder_topic, window, known_variants)
+        if got is not None:  # the whole file at once, the common case
+            yield columns_batch(got, 0, n)
+            return
+    lines = split_lines(text)
     big_step = _BULK_CHUNK if fast else max(1, len(lines))
     for big_start, big in chunks(0, len(lines), big_step):
-        got = bulk_columns(big, folder_topic, window, known_variants) if fast else None
+        got = _bulk(big, folder_topic, window, known_variants) if fast else None
         if got is not None:
             if cols["source_line"]:
                 yield emit()
@@ -479,7 +506,7 @@ def parse_dump_file(
             got = None
             if fast:  # a smaller bulk chunk, then the column-at-a-time parser
                 if len(big) > len(chunk):
-                    got = bulk_columns(chunk, folder_topic, window, known_variants)
+                    got = _bulk(chunk, folder_topic, window, known_variants)
                 if got is None:
                     got = _fast_columns(chunk, folder_topic, window, known_variants)
             if got is not None:

@@ -13,6 +13,7 @@ __all__ = [
     "MAX_LINE_BYTES",
     "PARSED_SCHEMA",
     "REASON_CODES",
+    "REPEATED_COLUMNS",
     "TOPICS",
     "TS_MAX_AFTER_DAYS",
     "TS_MAX_BEFORE_DAYS",
@@ -66,6 +67,21 @@ TOPICS: dict[str, TopicSpec] = {
 }
 
 _TS = pa.timestamp("us", tz="UTC")
+
+# Columns whose values repeat across a dump file's rows (dictionary-encoded in parquet).
+REPEATED_COLUMNS = (
+    "topic",
+    "kafka_partition",
+    "experiment_id",
+    "variant",
+    "event",
+    "config_version",
+    "source",
+    "attributes",
+    "properties",
+    "source_file",
+    "reason",
+)
 
 # One row per line read: landed candidates (status "ok") and quarantined lines alike.
 PARSED_SCHEMA = pa.schema(

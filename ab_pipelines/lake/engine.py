@@ -14,9 +14,9 @@ The rest of the code never asks which engine runs. It gets a session from :func:
 and sends it SQL and DataFrame calls that both engines run the same way; the engine only reads
 (the parquet files the Delta log lists, ``Lake.read_spark``) and computes: Delta tables are read
 and written by delta-rs alone. Python work that is not SQL (the landing's parse of dump files)
-goes through :func:`run_tasks`, which runs it where the engine's workers are: threads of this
-process when the engine is embedded (the parse is pyarrow, which releases the GIL), the cluster's
-executors (``mapInArrow``) when it is remote.
+goes through :func:`run_tasks`, which runs it where the engine's workers are: worker processes on
+this machine when the engine is embedded, the cluster's executors (``mapInArrow``) when it is
+remote.
 
 Nothing here uses the JVM-only parts of PySpark (SparkContext, RDDs, ``_jdf``, ``addPyFile``,
 static confs set from the client): they do not exist in Spark Connect.
@@ -56,7 +56,7 @@ __all__ = [
 
 REMOTE_ENV = "ABP_SPARK_REMOTE"
 CONF_ENV = "ABP_SPARK_CONF"
-THREADS_ENV = "ABP_TASK_THREADS"
+WORKERS_ENV = "ABP_TASK_WORKERS"
 WAIT_ENV = "ABP_SPARK_EXECUTOR_WAIT"
 SAIL_MEMORY_ENV = "ABP_SAIL_MEMORY"
 
@@ -89,8 +89,8 @@ class EngineSettings:
         remote: ``ABP_SPARK_REMOTE``, a Spark Connect URL; None means Sail embedded.
         conf: SESSION_CONF, then ``ABP_SPARK_CONF`` (``key=value;key=value``), sent with
             ``spark.conf.set`` to the session (runtime settings only).
-        task_threads: ``ABP_TASK_THREADS`` (default: the cores), threads of :func:`run_tasks`
-            when the engine is embedded.
+        task_workers: ``ABP_TASK_WORKERS`` (default: the cores), worker processes of
+            :func:`run_tasks` when the engine is embedded.
         executor_wait: ``ABP_SPARK_EXECUTOR_WAIT`` seconds (default 300) a remote engine has to
             run the first probe task before the session is refused with the likely reasons.
         sail_memory: ``ABP_SAIL_MEMORY`` (e.g. ``6g``), the embedded engine's memory pool;
@@ -99,7 +99,7 @@ class EngineSettings:
 
     remote: str | None = None
     conf: dict[str, str] = field(default_factory=lambda: dict(SESSION_CONF))
-    task_threads: int = max(1, os.cpu_count() or 1)
+    task_workers: int = max(1, os.cpu_count() or 1)
     executor_wait: float = 300.0
     sail_memory: int | None = None
 
@@ -141,7 +141,7 @@ class EngineSettings:
         return cls(
             remote=remote,
             conf=conf,
-            task_threads=_whole(env, THREADS_ENV, max(1, os.cpu_count() or 1)),
+            task_workers=_whole(env, WORKERS_ENV, max(1, os.cpu_count() or 1)),
             executor_wait=float(_whole(env, WAIT_ENV, 300)),
             sail_memory=_size(env, SAIL_MEMORY_ENV),
         )
@@ -180,7 +180,7 @@ class _Engine:
     name: str  # what runs: "sail 0.7.2 (embedded)", "spark connect 4.2.0"
     server: Any = None  # the embedded SparkConnectServer
     scratch: Path | None = None  # the embedded engine's checkpoint folder
-    pool: concurrent.futures.ThreadPoolExecutor | None = None
+    pool: concurrent.futures.ProcessPoolExecutor | None = None
 
 
 _lock = threading.Lock()
@@ -527,22 +527,58 @@ def release_checkpoints(frames: Iterable[Any]) -> None:
 def run_tasks(spark, fn: Callable[..., T], args: Sequence[tuple]) -> list[T]:
     """``[fn(*a) for a in args]``, in parallel where the engine's workers are, in order.
 
-    Embedded engine: a pool of this process's threads (``ABP_TASK_THREADS``; ``fn`` should
-    spend its time in code that releases the GIL, as pyarrow does). Remote engine: one task per
-    item on the cluster's executors (``mapInArrow``); ``fn`` must be a module-level function of
-    the project (it is shipped by reference), and its arguments and result picklable. Either way
-    ``fn`` runs where ``$ABP_HOME`` is the same folder.
+    Embedded engine: a pool of worker processes on this machine (``ABP_TASK_WORKERS``, spawned
+    on first use, kept for the process's life, killed with it); threads would not do, since
+    the parse holds the GIL for a third of its time (bytes scans, UTF-8 checks), and a Python UDF
+    on Sail runs under this process's GIL too. Remote engine: one task per item on the cluster's
+    executors (``mapInArrow``). Either way ``fn`` must be a module-level function (it is sent by
+    reference), its arguments and result picklable, and it runs where ``$ABP_HOME`` is the same
+    folder.
     """
     e = _engine
     if e is not None and e.session is spark and e.settings.embedded:
-        if len(args) <= 1:
+        if len(args) <= 1 or e.settings.task_workers == 1:
             return [fn(*a) for a in args]
-        if e.pool is None:
-            e.pool = concurrent.futures.ThreadPoolExecutor(
-                e.settings.task_threads, thread_name_prefix="abp-task"
-            )
-        return list(e.pool.map(lambda a: fn(*a), args))
+        for attempt in (1, 2):
+            if e.pool is None:
+                import multiprocessing
+
+                # Spawned, not forked (this process runs Sail's and gRPC's threads); each
+                # worker dies with the thread that started it (as with any spawned process, a
+                # script that lands data needs the `if __name__ == "__main__":` guard).
+                e.pool = concurrent.futures.ProcessPoolExecutor(
+                    e.settings.task_workers,
+                    mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_die_with_parent,
+                )
+            try:
+                return list(e.pool.map(_call, [(fn, a) for a in args]))
+            except concurrent.futures.process.BrokenProcessPool:
+                # A worker died: killed, out of memory, or its starting thread ended. The tasks
+                # are idempotent (a retried one overwrites its own output): once more, anew.
+                e.pool = None
+                if attempt == 2:
+                    raise
     return run_remote(spark, fn, args)
+
+
+def _die_with_parent() -> None:
+    """In a task worker: be killed when the thread that started it ends, with its process too,
+    even by SIGKILL, so no worker outlives a killed run (Linux's PR_SET_PDEATHSIG; elsewhere
+    a no-op)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)
+
+
+def _call(task: tuple[Callable[..., T], tuple]) -> T:
+    fn, args = task
+    return fn(*args)
 
 
 def run_remote(spark, fn: Callable[..., T], args: Sequence[tuple]) -> list[T]:

@@ -8,6 +8,7 @@ decides; either way ``parse_dump_file`` gives the rows of ``parse_line``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import random
 
 import orjson
@@ -18,7 +19,12 @@ from hypothesis import strategies as st
 
 from ab_pipelines.events import parse as P
 from ab_pipelines.events.parse import parse_dump_file, ts_window_for
-from ab_pipelines.events.parse_bulk import bulk_columns
+from ab_pipelines.events.parse_bulk import bulk_columns as _bulk_text
+
+
+def bulk_columns(lines, topic, window, known):
+    return _bulk_text(b"\n".join(lines), len(lines), topic, window, known)
+
 
 DAY = dt.date(2026, 11, 2)
 KNOWN = {"checkout_cta": frozenset({"control", "treatment"}), "other": frozenset({"a", "b"})}
@@ -141,9 +147,24 @@ def test_what_the_bulk_parser_cannot_prove_goes_to_the_slower_paths(case):
     assert fast.equals(slow)
 
 
-def test_a_blank_line_is_not_skipped():
-    fast, slow = _both(GOOD + b"\n\n" + GOOD, "exposures")
+@pytest.mark.parametrize("blank", [b"", b"   ", b" \t ", b"\r", b"null"])
+def test_a_blank_line_is_not_skipped(blank):
+    body = GOOD + b"\n" + blank + b"\n" + GOOD + b"\n"
+    assert _bulk_text(body, 3, "exposures", WINDOW, KNOWN) is None
+    fast, slow = _both(body, "exposures")
     assert fast.equals(slow) and fast.column("status").to_pylist() == ["ok", "quarantined", "ok"]
+
+
+def test_a_whole_file_is_parsed_in_bulk_with_or_without_its_last_newline():
+    for body in (GOOD + b"\n" + GOOD, GOOD + b"\n" + GOOD + b"\n", GOOD + b"\r\n" + GOOD + b"  "):
+        n = body.count(b"\n") + (not body.endswith(b"\n"))
+        assert _bulk_text(body, n, "exposures", WINDOW, KNOWN) is not None
+        fast, slow = _both(body, "exposures")
+        assert fast.equals(slow) and fast.num_rows == n
+    # a line that does not start with "{" is left to the slower parsers, which agree
+    assert _bulk_text(b"  " + GOOD, 1, "exposures", WINDOW, KNOWN) is None
+    fast, slow = _both(b"  " + GOOD, "exposures")
+    assert fast.equals(slow) and fast.column("status").to_pylist() == ["ok"]
 
 
 def test_metric_values_default_to_one_and_infinity_is_left_to_the_line_parser():
@@ -196,11 +217,12 @@ def exposure_lines(draw):
     if draw(st.booleans()):
         value["attributes"] = draw(flat)
     if draw(st.booleans()):
-        value["config_version"] = draw(st.integers(-(2**63), 2**63 - 1))
+        value["config_version"] = draw(st.integers(-(2**70), 2**70))
     env = {"topic": "exposures", "partition": draw(st.integers(0, 2**31 - 1)),
            "offset": draw(st.integers(0, 2**63 - 1)), "timestamp": 5, "key": draw(names),
            "value": value}  # fmt: skip
-    return orjson.dumps(env)
+    # json, not orjson: integers beyond 64 bits are written too (orjson reads them as floats)
+    return json.dumps(env, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

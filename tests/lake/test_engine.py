@@ -17,7 +17,7 @@ def test_defaults_are_sail_embedded():
     s = EngineSettings.from_env({})
     assert s.embedded and s.remote is None
     assert s.conf == SESSION_CONF and s.conf["spark.sql.session.timeZone"] == "UTC"
-    assert s.sail_memory is None and s.task_threads >= 1
+    assert s.sail_memory is None and s.task_workers >= 1
 
 
 def test_a_remote_url_and_extra_session_settings():
@@ -26,13 +26,13 @@ def test_a_remote_url_and_extra_session_settings():
             "ABP_SPARK_REMOTE": "sc://spark-connect:15002/;token=abc;use_ssl=true",
             "ABP_SPARK_CONF": "spark.sql.shuffle.partitions=64; spark.sql.ansi.enabled=false",
             "ABP_SAIL_MEMORY": "6g",
-            "ABP_TASK_THREADS": "3",
+            "ABP_TASK_WORKERS": "3",
         }
     )
     assert not s.embedded and s.remote.startswith("sc://spark-connect:15002")
     assert s.conf["spark.sql.shuffle.partitions"] == "64"
     assert s.conf["spark.sql.ansi.enabled"] == "false"
-    assert s.sail_memory == 6 << 30 and s.task_threads == 3
+    assert s.sail_memory == 6 << 30 and s.task_workers == 3
 
 
 @pytest.mark.parametrize(
@@ -42,7 +42,7 @@ def test_a_remote_url_and_extra_session_settings():
         ("ABP_SPARK_CONF", "spark.sql.shuffle.partitions", "not key=value"),
         ("ABP_SAIL_MEMORY", "lots", "not a size"),
         ("ABP_SAIL_MEMORY", "4 GB", "not a size"),
-        ("ABP_TASK_THREADS", "0", "not a whole number"),
+        ("ABP_TASK_WORKERS", "0", "not a whole number"),
         ("ABP_SPARK_MASTER", "local[2]", "no longer read"),
         ("ABP_SPARK_DRIVER_MEMORY", "3g", "no longer read"),
         ("ABP_SPARK_PYTHON", "/usr/bin/python3", "no longer read"),
@@ -72,10 +72,12 @@ def _where(x: int) -> tuple[int, int, int]:
 
 
 @pytest.mark.spark
-def test_tasks_run_on_this_process_threads_with_the_embedded_engine(spark):
+def test_tasks_run_in_worker_processes_with_the_embedded_engine(spark):
     got = run_tasks(spark, _where, [(i,) for i in range(12)])
     assert [g[0] for g in got] == [i * i for i in range(12)]  # in order
-    assert {g[1] for g in got} == {os.getpid()}
+    workers = {g[1] for g in got}
+    assert os.getpid() not in workers and 1 <= len(workers) <= (os.cpu_count() or 1)
+    assert run_tasks(spark, _where, [(5,)])[0][1] == os.getpid()  # one task runs here
 
 
 @pytest.mark.spark
