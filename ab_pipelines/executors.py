@@ -1,11 +1,12 @@
-"""What the Spark executors need of this project, and nothing else.
+"""What a remote engine's executors need of this project, and nothing else.
 
 The Python that runs on executors (the landing's parse task in ``ab_pipelines.events``, the
 analysis's assignment UDF in ``ab_pipelines.analysis.assigner``, and :func:`probe`) imports only
 :data:`EXECUTOR_REQUIREMENTS`: never deltalake, Dagster or Spark's Python package (the executors
-get ``pyspark.zip`` from their Spark installation). On any master but ``local`` the project's code
-goes to the executors with the job, as :func:`project_zip`; this module itself imports only the
-standard library, so the probe runs on any worker Python and reports what is missing.
+get ``pyspark.zip`` from their Spark installation). With a remote engine the project's code goes
+to the executors with the session, as :func:`project_zip` (a Spark Connect artifact); this module
+itself imports only the standard library, so the probe runs on any worker Python and reports what
+is missing.
 """
 
 from __future__ import annotations

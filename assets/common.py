@@ -31,7 +31,7 @@ __all__ = [
 
 OWNER = "team:data-platform"
 
-# Transient failures (a JVM that dies, a busy disk) are retried; errors in the data are raised as
+# Transient failures (a lost engine connection, a busy disk) are retried; errors in the data are raised as
 # dagster.Failure(allow_retries=False) and fail at once.
 SPARK_RETRY = RetryPolicy(
     max_retries=2, delay=15, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS

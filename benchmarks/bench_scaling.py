@@ -52,8 +52,7 @@ def run(reps: int = 3) -> Benchmark:
     notes = [
         "Each scale is its own data set (`benchmarks/data.py`, same generator and seed), so the "
         "users grow with the events (200,000 users per 2 million events). Memory: the project's "
-        "is the benchmark process plus its JVM (driver memory 3g: the JVM's heap grows towards "
-        "it whatever the data), DuckDB's its process's peak RSS.",
+        "is the benchmark process with its embedded engine, DuckDB's its process's peak RSS.",
         "Exponent: log(time ratio) / log(data ratio); 1 is linear. Below 1 means fixed costs "
         "(planning, the Delta log, small files) still weigh at the small end.",
     ]

@@ -26,7 +26,7 @@ CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ cond
     rather than once per aggregate. -#}
 {% macro flagged_events(sides, events) -%}
 (
-    SELECT e.user_id, xxhash64(e.user_id) AS user_hash, e.ts, e.value
+    SELECT e.user_id, e.ts, e.value
         {%- for side in sides | unique(attribute='filter') %}, {{ matches(side) }} AS m{{ side.filter }}{% endfor %}
     FROM {{ events }} AS e
     WHERE {% for side in sides | unique(attribute='filter') %}{% if not loop.first %} OR {% endif %}{{ matches(side) }}{% endfor %}
@@ -40,28 +40,24 @@ CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ cond
     every user_id seen under it), or none: then the unit is the user_id and events join directly.
     `events` is the metric events source (the model's source('events')). The caller gives the
     analysed units.
-    The join key is the 64-bit hash of the user_id (xxhash64), and the user_id itself is checked
-    in COALESCE(..., FALSE), which Spark keeps as a condition rather than a second key: a single
-    long key makes Spark's hash join use its long-keyed table, and the join and the grouping of
-    20 million events took 12 s of task time instead of 22 s (docs/performance.md). A hash clash
-    cannot mix units up: the user_ids are compared, and the unit itself is a grouping key.
-    unit_hash leads the grouping because the join leaves the rows partitioned by it: grouping by
-    (unit, variant) alone would shuffle the joined rows again. -#}
+    The join key is the user_id itself, and the rows are grouped by the unit alone (a unit has
+    one variant, taken with MIN in unit_sides): the join leaves them partitioned by that key, so
+    the grouping needs no second shuffle of the joined rows, on Sail as on JVM Spark. (The JVM
+    era joined on a 64-bit hash of the user_id and grouped by it first; on Sail the plain key
+    is about 12% faster for the whole analysis, docs/performance.md.) -#}
 {% macro join_events(sides, members, events) -%}
 FROM {{ caller() }} AS u
 {% if members -%}
 JOIN {{ members }} AS mb ON mb.unit = u.unit
 LEFT JOIN {{ flagged_events(sides, events) }} AS e
-    ON e.user_hash = xxhash64(mb.user_id)
-   AND COALESCE(e.user_id = mb.user_id, FALSE)
+    ON e.user_id = mb.user_id
 {%- else -%}
 LEFT JOIN {{ flagged_events(sides, events) }} AS e
-    ON e.user_hash = u.unit_hash
-   AND COALESCE(e.user_id = u.unit, FALSE)
+    ON e.user_id = u.unit
 {%- endif %}
    AND e.ts >= u.pre_start_ts
    AND e.ts < u.day_end_ts
-GROUP BY u.unit_hash, u.unit, u.variant
+GROUP BY u.unit
 {%- endmacro %}
 
 {#- One row per unit and metric from the wide rows of `sides` (unit_sides): the caller gives,

@@ -4,7 +4,6 @@
 -- the attributes of their first exposure.
 SELECT
     unit,
-    xxhash64(unit) AS unit_hash,                  -- the join key of unit_sides (see _macros.sql)
     variant,
     first_ts,
     first_ts - INTERVAL {{ var('lookback_days') | sql }} DAYS AS pre_start_ts,

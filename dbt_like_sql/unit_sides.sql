@@ -14,7 +14,7 @@
 {% if var('sides') %}
 SELECT
     u.unit,
-    u.variant
+    MIN(u.variant) AS variant
     {%- for s in var('sides') %},
     {{ mac.aggregate(s.agg, 'e.m' ~ s.filter ~ ' AND e.ts >= u.first_ts AND e.ts < ' ~ mac.value_end(s)) }} AS s{{ loop.index0 }}_post,
     {{ mac.aggregate(s.agg, 'e.m' ~ s.filter ~ ' AND e.ts < u.first_ts') }} AS s{{ loop.index0 }}_pre

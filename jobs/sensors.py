@@ -34,6 +34,7 @@ from assets.partitions import daily_partitions
 
 __all__ = ["changed_days", "new_dump_files", "registry_changed", "registry_fingerprint"]
 
+
 def _interval() -> int:
     raw = os.environ.get("ABP_SENSOR_SECONDS", "").strip() or "30"
     if not raw.isdigit() or int(raw) < 1:

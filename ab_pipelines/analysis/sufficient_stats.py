@@ -258,30 +258,31 @@ def experiment_models(
     exp = registry.experiments[experiment_id]
     metrics = _metrics_of(registry, exp)
     day_end = _midnight(day + dt.timedelta(days=1))
-    last_arrival = day + dt.timedelta(days=exp.analysis.late_arrival_days)
-    partitions = arrival_partitions(exp, day)
+    partitions = arrival_partitions(exp, day)  # the last is D + late_arrival_days
 
-    # What day D may see: arrived by D + late days, happened before D + 1 day. read_spark
-    # refuses a read the engine cut short (EngineReadError), so an input read as empty while
-    # the Delta log lists files for it stops the day before anything is written.
-    def counted(spec):
-        return (
-            lake.read_spark(spark, spec, partitions=partitions)
-            .where(F.col("arrival_date") <= F.lit(last_arrival))
-            .where(F.col("ts") < F.lit(_ts_literal(day_end)).cast("timestamp"))
+    # What day D may see: arrived by D + late days (the last partition read), happened before
+    # D + 1 day. read_spark refuses a read the engine cut short (EngineReadError), so an input
+    # read as empty while the Delta log lists files for it stops the day before anything is
+    # written. No partition column is asked for, so each table is one scan of its files.
+    def counted(spec, columns):
+        return lake.read_spark(spark, spec, partitions=partitions, columns=columns).where(
+            F.col("ts") < F.lit(_ts_literal(day_end)).cast("timestamp")
         )
 
-    exposures = counted(BRONZE_EXPOSURES).where(F.col("experiment_id") == experiment_id)
+    exposure_columns = ["event_id", "user_id", "variant", "ts", "attributes"]
+    exposures = (
+        counted(BRONZE_EXPOSURES, ["experiment_id", *exposure_columns])
+        .where(F.col("experiment_id") == experiment_id)
+        .select(*exposure_columns)
+    )
     events_read = sorted(set().union(*(m.events() for m in metrics)))
-    events = counted(BRONZE_METRIC_EVENTS).where(F.col("event").isin(events_read))
+    event_columns = ["user_id", "event", "value", "ts", "properties"]
+    events = counted(BRONZE_METRIC_EVENTS, event_columns).where(F.col("event").isin(events_read))
     out = run_models(
         spark,
         load_models(MODELS_DIR),
         model_vars(exp, metrics, day, killed_at),
-        sources={
-            "exposures": exposures.select("event_id", "user_id", "variant", "ts", "attributes"),
-            "events": events.select("user_id", "event", "value", "ts", "properties"),
-        },
+        sources={"exposures": exposures, "events": events},
         # Read by several models and by the three actions below: computed once each (the
         # exposures scan and the one join to the metric events), not once per reader.
         persist=PERSISTED_MODELS,

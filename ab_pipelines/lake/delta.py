@@ -191,20 +191,26 @@ class Lake:
         return [os.path.join(root, a["path"]) for a, _ in _files_in(dt_, spec, partitions)]
 
     def read_spark(
-        self, spark, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None
+        self,
+        spark,
+        spec: TableSpec,
+        partitions: Iterable[PartitionValues] | None = None,
+        columns: Sequence[str] | None = None,
     ):
-        """A Spark DataFrame of the current snapshot (optionally some partitions only).
+        """A Spark DataFrame of the current snapshot (optionally some partitions and columns).
 
-        The engine reads the data files the Delta log lists, by ``file://`` URL; the partition
-        columns are the log's values, added as literals, one scan per partition (Sail ignores
-        ``basePath`` and would leave them NULL, silently). Before the frame is handed out its
-        rows are counted against the log's record counts: an engine that read fewer (a path it
-        read as empty, a file it skipped) fails here, loudly, with :class:`EngineReadError`.
+        The engine reads the data files the Delta log lists, by ``file://`` URL. Partition
+        columns, when asked for, are the log's values, added as literals, one scan per partition
+        (Sail ignores ``basePath`` and would leave them NULL, silently); without them the files
+        are one scan. Before the frame is handed out its rows are counted against the log's
+        record counts: an engine that read fewer (a path it read as empty, a file it skipped)
+        fails here, loudly, with :class:`EngineReadError`.
         """
         from pyspark.sql import functions as F
 
         schema = _spark_schema(spec.schema)
         data = _spark_schema(spec.data_schema)
+        names = list(columns) if columns is not None else schema.names
         groups: dict[tuple, list[str]] = {}
         expected: int | None = 0
         root = str(self.path(spec))
@@ -218,16 +224,20 @@ class Lake:
                 n = a.get("num_records")
                 expected = None if expected is None or n is None else expected + int(n)
         if not groups:
-            return spark.createDataFrame([], schema)
-        frames = []
-        for key, urls in sorted(groups.items()):
-            frame = spark.read.schema(data).parquet(*urls)
-            for col, value in zip(spec.partition_by, key, strict=True):
-                frame = frame.withColumn(col, F.lit(value).cast(schema[col].dataType))
-            frames.append(frame.select(*schema.names))
-        df = frames[0]
-        for frame in frames[1:]:
-            df = df.unionByName(frame)
+            return spark.createDataFrame([], schema).select(*names)
+        if not set(names) & set(spec.partition_by):
+            urls = [u for _, urls in sorted(groups.items()) for u in urls]
+            df = spark.read.schema(data).parquet(*urls).select(*names)
+        else:
+            frames = []
+            for key, urls in sorted(groups.items()):
+                frame = spark.read.schema(data).parquet(*urls)
+                for col, value in zip(spec.partition_by, key, strict=True):
+                    frame = frame.withColumn(col, F.lit(value).cast(schema[col].dataType))
+                frames.append(frame.select(*names))
+            df = frames[0]
+            for frame in frames[1:]:
+                df = df.unionByName(frame)
         # A snapshot read once by this session is not counted again (the analysis reads the
         # same bronze partitions for each experiment of a day).
         key = (

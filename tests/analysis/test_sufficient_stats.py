@@ -483,34 +483,6 @@ def test_rerun_of_a_day_gives_the_same_rows(spark, lake):
 
 
 @pytest.mark.spark
-@pytest.mark.parametrize("experiment_id", ["exp", "exp_team"])
-def test_hash_clashes_do_not_mix_units(spark, lake, tmp_path, monkeypatch, experiment_id):
-    """unit_sides joins on a hash of the user_id; clashing hashes must not mix users or units.
-
-    The models are copied with the hash swapped for ``length``, so most ids of this bronze clash
-    (u-1, u-2 ...): the results must still match the pure-Python reference.
-    """
-    import shutil
-
-    import ab_pipelines.analysis.sufficient_stats as ss
-    from ab_pipelines.analysis.sql_models import MODELS_DIR
-
-    folder = tmp_path / "models"
-    shutil.copytree(MODELS_DIR, folder)
-    swapped = []
-    for path in folder.glob("*.sql"):
-        text = path.read_text()
-        if "xxhash64(" in text:
-            path.write_text(text.replace("xxhash64(", "length("))
-            swapped.append(path.name)
-    assert sorted(swapped) == ["_macros.sql", "analysed_units.sql"]
-    monkeypatch.setattr(ss, "MODELS_DIR", folder)
-    exposures, events = _bronze()
-    want = _expected(EXPERIMENTS[experiment_id], exposures, events)
-    _assert_parity(experiment_stats(spark, lake, REGISTRY, experiment_id, DAY), want)
-
-
-@pytest.mark.spark
 @pytest.mark.parametrize("experiment", [EXPERIMENT, TEAM_EXPERIMENT], ids=["exp", "exp_team"])
 def test_spark_matches_pure_python_without_segments(spark, lake, experiment):
     """Without segments the models skip the first exposure's attributes and the segment join."""
@@ -522,3 +494,21 @@ def test_spark_matches_pure_python_without_segments(spark, lake, experiment):
     want = _expected(plain, exposures, events)
     assert list(want["units"]) == ["all"]
     _assert_parity(experiment_stats(spark, lake, registry, plain.id, DAY), want)
+
+
+@pytest.mark.spark
+def test_a_day_whose_inputs_the_engine_reads_as_empty_is_never_written(spark, lake, monkeypatch):
+    """Sail reads a ``file:/abs`` path as no rows, without an error (ENVIRONMENT.md). Were the
+    lake's URLs ever built that way, the day must fail loudly rather than write zero users."""
+    from ab_pipelines.analysis.day import stats_day
+    from ab_pipelines.lake import EngineReadError
+    from ab_pipelines.lake import delta as delta_module
+    from ab_pipelines.lake.tables import GOLD_SRM
+
+    monkeypatch.setattr(delta_module, "file_url", lambda p: "file:" + str(p))
+    with pytest.raises(EngineReadError, match=r"read 0 rows of bronze\.\w+ where the Delta log"):
+        stats_day(spark, lake, REGISTRY, DAY)
+    assert lake.version(GOLD_SUFFICIENT_STATS) is None and lake.version(GOLD_SRM) is None
+    monkeypatch.undo()
+    stats_day(spark, lake, REGISTRY, DAY)  # the same day with the right URLs
+    assert lake.read_arrow(GOLD_SUFFICIENT_STATS).num_rows
