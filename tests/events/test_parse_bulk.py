@@ -7,39 +7,24 @@ decides; either way ``parse_dump_file`` gives the rows of ``parse_line``.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import random
 
 import orjson
-import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ab_pipelines.events import parse as P
-from ab_pipelines.events.parse import parse_dump_file, ts_window_for
+from ab_pipelines.events.parse import ts_window_for
 from ab_pipelines.events.parse_bulk import bulk_columns as _bulk_text
+from tests.events.test_parse_fast import DAY, KNOWN, _both
 
 
 def bulk_columns(lines, topic, window, known):
     return _bulk_text(b"\n".join(lines), len(lines), topic, window, known)
 
 
-DAY = dt.date(2026, 11, 2)
-KNOWN = {"checkout_cta": frozenset({"control", "treatment"}), "other": frozenset({"a", "b"})}
 WINDOW = ts_window_for(DAY)
-
-
-def _both(body: bytes, topic: str) -> tuple[pa.Table, pa.Table]:
-    rel = f"{topic}/date={DAY}/{topic}+0+0.jsonl"
-    fast = pa.Table.from_batches(
-        list(parse_dump_file(body, rel, topic, DAY, KNOWN)), P.PARSED_SCHEMA
-    )
-    slow = pa.Table.from_batches(
-        list(parse_dump_file(body, rel, topic, DAY, KNOWN, fast=False)), P.PARSED_SCHEMA
-    )
-    return fast, slow
 
 
 def _line(rng: random.Random, i: int, topic: str) -> bytes:
