@@ -109,7 +109,7 @@ def _land_once(spark, home: Path, raw: Path) -> tuple[float, int]:
 def run(reps: int = 3, records: int = RECORDS) -> Benchmark:
     reps = max(1, min(reps, 3))
     from ab_pipelines.lake import spark_session
-    from benchmarks.jvm import jvm_session, server_pid
+    from benchmarks.jvm import JvmSpark
 
     spark_startup_seconds()
     spark = spark_session()
@@ -124,19 +124,19 @@ def run(reps: int = 3, records: int = RECORDS) -> Benchmark:
             for _ in range(reps):
                 seconds, landed = _land_once(spark, home, raw)
                 runs.append(seconds)
-        jvm = jvm_session()
-        _land_once(jvm, home, raw)  # warm-up: the Python workers start
-        jvm_runs = []
-        with PeakMemory(server_pid()) as jvm_mem:
-            for _ in range(reps):
-                seconds, jvm_landed = _land_once(jvm, home, raw)
-                jvm_runs.append(seconds)
         paths = [str(f.path) for f in list_day_files(raw, DAY)]
         peer = run_peer(
             "duckdb",
             "peer_duckdb_landing.py",
             {"files": paths, "out": str(home / "duckdb"), "reps": reps + 1},
         )
+        with JvmSpark() as jvm:
+            _land_once(jvm.session, home, raw)  # warm-up: the Python workers start
+            jvm_runs = []
+            with PeakMemory(jvm.pid) as jvm_mem:
+                for _ in range(reps):
+                    seconds, jvm_landed = _land_once(jvm.session, home, raw)
+                    jvm_runs.append(seconds)
     if not peer["rows"] == landed == jvm_landed:
         raise AssertionError(
             f"duckdb read {peer['rows']} records, the project landed {landed}, "
