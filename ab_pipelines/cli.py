@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 
 import click
@@ -152,6 +153,7 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
         raise UserError(
             f"{last} is in the future: the last day that can be run is {partitions[-1]}."
         )
+    close_dead_runs_now(p)
     if not _execute(defs, daily_job.name, first, last):
         return False
     late = dt.timedelta(days=LATE_ARRIVAL_DAYS)
@@ -163,12 +165,19 @@ def run_days(p: Paths, first: dt.date, last: dt.date) -> bool:
 
 
 def _execute(defs, job_name: str, first: dt.date, last: dt.date) -> bool:
-    """One in-process run of a partitioned job over first..last, recorded in the instance."""
+    """One in-process run of a partitioned job over first..last, recorded in the instance.
+
+    The run answers SIGTERM and Ctrl-C within seconds (recorded canceled) and fails a step that
+    waits for a pool slot longer than ABP_SLOT_WAIT_MINUTES (jobs/recovery.py).
+    """
     from dagster import DagsterInstance
     from dagster._core.storage.tags import (
         ASSET_PARTITION_RANGE_END_TAG,
         ASSET_PARTITION_RANGE_START_TAG,
     )
+
+    from ab_pipelines.safety.day import alert_run_failure
+    from jobs.recovery import RunCanceled, SlotWaitTimeout, execute_guarded
 
     if first == last:
         kwargs = {"partition_key": first.isoformat()}
@@ -185,9 +194,22 @@ def _execute(defs, job_name: str, first: dt.date, last: dt.date) -> bool:
             "console": {"config": {"log_level": os.environ.get("ABP_LOG_LEVEL", "WARNING")}}
         }
     }
-    result = defs.resolve_job_def(job_name).execute_in_process(
-        run_config=quiet, instance=DagsterInstance.get(), raise_on_error=False, **kwargs
-    )
+    instance = DagsterInstance.get()
+    try:
+        result = execute_guarded(
+            defs.resolve_job_def(job_name),
+            instance,
+            run_config=quiet,
+            raise_on_error=False,
+            **kwargs,
+        )
+    except RunCanceled as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(130) from None
+    except SlotWaitTimeout as exc:
+        click.echo(f"error: {exc}", err=True)
+        alert_run_failure(paths(), exc.run_id, job_name, str(exc))
+        return False
     if not result.success:
         messages = []
         for ev in result.all_events:
@@ -196,10 +218,18 @@ def _execute(defs, job_name: str, first: dt.date, last: dt.date) -> bool:
                 messages.append(f"step {ev.step_key} failed: {msg}")
                 click.echo(messages[-1], err=True)
         # No daemon watches in-process runs: open the run_failed alert here (once per run).
-        from ab_pipelines.safety.day import alert_run_failure
-
         alert_run_failure(paths(), result.run_id, job_name, "; ".join(messages) or "run failed")
     return result.success
+
+
+def close_dead_runs_now(p: Paths) -> None:
+    """Close the runs whose process died (they would hold the engine's pool slot forever)."""
+    from dagster import DagsterInstance
+
+    from jobs.recovery import close_dead_runs
+
+    for state in close_dead_runs(DagsterInstance.get(), p, f"abp (pid {os.getpid()})"):
+        click.echo(f"closed {state.describe()}: its process died", err=True)
 
 
 def landing_table(p: Paths, days: Sequence[dt.date], header: bool = True) -> str:
@@ -235,6 +265,64 @@ def run(date_: str | None, from_: str | None, to_: str | None) -> None:
     if not ok:
         raise UserError(
             f"the run for {first}..{last} failed; see the messages above and the Dagster UI."
+        )
+
+
+@main.command()
+@click.option("--stuck", is_flag=True, help="Only unfinished runs: their process, slots, waits.")
+@click.option(
+    "--fail",
+    "fail_id",
+    default=None,
+    help="Close this run: stop its process if it lives here, record it failed, free its slots.",
+)
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1, 1000))
+def runs(stuck: bool, fail_id: str | None, limit: int) -> None:
+    """The Dagster runs of this ABP_HOME; close one that is stuck or whose process died."""
+    import getpass
+
+    from dagster import DagsterInstance
+
+    from jobs.recovery import close_dead_runs, fail_run, run_states
+
+    p = _home()
+    ensure_dagster_home(p)
+    instance = DagsterInstance.get()
+    if fail_id:
+        who = f"abp runs --fail ({getpass.getuser()}@{os.uname().nodename})"
+        try:
+            click.echo(fail_run(instance, p, fail_id, who))
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
+        return
+    if stuck:
+        states = run_states(instance)
+        if not states:
+            click.echo("no unfinished runs")
+        for s in states:
+            click.echo(s.describe())
+            for h in s.holds:
+                click.echo(f"  holds {h}")
+            for pool, step, since in s.waits:
+                click.echo(f"  waits {(time.time() - since) / 60:.0f} min for {pool}: {step}")
+            if s.alive is False:
+                click.echo(f"  its process is gone: `abp runs --fail {s.run_id}` closes it")
+        return
+    close_dead_runs(instance, p, f"abp runs (pid {os.getpid()})")
+    for r in instance.get_run_records(limit=limit):
+        run = r.dagster_run
+        part = run.tags.get("dagster/partition") or "..".join(
+            filter(
+                None,
+                [
+                    run.tags.get("dagster/asset_partition_range_start"),
+                    run.tags.get("dagster/asset_partition_range_end"),
+                ],
+            )
+        )
+        click.echo(
+            f"{run.run_id}  {r.create_timestamp:%Y-%m-%d %H:%M:%S}  {run.job_name:<16} "
+            f"{part:<23} {run.status.value.lower()}"
         )
 
 

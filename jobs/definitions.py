@@ -34,6 +34,7 @@ from assets.resources import LakeResource
 from assets.safety import alerts, deliver_alerts, run_failure_alerts
 from assets.traffic import exposure_counts
 from jobs.maintenance import maintain_tables, maintenance_schedule
+from jobs.recovery import dead_runs
 from jobs.sensors import new_dump_files, registry_changed
 
 __all__ = ["analyze_job", "daily_job", "defs", "land_stream_job", "publish_config_job"]
@@ -161,6 +162,7 @@ defs = Definitions(
         deliver_alerts,
         run_failure_alerts,
         alerts_on_new_results,
+        dead_runs,
     ],
     resources={"lake": LakeResource()},
 )

@@ -34,6 +34,7 @@ from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
 from ab_pipelines.lake.tables import TableSpec
+from ab_pipelines.processes import alive
 from ab_pipelines.settings import Paths
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ __all__ = [
     "retention_properties",
     "EngineReadError",
     "file_url",
+    "remove_dead_staging",
 ]
 
 # Any version younger than this can be read back; vacuum and log cleanup keep exactly that long.
@@ -332,9 +334,14 @@ class Lake:
         return self._commit(spec, adds, replace, overwrite_all)
 
     def staging_dir(self, spec: TableSpec) -> Path:
-        """A fresh folder inside the table for a Spark job to write into before a commit."""
-        d = self.path(spec) / "_staging" / uuid.uuid4().hex
-        d.parent.mkdir(parents=True, exist_ok=True)
+        """A fresh folder inside the table to write into before a commit, named by this process.
+
+        Folders left by processes that died (a kill between staging and commit) go first.
+        """
+        root = self.path(spec) / "_staging"
+        remove_dead_staging(root)
+        d = root / f"{os.getpid()}-{uuid.uuid4().hex}"
+        root.mkdir(parents=True, exist_ok=True)
         return d
 
     def merge_arrow(self, spec: TableSpec, source: pa.Table) -> dict:
@@ -491,3 +498,21 @@ def _read_predicate(spec: TableSpec, replace: list[dict] | None, overwrite_all: 
         return None
     (col,) = spec.partition_by
     return [(col, "in", sorted({p[col] for p in replace}))]
+
+
+def remove_dead_staging(root: Path, older_than: float | None = None) -> int:
+    """Remove the staging folders under ``root`` whose process is gone; with ``older_than``
+    (epoch seconds) also unnamed ones last changed before it. Returns how many went."""
+    if not root.is_dir():
+        return 0
+    removed = 0
+    for d in root.iterdir():
+        pid, _, rest = d.name.partition("-")
+        if pid.isdigit() and rest:
+            dead = not alive(int(pid), d.stat().st_mtime)
+        else:
+            dead = older_than is not None and d.stat().st_mtime < older_than
+        if dead:
+            shutil.rmtree(d, ignore_errors=True)
+            removed += 1
+    return removed

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures
+import contextlib
 import json
 import logging
 import os
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ab_pipelines.executors import probe, project_zip, python_version
+from ab_pipelines.processes import alive
 from ab_pipelines.settings import SetupError
 
 log = logging.getLogger(__name__)
@@ -280,18 +282,8 @@ def _remove_dead_scratch(folder: Path) -> None:
         return
     for d in folder.glob("sail-*-*"):
         pid = d.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid), d.stat().st_mtime):
             shutil.rmtree(d, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _dist_version(name: str) -> str:
@@ -476,12 +468,19 @@ def stop_spark() -> None:
 
 def _stop(engine: _Engine) -> None:
     if engine.pool is not None:
-        engine.pool.shutdown(wait=True)
+        # Tasks of an interrupted landing may still run there: they are not waited for (the
+        # workers die with this process; a task's output is only ever committed from here).
+        engine.pool.shutdown(wait=False, cancel_futures=True)
         engine.pool = None
     try:
         engine.session.stop()
     except Exception:  # noqa: BLE001, S110 - stopping a session that already broke
         pass
+    finally:
+        # A client left open calls its server again at interpreter exit, retrying for
+        # minutes once the server below is gone: it counts as closed whatever stop() did.
+        with contextlib.suppress(Exception):
+            engine.session.client._closed = True
     if engine.server is not None and engine.server.running:
         engine.server.stop()
     if engine.scratch is not None:

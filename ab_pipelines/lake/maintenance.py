@@ -9,11 +9,15 @@ both retentions are table properties (``delta.deletedFileRetentionDuration``,
 from __future__ import annotations
 
 import datetime as dt
-import shutil
 import time
 from dataclasses import dataclass
 
-from ab_pipelines.lake.delta import TIME_TRAVEL_DAYS, Lake, retention_properties
+from ab_pipelines.lake.delta import (
+    TIME_TRAVEL_DAYS,
+    Lake,
+    remove_dead_staging,
+    retention_properties,
+)
 from ab_pipelines.lake.tables import TableSpec
 
 __all__ = ["MaintenanceReport", "maintain_table"]
@@ -61,19 +65,7 @@ def maintain_table(
         files_before=files_before,
         files_after=len(table.file_uris()),
         files_vacuumed=len(vacuumed),
-        staging_removed=_remove_dead_staging(lake, spec),
+        staging_removed=remove_dead_staging(
+            lake.path(spec) / "_staging", time.time() - STAGING_GRACE.total_seconds()
+        ),
     )
-
-
-def _remove_dead_staging(lake: Lake, spec: TableSpec) -> int:
-    """Staging folders of runs that died (vacuum skips folders starting with '_')."""
-    root = lake.path(spec) / "_staging"
-    if not root.is_dir():
-        return 0
-    cutoff = time.time() - STAGING_GRACE.total_seconds()
-    removed = 0
-    for d in root.iterdir():
-        if d.stat().st_mtime < cutoff:
-            shutil.rmtree(d, ignore_errors=True)
-            removed += 1
-    return removed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -104,3 +105,56 @@ def test_the_client_imports_from_python_c_without_a_spark_home(tmp_path):
     )
     assert out.returncode == 0 and out.stdout.strip() == "3", out.stderr[-2000:]
     assert not any((tmp_path / "engine").glob("sail-*")), "the scratch folder outlived the process"
+
+
+_ORPHAN_SCRIPT = """
+import os, sys
+from ab_pipelines.lake.engine import run_tasks, spark_session
+from tests.lake.test_engine import _where
+
+if __name__ == "__main__":
+    workers = {g[1] for g in run_tasks(spark_session(), _where, [(i,) for i in range(8)])}
+    print(" ".join(map(str, workers)), flush=True)
+    sys.stdin.read()  # until killed
+"""
+
+
+@pytest.mark.spark
+def test_task_workers_die_with_a_killed_parent(tmp_path):
+    """SIGKILL to the process that started the pool leaves no worker behind (PR_SET_PDEATHSIG)."""
+    from ab_pipelines.processes import alive
+
+    script = tmp_path / "land.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    env = {**os.environ, "ABP_HOME": str(tmp_path / "abp"), "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, str(script)],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        workers = [int(w) for w in proc.stdout.readline().split()]
+        assert workers and proc.pid not in workers and all(alive(w) for w in workers)
+    finally:
+        proc.kill()
+        proc.communicate()
+    deadline = time.monotonic() + 10
+    while any(alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(alive(w) for w in workers)
+
+
+def test_scratch_folders_of_dead_engines_go(tmp_path):
+    """An engine killed mid-query leaves its scratch folder; the next start removes it."""
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
+    dead = tmp_path / f"sail-{gone}-0123abcd" / "checkpoint"
+    dead.mkdir(parents=True)
+    mine = tmp_path / f"sail-{os.getpid()}-89abcdef"
+    mine.mkdir()
+    engine_module._remove_dead_scratch(tmp_path)
+    assert not dead.parent.exists() and mine.exists()

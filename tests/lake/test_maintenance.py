@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import subprocess
+import sys
 import time
 
 import pyarrow as pa
@@ -92,6 +94,22 @@ def test_dead_staging_folders_are_removed(home):
     fresh.mkdir()
     report = maintain_table(lake, OPS_LANDED_FILES)
     assert report.staging_removed == 1 and not dead.exists() and fresh.exists()
+
+
+def test_a_killed_process_staging_folder_goes_at_the_next_staging(home):
+    """A folder named by a process that is gone (a kill between staging and commit) is removed
+    when the next one is made, whatever its age; a live process's folder stays."""
+    lake = Lake(home)
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()  # its pid is free now (and, reused, would name a process started later)
+    root = lake.path(OPS_LANDED_FILES) / "_staging"
+    killed = root / f"{child.pid}-0123abcd"
+    (killed / "arrival_date=2026-11-01").mkdir(parents=True)
+    mine = lake.staging_dir(OPS_LANDED_FILES)
+    mine.mkdir()
+    assert not killed.exists() and mine.name.startswith(f"{os.getpid()}-")
+    lake.staging_dir(OPS_LANDED_FILES)
+    assert mine.exists()
 
 
 def test_the_maintenance_job_runs_in_dagster(home):

@@ -1,0 +1,68 @@
+"""Processes on this host: is the process a record names still alive, and still that process?
+
+A run, an engine's scratch folder or a staging folder records the process id that owns it; after
+a crash the id may be free, a zombie, or reused by another process. On Linux the process's start
+time (``/proc``) tells a reused id apart; elsewhere only existence is checked.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+__all__ = ["HOST", "alive", "started_at"]
+
+HOST = socket.gethostname()
+_SLACK = 2.0  # seconds: /proc's start time is in clock ticks, the records' times in wall clock
+
+
+def started_at(pid: int) -> float | None:
+    """When process ``pid`` started (epoch seconds), None if there is none or it is a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return 0.0 if _exists(pid) else None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    if fields[0] in ("Z", "X"):  # a zombie or dead: it holds nothing any more
+        return None
+    ticks = int(fields[19])  # field 22, starttime, in clock ticks after boot
+    return _boot_time() + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def alive(pid: int, started_by: float | None = None) -> bool:
+    """Is ``pid`` a live process that had started by ``started_by`` (epoch seconds, when the
+    record naming it was written)? A process that started later is another one that got the id."""
+    if not Path("/proc/self/stat").exists():
+        return _exists(pid)
+    began = started_at(pid)
+    if began is None:
+        return False
+    return started_by is None or began <= started_by + _SLACK
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_BOOT: list[float] = []
+
+
+def _boot_time() -> float:
+    if not _BOOT:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                _BOOT.append(float(line.split()[1]))
+                break
+        else:
+            _BOOT.append(0.0)
+    return _BOOT[0]
