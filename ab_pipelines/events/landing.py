@@ -111,6 +111,9 @@ class LandingReport:
         return {k: self.total(k) for k in ("read", "landed", "quarantined", "duplicates")}
 
 
+# A day this small (compressed bytes) is parsed in this process: starting worker processes
+# (about a second of imports each) would cost more than the parse.
+SMALL_DAY_BYTES = 2 * 2**20
 _STAGED: dict[str, TableSpec] = {**TOPIC_TABLES, QUARANTINE: BRONZE_QUARANTINE}
 _OFFSET_KEY = ["kafka_partition", "kafka_offset"]
 _ROW_ID = ["arrival_date", "source_file", "source_line"]  # one bronze row
@@ -124,7 +127,7 @@ def _stage_all(spark, files, known_variants, targets: dict[str, Target]) -> list
         (i, str(f.path), f.rel, f.topic, f.arrival_date, known, targets)
         for i, f in enumerate(files)
     ]
-    return run_tasks(spark, stage_file, tasks)
+    return run_tasks(spark, stage_file, tasks, small=sum(f.size for f in files) < SMALL_DAY_BYTES)
 
 
 def _related(lake: Lake, spec: TableSpec, days: list[dt.date], new: pa.Table) -> pa.Table:

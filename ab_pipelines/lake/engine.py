@@ -523,7 +523,7 @@ def release_checkpoints(frames: Iterable[Any]) -> None:
 
 
 # ---- Python tasks where the engine's workers are ------------------------------------------
-def run_tasks(spark, fn: Callable[..., T], args: Sequence[tuple]) -> list[T]:
+def run_tasks(spark, fn: Callable[..., T], args: Sequence[tuple], small: bool = False) -> list[T]:
     """``[fn(*a) for a in args]``, in parallel where the engine's workers are, in order.
 
     Embedded engine: a pool of worker processes on this machine (``ABP_TASK_WORKERS``, spawned
@@ -532,11 +532,14 @@ def run_tasks(spark, fn: Callable[..., T], args: Sequence[tuple]) -> list[T]:
     on Sail runs under this process's GIL too. Remote engine: one task per item on the cluster's
     executors (``mapInArrow``). Either way ``fn`` must be a module-level function (it is sent by
     reference), its arguments and result picklable, and it runs where ``$ABP_HOME`` is the same
-    folder.
+    folder. ``small`` (the caller's estimate: a few MB in all) runs the tasks here, in order,
+    unless the workers are already up.
     """
     e = _engine
     if e is not None and e.session is spark and e.settings.embedded:
-        if len(args) <= 1 or e.settings.task_workers == 1:
+        if len(args) <= 1 or e.settings.task_workers == 1 or (small and e.pool is None):
+            # Work this small costs less here than starting the workers (about a second of
+            # imports each); once they run, they take everything.
             return [fn(*a) for a in args]
         for attempt in (1, 2):
             if e.pool is None:

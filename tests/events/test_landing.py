@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from ab_pipelines.events import envelope, write_dump
+from ab_pipelines.events import landing as landing_module
 from ab_pipelines.events.landing import LandingError, land_day
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
@@ -110,7 +111,11 @@ def land(spark, tmp_path, name: str, order) -> Lake:
     return lake
 
 
-def test_counts_of_an_in_order_landing(spark, tmp_path):
+@pytest.mark.parametrize("where", ["here", "worker processes"])
+def test_counts_of_an_in_order_landing(spark, tmp_path, monkeypatch, where):
+    """The same counts whether a day is small enough to parse here or goes to the workers."""
+    if where == "worker processes":
+        monkeypatch.setattr(landing_module, "SMALL_DAY_BYTES", 0)
     lake = land(spark, tmp_path, "in_order", [D1, D2, D3])
     ledger = {r["source_file"]: r for r in lake.read_arrow(OPS_LANDED_FILES).to_pylist()}
     d2_fresh = ledger["exposures/date=2026-11-03/exposures+0+10.jsonl"]

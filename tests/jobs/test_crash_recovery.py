@@ -43,7 +43,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.dagster,
     pytest.mark.spark,
-    pytest.mark.xdist_group("crash"),  # one worker: the module fixtures are built once
+    pytest.mark.xdist_group("crash"),  # one worker: the fixtures are built once
 ]
 
 ABP = os.path.join(os.path.dirname(sys.executable), "abp")
@@ -154,7 +154,7 @@ def _snapshot(home: Path) -> dict:
     return {"counts": counts, "stats": stats}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def base(tmp_path_factory) -> Path:
     """Two simulated days of dumps, nothing landed."""
     home = tmp_path_factory.mktemp("crash") / "base"
@@ -167,7 +167,7 @@ def _copy(base: Path, to: Path) -> Path:
     return to
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def clean(base, tmp_path_factory) -> tuple[dict, float]:
     """What a clean backfill of D1..D2 leaves, and how long a clean run of D2 takes."""
     home = _copy(base, tmp_path_factory.mktemp("clean") / "home")
@@ -209,7 +209,7 @@ def _kill_during_a_run(home: Path, args: list[str], rng: random.Random, span: fl
 def _kill_and_recover(home: Path, args: list[str], kills: int, clean_snapshot, seconds, seed):
     rng = random.Random(seed)
     for i in range(kills):
-        pid = _kill_during_a_run(home, args, rng, seconds)
+        pid = _kill_during_a_run(home, args, rng, 0.8 * seconds)
         t0 = time.monotonic()
         out = _abp(home, *args, timeout=max(120, 4 * seconds))
         took = time.monotonic() - t0
