@@ -527,7 +527,11 @@ def demo(days: int, users: int | None, history_days: int | None) -> None:
         click.echo(f"edge config version {_publish_or_fail(p)} serving at {p.edge / 'config.json'}")
         for i in range(days):
             day = start + dt.timedelta(days=i)
-            first_use = not (p.raw / "_sim_state.json").exists()
+            # On first use the history arrives too; a demo killed before landing it (the
+            # state file is there, the ledger has no row of its days) lands it now.
+            first_use = not (p.raw / "_sim_state.json").exists() or (
+                i == 0 and _history_unlanded(p, day, history)
+            )
             # The platform's clock follows the simulated days: publish before the day's traffic,
             # land and analyse once the day is over (so a kill is stamped in simulated time and
             # applies to the next simulated day's traffic).
@@ -566,6 +570,17 @@ def demo(days: int, users: int | None, history_days: int | None) -> None:
         "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
         "runs and their metadata, and the analysts' dashboard with 'make dashboard' (http://127.0.0.1:8501)."
     )
+
+
+def _history_unlanded(p: Paths, day: dt.date, history: int) -> bool:
+    """Has a day of the ``history`` days before ``day`` dumps but no landing ledger row?"""
+    from ab_pipelines.events.dumps import list_day_files
+    from ab_pipelines.events.landing import ledger_summary
+    from ab_pipelines.lake import Lake
+
+    days = [day - dt.timedelta(days=k) for k in range(1, history + 1)]
+    ledger = {r["arrival_day"]: r["files"] for r in ledger_summary(Lake(p), days)}
+    return any(list_day_files(p.raw, d) and not ledger[d] for d in days)
 
 
 def _safety_lines(p: Paths, seen: set[str]) -> list[str]:

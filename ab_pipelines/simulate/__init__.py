@@ -193,12 +193,12 @@ def simulate_days(
     history = _history(registry, start, history_days) if state is None else []
     plan = [(d, False) for d in history]
     plan += [(start + dt.timedelta(days=i), True) for i in range(days)]
+    # The state is stored once the history is written (below): a run killed before that
+    # simulates the history again (the same bytes), rather than never.
+    new_state = None
     if state is None:
         home.raw.mkdir(parents=True, exist_ok=True)
-        state = {"users": n_users, "seed": n_seed, "first_day": plan[0][0].isoformat()}
-        tmp = state_path(home).with_name(".sim_state.tmp")
-        tmp.write_bytes(orjson.dumps(state, option=orjson.OPT_INDENT_2) + b"\n")
-        os.replace(tmp, state_path(home))
+        new_state = {"users": n_users, "seed": n_seed, "first_day": plan[0][0].isoformat()}
 
     pop = make_population(n_users, n_seed)
     assignments_cache: dict[str, np.ndarray] = {}
@@ -237,6 +237,10 @@ def simulate_days(
                     exp, registry.metrics, day, eligible, pop.visit_prob, pop.purchase_prob, other_q
                 )
             merge_truth(home.truth_file, entries, {"users": n_users, "seed": n_seed})
+    if new_state is not None:
+        tmp = state_path(home).with_name(".sim_state.tmp")
+        tmp.write_bytes(orjson.dumps(new_state, option=orjson.OPT_INDENT_2) + b"\n")
+        os.replace(tmp, state_path(home))
     return SimulationReport(
         days=tuple(d for d, _ in plan),
         history_days=tuple(history),

@@ -311,3 +311,34 @@ def test_sigterm_stops_a_working_run_within_seconds(base, clean, tmp_path):
         assert not _pool_holders(home)
         canceled += 1
     assert canceled >= 2
+
+
+DEMO = ["demo", "--days", "2", "--users", "500", "--history-days", "2"]
+
+
+def test_the_demo_killed_at_random_moments_ends_as_a_clean_demo(tmp_path):
+    """The demo driver (simulate, publish, land, analyse, day by day) killed anywhere, then run
+    again, ends with the tables of a demo that was never killed (the history too)."""
+    clean_home = tmp_path / "clean"
+    t0 = time.monotonic()
+    _abp(clean_home, *DEMO)
+    seconds = time.monotonic() - t0
+    clean_snapshot = _snapshot(clean_home)
+    rng = random.Random(23)
+    home = tmp_path / "killed"
+    # The first kill hits a first demo (history included), the second a demo run again.
+    for span in (seconds, 0.6 * seconds):
+        moment = rng.uniform(1, 0.9 * span)
+        for _ in range(4):
+            proc = _start(home, *DEMO)
+            time.sleep(moment)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            if proc.returncode == -signal.SIGKILL:
+                break
+            moment /= 2  # it ended before the kill: again, sooner
+        assert proc.returncode == -signal.SIGKILL, "the demo always ended before the kill"
+        _abp(home, *DEMO, timeout=max(120, 4 * seconds))
+        assert _snapshot(home) == clean_snapshot, f"killed after {moment:.1f} s"
+        assert not _pool_holders(home)
