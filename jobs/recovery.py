@@ -61,6 +61,7 @@ __all__ = [
 ]
 
 HOST_TAG, PID_TAG, HEARTBEAT_TAG = "abp/host", "abp/pid", "abp/heartbeat"
+POOLS = ("spark",)  # the assets' pools (a pool at its default limit is listed only once used)
 _UNFINISHED = [
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.STARTING,
@@ -167,7 +168,7 @@ def _slots(instance: DagsterInstance) -> tuple[dict[str, list[str]], dict[str, l
     waits: dict[str, list] = {}
     if not storage.supports_global_concurrency_limits:
         return holds, waits
-    for pool in sorted(storage.get_concurrency_keys()):
+    for pool in sorted(storage.get_concurrency_keys() | set(POOLS)):
         info = storage.get_concurrency_info(pool)
         for slot in info.claimed_slots:
             holds.setdefault(slot.run_id, []).append(f"{pool}: {slot.step_key}")
