@@ -24,6 +24,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 from collections import Counter
 from collections.abc import Mapping
@@ -161,8 +162,23 @@ def _related(lake: Lake, spec: TableSpec, days: list[dt.date], new: pa.Table) ->
         event_ids = pc.unique(pa.chunked_array([event_ids, got["event_id"]]).combine_chunks())
 
 
+def _offsets_distinct(t: pa.Table) -> bool:
+    """No two rows share (partition, offset): one sort of a packed integer, about three times
+    faster than Arrow's grouping (False when the values do not pack: then the grouping decides)."""
+    part, off = t["kafka_partition"], t["kafka_offset"]
+    if not t.num_rows or part.null_count or off.null_count:
+        return not t.num_rows
+    p, o = part.to_numpy().astype(np.int64), off.to_numpy().astype(np.int64)
+    if p.min() < 0 or p.max() >= 1 << 23 or o.min() < 0 or o.max() >= 1 << 40:
+        return False
+    packed = np.sort((p << 40) | o)
+    return not bool((packed[1:] == packed[:-1]).any())
+
+
 def _first_per_group(t: pa.Table, keys: list[str]) -> pa.Table:
     """One row per value of ``keys``: the first arrived (``_ORDER``). Only clashing rows sort."""
+    if keys == _OFFSET_KEY and _offsets_distinct(t):
+        return t
     counts = t.group_by(keys).aggregate([([], "count_all")])
     clashing = counts.filter(pc.greater(counts["count_all"], 1)).select(keys)
     if not clashing.num_rows:
@@ -276,11 +292,18 @@ def _land_day(spark, lake, raw, day, known_variants, new_files_only) -> LandingR
         for k in range(-DEDUPE_WINDOW_DAYS, DEDUPE_WINDOW_DAYS + 1)
         if k or new_files_only
     ]
+
+    def decide(topic: str) -> tuple[pa.Table, pa.Table, pa.Table]:
+        new = keys.filter(pc.equal(keys["topic"], topic)).drop_columns(["topic"])
+        existing = _related(lake, TOPIC_TABLES[topic], window, new)
+        return new, existing, _dedupe(new, existing)
+
+    # The topics' dedupes are independent Arrow work (the GIL released): side by side.
+    with concurrent.futures.ThreadPoolExecutor(len(TOPIC_TABLES)) as pool:
+        decided = dict(zip(TOPIC_TABLES, pool.map(decide, TOPIC_TABLES), strict=True))
     for topic, spec in TOPIC_TABLES.items():
         target = targets[topic]
-        new = keys.filter(pc.equal(keys["topic"], topic)).drop_columns(["topic"])
-        existing = _related(lake, spec, window, new)
-        kept = _dedupe(new, existing)
+        new, existing, kept = decided[topic]
         kept_new = kept.filter(kept["_new"])
         for name, n in _value_counts(kept_new["source_file"]).items():
             counts[name].landed = n  # checked against the commit below
