@@ -17,6 +17,13 @@ class LakeResource(ConfigurableResource):
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
         ensure_writable_home(self.paths)  # once per run: a clear error before any work
+        if context.instance is not None:
+            # Before any step claims the engine's pool: a run whose process died would hold
+            # its slot forever (schedule and sensor runs too; jobs/recovery.py).
+            from jobs.recovery import close_dead_runs
+
+            for state in close_dead_runs(context.instance, self.paths, f"run {context.run_id}"):
+                context.log.warning(f"closed {state.describe()}: its process died")
 
     @property
     def paths(self) -> Paths:

@@ -155,3 +155,16 @@ def test_a_daemon_run_waiting_too_long_for_a_slot_is_stopped(home, instance, mon
         if e.dagster_event and e.dagster_event.event_type_value == "PIPELINE_FAILURE"
     ][0]
     assert holder.run_id in message and "abp runs --fail" in message
+
+
+def test_every_run_closes_dead_runs_before_its_steps(home, instance):
+    """Schedule and sensor runs too: the lake resource, set up before any step claims the
+    engine's pool, closes the runs whose process died."""
+    from dagster import build_init_resource_context
+
+    from assets.resources import LakeResource
+    from jobs.recovery import HOST_TAG, PID_TAG
+
+    dead = _run(instance, "daily", {HOST_TAG: HOST, PID_TAG: str(_dead_pid())})
+    LakeResource().setup_for_execution(build_init_resource_context(instance=instance))
+    assert _status(instance, dead) == "FAILURE"
