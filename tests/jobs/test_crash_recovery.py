@@ -43,7 +43,6 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.dagster,
     pytest.mark.spark,
-    pytest.mark.xdist_group("crash"),  # one worker: the fixtures are built once
 ]
 
 ABP = os.path.join(os.path.dirname(sys.executable), "abp")
