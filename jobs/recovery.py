@@ -204,6 +204,12 @@ def run_states(instance: DagsterInstance) -> list[RunState]:
     return sorted(out, key=lambda s: s.created)
 
 
+def _free_slots(instance: DagsterInstance, run_id: str) -> None:
+    """Free every pool slot the run holds or waits for (a run's end does not)."""
+    if instance.event_log_storage.supports_global_concurrency_limits:
+        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+
+
 # ---- closing runs ----------------------------------------------------------------------------
 def _close(instance: DagsterInstance, home: Paths, run_id: str, message: str) -> None:
     """Record the run failed (canceled if it was being canceled), free its slots, alert."""
@@ -216,8 +222,7 @@ def _close(instance: DagsterInstance, home: Paths, run_id: str, message: str) ->
             from ab_pipelines.safety.day import alert_run_failure
 
             alert_run_failure(home, run_id, run.job_name, message)
-    if instance.event_log_storage.supports_global_concurrency_limits:
-        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    _free_slots(instance, run_id)
 
 
 def close_dead_runs(instance: DagsterInstance, home: Paths, by: str) -> list[RunState]:
@@ -242,7 +247,7 @@ def close_dead_runs(instance: DagsterInstance, home: Paths, by: str) -> list[Run
     for run_id in holds:
         run = instance.get_run_by_id(run_id)
         if run is None or run.status not in _UNFINISHED:
-            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            _free_slots(instance, run_id)
     return closed
 
 
@@ -251,11 +256,12 @@ def fail_stuck_waits(instance: DagsterInstance, home: Paths, by: str) -> list[st
     for a pool slot longer than ABP_SLOT_WAIT_MINUTES: their process is stopped, the run
     recorded failed with the reason. Returns what was done, one line per run."""
     limit, done = slot_wait_seconds(), []
-    for state in run_states(instance):
+    states = run_states(instance)
+    for state in states:
         run = instance.get_run_by_id(state.run_id)
         if run is None or PID_TAG in run.tags or not state.waits:
             continue
-        reason = _slot_wait_message(instance, state.run_id, limit)
+        reason = _slot_wait_message(states, state.run_id, limit)
         if reason:
             done.append(fail_run(instance, home, state.run_id, f"{by}: {reason}"))
     return done
@@ -268,7 +274,7 @@ def fail_run(instance: DagsterInstance, home: Paths, run_id: str, by: str) -> st
     if run is None:
         raise LookupError(f"no run {run_id} in this instance (abp runs --stuck lists them)")
     if run.status not in _UNFINISHED:
-        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+        _free_slots(instance, run_id)
         return f"run {run_id} had already ended ({run.status.value.lower()}); its slots are free"
     state = next(s for s in run_states(instance) if s.run_id == run_id)
     stopped = ""
@@ -277,7 +283,7 @@ def fail_run(instance: DagsterInstance, home: Paths, run_id: str, by: str) -> st
         stopped = f" after stopping its process {state.pid}"
         run = instance.get_run_by_id(run_id)
         if run is not None and run.status not in _UNFINISHED:
-            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+            _free_slots(instance, run_id)
             return f"run {run_id} stopped ({run.status.value.lower()}){stopped}"
     _close(instance, home, run_id, f"marked failed by {by}{stopped}")
     return f"run {run_id} marked failed{stopped}; its slots are free"
@@ -325,10 +331,10 @@ def _raise_in(thread: threading.Thread, exc_type: type[BaseException], message: 
     )
 
 
-def _slot_wait_message(instance: DagsterInstance, run_id: str, limit: float) -> str | None:
+def _slot_wait_message(states: list[RunState], run_id: str, limit: float) -> str | None:
     """Why run ``run_id`` must stop waiting, or None: a step of it waited longer than ``limit``
-    seconds for a slot; the message names who holds the pool and how to free it."""
-    states = run_states(instance)
+    seconds for a slot; the message names who holds the pool and how to free it. ``states``:
+    :func:`run_states`."""
     mine = next((s for s in states if s.run_id == run_id), None)
     if mine is None:
         return None
@@ -380,8 +386,7 @@ def execute_guarded(job_def, instance: DagsterInstance, **kwargs):
     except (SlotWaitTimeout, DagsterExecutionInterruptedError, KeyboardInterrupt):
         result = None  # raised by the watcher outside any step: told below
     finally:
-        if instance.event_log_storage.supports_global_concurrency_limits:
-            instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+        _free_slots(instance, run_id)
     run = instance.get_run_by_id(run_id)
     unfinished = run is not None and run.status in _UNFINISHED
     if watcher.signals:
@@ -479,7 +484,7 @@ class _Watcher:
                     self.instance.add_run_tags(self.run_id, {HEARTBEAT_TAG: f"{now:.0f}"})
             if self.timed_out is None and now - last_check >= 2:
                 last_check = now
-                self.timed_out = _slot_wait_message(self.instance, self.run_id, limit)
+                self.timed_out = _slot_wait_message(run_states(self.instance), self.run_id, limit)
             if self.timed_out and not interrupted and self._main_waits():
                 interrupted = True
                 self._interrupt(SlotWaitTimeout, self.timed_out)
@@ -495,8 +500,7 @@ def _give_up(instance: DagsterInstance, run_id: str, signum: int) -> None:
     run = instance.get_run_by_id(run_id)
     if run is not None and run.status in _UNFINISHED:
         instance.report_run_canceled(run, message)
-    if instance.event_log_storage.supports_global_concurrency_limits:
-        instance.event_log_storage.free_concurrency_slots_for_run(run_id)
+    _free_slots(instance, run_id)
     os.write(2, f"error: run {run_id} was {message}; recorded as canceled\n".encode())
     os._exit(128 + signum)
 
