@@ -6,9 +6,11 @@ end in one sentence on stderr and a non-zero exit; nothing is half-written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -94,24 +96,116 @@ def main() -> None:
     "--users", default=None, type=click.IntRange(10, 50_000_000), help="Population (default 20000)."
 )
 @click.option("--seed", default=None, type=int, help="Random seed (default 7).")
-def simulate(start: str, days: int, users: int | None, seed: int | None) -> None:
+@click.option(
+    "--to-kafka",
+    is_flag=True,
+    help="Produce the traffic into Kafka (the running 'abp broker' or ABP_KAFKA_BOOTSTRAP) "
+    "instead of writing dump files; 'abp connect' writes the dumps.",
+)
+def simulate(start: str, days: int, users: int | None, seed: int | None, to_kafka: bool) -> None:
     """Write realistic raw Kafka dumps for START..START+DAYS-1 (and history on first use)."""
     from ab_pipelines.simulate import simulate_days
 
     p = _home()
-    try:
-        report = simulate_days(
-            p,
-            _parse_day(start, "--start"),
-            days,
-            users=users,
-            seed=seed,
-            registry=_registry(),
-            assigner=_published_assigner(p),
+    first = _parse_day(start, "--start")
+    with contextlib.ExitStack() as stack:
+        sink = stack.enter_context(_kafka_delivery(p)) if to_kafka else None
+        try:
+            report = simulate_days(
+                p,
+                first,
+                days,
+                users=users,
+                seed=seed,
+                registry=_registry(),
+                assigner=_published_assigner(p),
+                sink=sink,
+            )
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    if sink is None:
+        click.echo(report.summary())
+    else:
+        per_topic = ", ".join(f"{t}: {n}" for t, n in sorted(sink.produced.items()))
+        click.echo(
+            f"produced {len(report.days)} simulated days {report.days[0]}..{report.days[-1]} "
+            f"to Kafka at {sink.bootstrap}: {per_topic} (all acknowledged); "
+            f"planted {report.malformed} malformed values and {report.duplicates} producer retries"
         )
-    except ValueError as exc:
+
+
+def _kafka_delivery(p: Paths):
+    """The simulator's Kafka producer; a broker or setting problem as one sentence."""
+    from ab_pipelines.events.kafka import KafkaSetupError
+    from ab_pipelines.simulate.to_kafka import KafkaDelivery
+
+    try:
+        return KafkaDelivery(p.home)
+    except KafkaSetupError as exc:
         raise UserError(str(exc)) from None
-    click.echo(report.summary() if hasattr(report, "summary") else str(report))
+
+
+# ---- Kafka ------------------------------------------------------------------------------------
+@main.command()
+@click.option("--port", default=0, type=click.IntRange(0, 65535), help="Default: a free port.")
+def broker(port: int) -> None:
+    """Run the embedded Kafka broker (tansu) on loopback until Ctrl-C or SIGTERM.
+
+    Other commands of the same ABP_HOME find it (its address is in $ABP_HOME/kafka/broker.json);
+    with ABP_KAFKA_BOOTSTRAP set they use that cluster instead and this command is not needed.
+    Storage is in memory: what the connector has not written to dumps is lost when it stops.
+    """
+    from ab_pipelines.events.kafka import (
+        EmbeddedBroker,
+        KafkaSettings,
+        KafkaSetupError,
+        ensure_topics,
+        running_broker,
+    )
+
+    p = ensure_writable_home(_home())
+    try:
+        settings = KafkaSettings.from_env()
+        if (already := running_broker(p.home)) is not None:
+            raise KafkaSetupError(
+                f"an embedded broker already runs for ABP_HOME {p.home} at {already}; "
+                "stop it first (or use it)."
+            )
+        with _until_stopped(), EmbeddedBroker(p.home) as b:
+            ensure_topics(b.bootstrap, settings)
+            click.echo(
+                f"Kafka broker (tansu, embedded) on {b.bootstrap}, pid {b.pid}; topics "
+                f"exposures and metric_events, {settings.partitions} partitions each. "
+                "Ctrl-C stops it."
+            )
+            while b.alive():
+                time.sleep(0.5)
+            raise KafkaSetupError(
+                f"the embedded broker stopped by itself; see {p.home}/kafka/broker.log"
+            )
+    except KafkaSetupError as exc:
+        raise UserError(str(exc)) from None
+    except _Stopped:
+        click.echo("broker stopped")
+
+
+class _Stopped(Exception):
+    """SIGTERM or SIGINT reached a long-running command."""
+
+
+@contextlib.contextmanager
+def _until_stopped():
+    """SIGTERM and SIGINT raise _Stopped in the main thread, so ``with`` blocks clean up."""
+
+    def stop(signum, frame):
+        raise _Stopped(signal.Signals(signum).name)
+
+    saved = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _publish_or_fail(p: Paths) -> int:

@@ -25,7 +25,7 @@ from ab_pipelines.simulate.population import (
     registry_assigner,
     sdk_assigner,
 )
-from ab_pipelines.simulate.traffic import ExposurePlan, day_events, deliver_day
+from ab_pipelines.simulate.traffic import ExposurePlan, RecordSink, day_events, deliver_day
 from ab_pipelines.simulate.truth import (
     EFFECTS,
     EXPOSURE_DROP,
@@ -161,6 +161,7 @@ def simulate_days(
     registry: Registry | None = None,
     assigner: Assigner | None = None,
     history_days: int = HISTORY_DAYS,
+    sink: RecordSink | None = None,
 ) -> SimulationReport:
     """Write realistic raw Kafka dumps for ``start`` .. ``start + days − 1``.
 
@@ -179,6 +180,8 @@ def simulate_days(
         assigner: ``assigner(experiment, unit, attributes) -> variant | None``; default
             :func:`registry_assigner` on ``registry``.
         history_days: pre-period days simulated on first use (0: none, e.g. in tests).
+        sink: produce the records to Kafka instead of writing dump files
+            (``ab_pipelines.simulate.to_kafka.KafkaDelivery``; the sink connector writes them).
 
     Raises:
         ValueError: ``users``/``seed`` differ from the stored simulation, or bad arguments.
@@ -217,7 +220,7 @@ def simulate_days(
         mults = user_multipliers(pop.size, assignments, registry.experiments)
         plans = _exposure_plans(pop, running, assignments, assigner)
         events = day_events(pop, day, n_seed, mults, plans)
-        delivered = deliver_day(home.raw, day, n_seed, events)
+        delivered = deliver_day(home.raw, day, n_seed, events, sink)
         files += delivered.files
         for topic, n in delivered.lines.items():
             lines[topic] = lines.get(topic, 0) + n

@@ -14,6 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import orjson
@@ -31,6 +32,7 @@ __all__ = [
     "TopicEvents",
     "day_events",
     "deliver_day",
+    "RecordSink",
     "malformed_manifest_path",
     "offset_base",
 ]
@@ -261,14 +263,56 @@ def _plan_defects(day: dt.date, counts: Mapping[str, int]) -> dict[str, list[str
     return out
 
 
+class RecordSink(Protocol):
+    """Where delivered records go instead of dump files: a Kafka producer
+    (``ab_pipelines.simulate.to_kafka.KafkaDelivery``). The broker gives partitions and offsets,
+    the sink connector writes the dumps."""
+
+    def produce(self, topic: str, timestamp_ms: int, key: str | None, value: bytes) -> None: ...
+
+
 def _write(
-    raw: Path, topic: str, day: dt.date, partition: int, first: int, lines: list, out: DayDelivery
-) -> str:
+    raw: Path,
+    topic: str,
+    day: dt.date,
+    partition: int,
+    first: int,
+    lines: list,
+    out: DayDelivery,
+    sink: RecordSink | None = None,
+) -> str | None:
+    out.lines[topic] = out.lines.get(topic, 0) + len(lines)
+    if sink is not None:
+        for line in lines:  # an envelope, or a malformed value as bytes (see _kafka_malformed)
+            if isinstance(line, dict):
+                sink.produce(topic, line["timestamp"], line["key"], orjson.dumps(line["value"]))
+            else:
+                sink.produce(topic, _day_ms(day), None, line)
+        return None
     path = write_dump(raw, topic, day, partition, first, lines, gzipped=GZIPPED[topic])
     rel = path.relative_to(raw).as_posix()
     out.files.append(rel)
-    out.lines[topic] = out.lines.get(topic, 0) + len(lines)
     return rel
+
+
+# Defects a producer can send: a value that is not JSON, not UTF-8, or an event with a wrong
+# field. The envelope's defects (bad_envelope, unknown_topic) are the connector's to avoid, and a
+# value over the broker's message size (too_large) is refused by the producer, so those are not
+# planted through Kafka.
+_KAFKA_DEFECTS = frozenset(LINE_DEFECTS) - {"bad_envelope", "unknown_topic"}
+
+
+def _kafka_malformed(defect: str, env: dict) -> bytes | dict | None:
+    """The record value a producer would send for ``defect`` (None: not plantable in Kafka)."""
+    if defect not in _KAFKA_DEFECTS:
+        return None
+    if defect == "bad_json":
+        text = orjson.dumps(env["value"])
+        return text[: len(text) // 2]
+    if defect == "bad_encoding":
+        env["value"]["user_id"] = _BAD_BYTES_MARK
+        return orjson.dumps(env["value"]).replace(_BAD_BYTES_MARK.encode(), b"user-\xc3\x28")
+    return _malformed_line(defect, env)
 
 
 def _truncate_gzip(raw: Path, rel: str) -> int:
@@ -293,6 +337,7 @@ def _deliver_topic(
     defects: list[str],
     corrupt: bool,
     out: DayDelivery,
+    sink: RecordSink | None = None,
 ) -> None:
     rng = np.random.default_rng([seed, day.toordinal(), 2, TOPICS.index(topic)])
     n, base = len(events), offset_base(day)
@@ -327,13 +372,18 @@ def _deliver_topic(
         defect, tpl = item
         value = {**events.values[tpl], "event_id": f"{events.values[tpl]['event_id']}-bad{pos}"}
         env = envelope(topic, MAIN, base + pos, int(arrival[tpl]), events.keys[tpl], value)
-        lines.append(_malformed_line(defect, env))
-        out.malformed.append({"file": main_name, "line": pos + 1, "reason": defect})
+        if sink is None:
+            lines.append(_malformed_line(defect, env))
+            out.malformed.append({"file": main_name, "line": pos + 1, "reason": defect})
+        elif (bad := _kafka_malformed(defect, env)) is not None:
+            lines.append(bad)  # where it lands is the connector's: counted, not located
+            out.malformed.append({"file": None, "line": None, "reason": defect})
     if lines:
-        _write(raw, topic, day, MAIN, base, lines, out)
+        _write(raw, topic, day, MAIN, base, lines, out, sink)
 
-    # A consumer replay: a contiguous run of records delivered again the next day, same envelopes.
-    n_replay = int(round(REPLAY_SHARE * len(ok)))
+    # A consumer replay: a contiguous run of records delivered again the next day, same envelopes
+    # (a dump-level defect: through Kafka the connector writes each offset once).
+    n_replay = int(round(REPLAY_SHARE * len(ok))) if sink is None else 0
     if n_replay:
         first = int(rng.integers(0, len(ok) - n_replay + 1))
         block = ok[first : first + n_replay]
@@ -341,7 +391,8 @@ def _deliver_topic(
         out.replayed += n_replay
 
     # Producer retries: the same event again under a new offset, moments later.
-    corrupt = corrupt and GZIPPED[topic]  # the truncated file is a gzip: a retry file, no data lost
+    # The truncated file is a gzip: a retry file, no data lost (dumps only).
+    corrupt = corrupt and GZIPPED[topic] and sink is None
     n_retry = max(int(round(RETRY_SHARE * len(ok))), 4 if corrupt else 0)
     n_retry = min(n_retry, len(ok))
     if n_retry:
@@ -358,9 +409,9 @@ def _deliver_topic(
             )
             for j, (p, d) in enumerate(zip(picks, delays, strict=True))
         ]
-        rel = _write(raw, topic, day, RETRY, base, retries, out)
+        rel = _write(raw, topic, day, RETRY, base, retries, out, sink)
         out.retried += n_retry
-        if corrupt:
+        if corrupt and rel is not None:
             out.malformed.append(
                 {"file": rel, "line": _truncate_gzip(raw, rel), "reason": "corrupt_file"}
             )
@@ -373,7 +424,7 @@ def _deliver_topic(
             envelope(topic, LATE, base + j, int(late_arrival[i]), events.keys[i], events.values[i])
             for j, i in enumerate(late_idx.tolist())
         ]
-        _write(raw, topic, next_day, LATE, base, late_lines, out)
+        _write(raw, topic, next_day, LATE, base, late_lines, out, sink)
         out.late += len(late_lines)
 
 
@@ -383,20 +434,30 @@ def malformed_manifest_path(raw: Path, day: dt.date) -> Path:
 
 
 def deliver_day(
-    raw: Path, day: dt.date, seed: int, events: Mapping[str, TopicEvents]
+    raw: Path,
+    day: dt.date,
+    seed: int,
+    events: Mapping[str, TopicEvents],
+    sink: RecordSink | None = None,
 ) -> DayDelivery:
     """Write one day's events as dump files, with late, duplicate and malformed records.
 
     Files written: day D's main files (partition 0) and retries (partition 2); in day D + 1's
     folders, the late records (partition 1) and a consumer replay (partition 0, named for its first
     offset). The planted malformed lines go to :func:`malformed_manifest_path`.
+
+    With a ``sink`` the records are produced to Kafka instead, each with its arrival time as the
+    record time (late ones on D + 1): producer retries and malformed values too, but no consumer
+    replay, no truncated file and no manifest (the connector decides where a line lands).
     """
     out = DayDelivery()
     counts = {t: len(events[t]) for t in TOPICS}
     defects = _plan_defects(day, counts)
     corrupt_day = day.toordinal() % CORRUPT_FILE_EVERY == 0
     for topic in TOPICS:
-        _deliver_topic(raw, day, seed, topic, events[topic], defects[topic], corrupt_day, out)
+        _deliver_topic(raw, day, seed, topic, events[topic], defects[topic], corrupt_day, out, sink)
+    if sink is not None:
+        return out
     out.malformed.sort(key=lambda m: (m["file"], m["line"]))
     manifest = malformed_manifest_path(raw, day)
     manifest.parent.mkdir(parents=True, exist_ok=True)
