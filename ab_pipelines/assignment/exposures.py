@@ -8,7 +8,14 @@ one file per flush, the day being the UTC day of the flush (the arrival day). Of
 across restarts: at start the sink finds the newest file of its partition and counts its lines.
 A write that fails is logged once and its events stay buffered for the next flush, so a broken
 disk never breaks ``assign``. The envelope is written here rather than imported from
-``ab_pipelines.events``, whose package pulls in pyarrow.
+``ab_pipelines.events.dumps``, which pulls in pyarrow.
+
+``KafkaExposureSink`` produces the same events to the Kafka topic ``exposures`` through
+``ab_pipelines.events.producer`` (confluent_kafka is imported when one is made).
+
+Every sink gives an event the same value (``_event``): an id from a per-process random prefix and
+a counter, and a ``ts`` formatted from the epoch milliseconds that are also the record's
+timestamp; the Kafka and file sinks format it off the caller's path.
 """
 
 from __future__ import annotations
@@ -22,13 +29,21 @@ import os
 import re
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["DumpExposureSink", "ExposureSink", "ListExposureSink", "SOURCE", "TOPIC"]
+from ab_pipelines.events.producer import iso_ms, next_event_id
+
+__all__ = [
+    "SOURCE",
+    "TOPIC",
+    "DumpExposureSink",
+    "ExposureSink",
+    "KafkaExposureSink",
+    "ListExposureSink",
+]
 
 log = logging.getLogger("ab_pipelines.sdk")
 
@@ -54,30 +69,30 @@ class ExposureSink(Protocol):
     def flush(self) -> None: ...
 
 
-def _iso_ms(epoch_s: float) -> str:
-    t = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
 def _event(
-    unit: str,
+    event_id: str,
+    ts: str,
     user_id: str,
     experiment_id: str,
     variant: str,
     config_version: int,
-    attributes: Mapping | None,
-    epoch_s: float,
+    attributes: dict | None,
 ) -> dict:
+    """The ``exposures`` value of CONTRACTS section 2 (``attributes`` already copied)."""
     return {
-        "event_id": uuid.uuid4().hex,
+        "event_id": event_id,
         "user_id": user_id,
         "experiment_id": experiment_id,
         "variant": variant,
-        "ts": _iso_ms(epoch_s),
+        "ts": ts,
         "config_version": config_version,
         "source": SOURCE,
-        "attributes": dict(attributes) if attributes else {},
+        "attributes": attributes or {},
     }
+
+
+def _exposure_value(event_id: str, ts: str, fields: tuple) -> dict:  # EventProducer's build
+    return _event(event_id, ts, *fields)
 
 
 class ListExposureSink:
@@ -88,7 +103,15 @@ class ListExposureSink:
         self.events: list[dict] = []
 
     def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:
-        ev = _event(unit, user_id, experiment_id, variant, config_version, attributes, self.clock())
+        ev = _event(
+            next_event_id(),
+            iso_ms(int(self.clock() * 1000)),
+            user_id,
+            experiment_id,
+            variant,
+            config_version,
+            dict(attributes) if attributes else None,
+        )
         ev["unit"] = unit
         self.events.append(ev)
 
@@ -141,7 +164,8 @@ class DumpExposureSink:
         self.flush_interval = flush_interval
         self._last_flush = self.clock()
         self._lock = threading.RLock()
-        self._buffer: list[tuple[str, int, dict]] = []  # (key, timestamp ms, event)
+        # (key, timestamp ms, event id, fields of _event): the event is built when written
+        self._buffer: list[tuple[str, int, str, tuple]] = []
         self._failing = False
         self.dropped = 0
         self.next_offset = self._scan_next_offset()
@@ -167,9 +191,10 @@ class DumpExposureSink:
 
     def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:
         now = self.clock()
-        ev = _event(unit, user_id, experiment_id, variant, config_version, attributes, now)
+        attrs = dict(attributes) if attributes else None
+        fields = (user_id, experiment_id, variant, config_version, attrs)
         with self._lock:
-            self._buffer.append((unit, int(now * 1000), ev))
+            self._buffer.append((unit, int(now * 1000), next_event_id(), fields))
             if (
                 len(self._buffer) >= self.flush_every
                 or now - self._last_flush >= self.flush_interval
@@ -210,19 +235,19 @@ class DumpExposureSink:
             self._buffer = []
             self.next_offset = first + len(batch)
 
-    def _write(self, batch: list[tuple[str, int, dict]], first: int) -> Path:
+    def _write(self, batch: list[tuple[str, int, str, tuple]], first: int) -> Path:
         day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
         folder = self.raw_dir / TOPIC / f"date={day.isoformat()}"
         folder.mkdir(parents=True, exist_ok=True)
         lines = []
-        for i, (key, ts_ms, ev) in enumerate(batch):
+        for i, (key, ts_ms, event_id, fields) in enumerate(batch):
             env = {
                 "topic": TOPIC,
                 "partition": self.partition,
                 "offset": first + i,
                 "timestamp": ts_ms,
                 "key": key,
-                "value": ev,
+                "value": _event(event_id, iso_ms(ts_ms), *fields),
             }
             # ASCII escapes, so an id holding a lone surrogate cannot break the whole batch
             lines.append(json.dumps(env, separators=(",", ":"), default=str) + "\n")
@@ -234,3 +259,61 @@ class DumpExposureSink:
             os.fsync(f.fileno())
         os.replace(tmp, folder / name)
         return folder / name
+
+
+class KafkaExposureSink:
+    """Exposures to Kafka (topic ``exposures``, key = the unit, the value of CONTRACTS section 2)
+    through an idempotent producer on a thread of its own (``ab_pipelines.events.producer``).
+
+    ``log`` only appends to a bounded queue (about 0.3 µs): it never blocks nor raises, with the
+    broker down, unknown yet, or the queue full (the event is then dropped and counted). The
+    counters (``stats()``: sent, queued, retried, dropped, failed) account for every exposure;
+    ``flush`` waits for delivery and ``close`` stops, as at interpreter exit.
+
+    Args:
+        bootstrap: ``host:port[,...]``; default ``ABP_KAFKA_BOOTSTRAP``, else the embedded broker
+            of ``home`` (``abp broker``), waited for in the background when none runs yet.
+        home: ABP_HOME; default ``$ABP_HOME``.
+        max_queue: exposures waiting before new ones are dropped.
+        topic, settings, conf, exit_timeout: as for ``EventProducer``.
+
+    Raises:
+        KafkaSetupError: malformed Kafka settings (``ABP_KAFKA_*`` or ``conf``).
+
+    Example::
+
+        sink = KafkaExposureSink()
+        client = Client.from_file(config_path, exposure_sink=sink)
+    """
+
+    def __init__(self, *, topic: str = TOPIC, **producer_args: Any) -> None:
+        from ab_pipelines.events.producer import EventProducer
+
+        self.producer = EventProducer(topic, _exposure_value, **producer_args)
+        self._send = self.producer.send
+
+    def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:
+        self._send(
+            unit,
+            (
+                user_id,
+                experiment_id,
+                variant,
+                config_version,
+                dict(attributes) if attributes else None,
+            ),
+        )
+
+    def stats(self) -> dict[str, int]:
+        return self.producer.stats()
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` seconds for delivery; the number still undelivered."""
+        return self.producer.flush(timeout)
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush, then stop; the number of exposures that could not be delivered (failed)."""
+        return self.producer.close(timeout)
+
+    def __repr__(self) -> str:
+        return f"KafkaExposureSink({self.producer.topic!r}, bootstrap={self.producer.bootstrap!r})"

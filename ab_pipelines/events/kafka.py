@@ -238,10 +238,14 @@ class EmbeddedBroker:
         self.record = record
         self.proc: subprocess.Popen | None = None
         self.bootstrap = ""
+        self.cluster_id = ""
 
     def start(self, timeout: float = 30.0) -> EmbeddedBroker:
         port = self.port or _free_port()
         self.bootstrap = f"127.0.0.1:{port}"
+        # Storage is memory: each start is a new, empty cluster whose offsets begin at 0 again,
+        # so each start gets a cluster id of its own (the connector keys its resume point on it).
+        self.cluster_id = f"abp-{os.urandom(6).hex()}"
         url = f"tcp://{self.bootstrap}"
         log_dir = self.home / "kafka"
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -256,6 +260,8 @@ class EmbeddedBroker:
                     url,
                     "--storage-engine",
                     "memory://tansu/",
+                    "--cluster-id",
+                    self.cluster_id,
                 ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
