@@ -594,8 +594,18 @@ def assign(user_id: str, experiment: str | None, attrs: tuple[str, ...], as_json
     type=click.IntRange(1, 60),
     help="Pre-experiment days simulated on first use, for CUPED (default 14).",
 )
-def demo(days: int, users: int | None, history_days: int | None) -> None:
-    """Play the demo: day by day, simulate the day's traffic, then land (and analyze) it."""
+@click.option(
+    "--no-kafka",
+    is_flag=True,
+    help="Write the simulated traffic as dump files directly: no broker, no connector.",
+)
+def demo(days: int, users: int | None, history_days: int | None, no_kafka: bool) -> None:
+    """Play the demo: day by day, simulate the day's traffic, then land (and analyze) it.
+
+    The traffic goes through Kafka: the embedded broker (or ABP_KAFKA_BOOTSTRAP's cluster) and
+    one sink connector, both started here and stopped on exit (also on Ctrl-C); the connector
+    writes the dumps that landing reads. --no-kafka writes the dumps directly.
+    """
     from ab_pipelines.simulate import HISTORY_DAYS, simulate_days
 
     history = history_days or HISTORY_DAYS
@@ -616,7 +626,11 @@ def demo(days: int, users: int | None, history_days: int | None) -> None:
     )
     seen: set[str] = set()
     saved_clock = os.environ.get(NOW_ENV)
+    stack = contextlib.ExitStack()
     try:
+        kafka = None if no_kafka else stack.enter_context(_DemoKafka(p))
+        if kafka is not None:
+            click.echo(kafka.describe())
         os.environ[NOW_ENV] = f"{start}T00:00:00Z"
         click.echo(f"edge config version {_publish_or_fail(p)} serving at {p.edge / 'config.json'}")
         for i in range(days):
@@ -640,9 +654,12 @@ def demo(days: int, users: int | None, history_days: int | None) -> None:
                     registry=_registry(),
                     assigner=_published_assigner(p),
                     history_days=history,
+                    sink=kafka.delivery if kafka else None,
                 )
             except ValueError as exc:
                 raise UserError(str(exc)) from None
+            if kafka is not None:
+                click.echo(kafka.written())
             # On first use the history arrives too: land it with the first day, in one run.
             first = day - dt.timedelta(days=history) if first_use and i == 0 else day
             os.environ[NOW_ENV] = f"{day + dt.timedelta(days=1)}T00:00:00Z"
@@ -652,7 +669,12 @@ def demo(days: int, users: int | None, history_days: int | None) -> None:
             click.echo(landing_table(p, span, header=i == 0))
             for line in _safety_lines(p, seen):
                 click.echo(line)
+        if kafka is not None:
+            click.echo(kafka.reconciliation(start - dt.timedelta(days=history), day))
+    except _Stopped:
+        raise UserError("the demo was stopped; run it again to go on where it stopped.") from None
     finally:
+        stack.close()
         if saved_clock is None:
             os.environ.pop(NOW_ENV, None)
         else:
@@ -664,6 +686,184 @@ def demo(days: int, users: int | None, history_days: int | None) -> None:
         "\nDone. Open the Dagster UI with 'make dagster' (http://127.0.0.1:3000) to see the assets, "
         "runs and their metadata, and the analysts' dashboard with 'make dashboard' (http://127.0.0.1:8501)."
     )
+
+
+class _DemoKafka:
+    """The demo's Kafka: a broker (the running one, ABP_KAFKA_BOOTSTRAP's, or an embedded one
+    started here), one ``abp connect`` child in a process group of its own, the simulator's
+    producer; on exit the connector and a broker started here are stopped."""
+
+    def __init__(self, p: Paths) -> None:
+        self.p = p
+        self.stack = contextlib.ExitStack()
+        self.started_broker = False
+        self.produced_before: dict[str, int] = {}
+        self.committed_before = 0
+
+    def __enter__(self) -> _DemoKafka:
+        from ab_pipelines.events.kafka import (
+            EmbeddedBroker,
+            KafkaSettings,
+            KafkaSetupError,
+            ensure_topics,
+            running_broker,
+        )
+        from ab_pipelines.simulate.to_kafka import KafkaDelivery
+
+        try:
+            self.stack.enter_context(_until_stopped())
+            self.settings = KafkaSettings.from_env()
+            self.bootstrap = self.settings.bootstrap or running_broker(self.p.home)
+            if self.bootstrap is None:
+                broker = self.stack.enter_context(EmbeddedBroker(self.p.home))
+                self.bootstrap, self.started_broker = broker.bootstrap, True
+            ensure_topics(self.bootstrap, self.settings)
+            self.connector = self.stack.enter_context(_Child(self.p, ["connect"], "connector"))
+            self.delivery = KafkaDelivery(self.p.home, self.bootstrap, self.settings)
+        except KafkaSetupError as exc:
+            self.stack.close()
+            raise UserError(str(exc)) from None
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    def describe(self) -> str:
+        where = "embedded broker (tansu), started for the demo" if self.started_broker else "broker"
+        return (
+            f"Kafka: {where} at {self.bootstrap}; sink connector pid {self.connector.pid} "
+            f"writing dumps to {self.p.raw} (log: {self.connector.log})"
+        )
+
+    def _lag(self):
+        from ab_pipelines.events.kafka import group_lag
+
+        return group_lag(self.bootstrap, self.settings)
+
+    def written(self, timeout: float = 300.0) -> str:
+        """Wait until the connector has written (and committed) everything produced so far."""
+        from ab_pipelines.events.kafka import KafkaSetupError
+
+        self.delivery.flush()
+        produced = sum(self.delivery.produced.values()) - sum(self.produced_before.values())
+        deadline = time.monotonic() + timeout
+        while True:
+            self.connector.check()
+            try:
+                lag = self._lag()
+            except KafkaSetupError:
+                lag = None
+            if lag is not None and lag.total == 0:
+                break
+            if time.monotonic() > deadline:
+                raise UserError(
+                    f"the sink connector has not written {lag.total if lag else 'some'} records "
+                    f"after {timeout:.0f} s; see {self.connector.log}."
+                )
+            time.sleep(0.5)
+        committed = sum(lag.committed.values())
+        written, self.committed_before = committed - self.committed_before, committed
+        self.produced_before = dict(self.delivery.produced)
+        if written != produced:
+            raise UserError(
+                f"Kafka: {produced} records produced but the connector wrote {written}; "
+                f"see {self.connector.log}."
+            )
+        return f"Kafka: produced {produced} records = written to dumps by the connector {written}"
+
+    def reconciliation(self, first: dt.date, last: dt.date) -> str:
+        """From the broker to the lake over the whole demo: produced = dump lines = read =
+        landed + quarantined + duplicates (+ lines in folders not landed yet, e.g. the day after
+        the last one, where its late records arrived)."""
+        from ab_pipelines.events.dumps import list_day_files
+        from ab_pipelines.events.landing import ledger_summary
+        from ab_pipelines.events.parse import read_lines
+        from ab_pipelines.lake import Lake
+
+        produced = sum(self.delivery.produced.values())
+        folders = sorted(
+            {
+                dt.date.fromisoformat(d.name.removeprefix("date="))
+                for t in self.p.raw.iterdir()
+                if t.is_dir() and not t.name.startswith(("_", "."))
+                for d in t.glob("date=*")
+            }
+        )
+        in_dumps, waiting = 0, 0
+        for day in folders:
+            n = sum(
+                len(read_lines(f.path.read_bytes(), f.path.name.endswith(".gz"))[0])
+                for f in list_day_files(self.p.raw, day)
+            )
+            in_dumps += n
+            if day > last:
+                waiting += n
+        rows = ledger_summary(Lake(self.p), [d for d in folders if d <= last])
+        read = sum(r["read"] for r in rows)
+        landed = sum(r["landed"] for r in rows)
+        quarantined = sum(r["quarantined"] for r in rows)
+        dups = sum(r["duplicates"] for r in rows)
+        ok = produced == in_dumps == read + waiting and read == landed + quarantined + dups
+        return (
+            f"Kafka to lake{'' if ok else ' (MISMATCH)'}: produced {produced} = in dumps "
+            f"{in_dumps} = read {read} (landed {landed} + quarantined {quarantined} + duplicates "
+            f"{dups}) + {waiting} awaiting the next day's landing"
+        )
+
+
+class _Child:
+    """An ``abp`` subcommand as a child process in a process group of its own, killed with us
+    (PR_SET_PDEATHSIG), its output in ``$ABP_HOME/kafka/<name>.log``; stopped by its group id
+    (SIGTERM, then SIGKILL after ABP_STOP_SECONDS)."""
+
+    def __init__(self, p: Paths, args: list[str], name: str) -> None:
+        self.p, self.args, self.name = p, args, name
+        self.log = p.home / "kafka" / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid if self.proc else 0
+
+    def __enter__(self) -> _Child:
+        from ab_pipelines.processes import die_with_parent
+
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        abp = os.path.join(os.path.dirname(sys.executable), "abp")
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [abp, *self.args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=die_with_parent,
+            )
+        return self
+
+    def check(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-600:].strip()
+            raise UserError(
+                f"the {self.name} stopped (exit {self.proc.returncode}); {self.log} ends: {tail}"
+            )
+
+    def __exit__(self, *exc) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        grace = float(os.environ.get("ABP_STOP_SECONDS", "8") or 8)
+        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def _history_unlanded(p: Paths, day: dt.date, history: int) -> bool:

@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["HOST", "alive", "started_at"]
+__all__ = ["HOST", "alive", "die_with_parent", "started_at"]
 
 HOST = socket.gethostname()
 _SLACK = 2.0  # seconds: /proc's start time is in clock ticks, the records' times in wall clock
@@ -66,3 +66,17 @@ def _boot_time() -> float:
         else:
             _BOOT.append(0.0)
     return _BOOT[0]
+
+
+def die_with_parent() -> None:
+    """In a child (a task worker, or before ``exec`` of a broker or connector): be killed when
+    the thread that started it ends, even by SIGKILL, so no child outlives a killed run (Linux's
+    PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() == 1:  # the parent died before the call
+            os._exit(1)

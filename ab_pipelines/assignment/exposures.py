@@ -69,16 +69,10 @@ class ExposureSink(Protocol):
     def flush(self) -> None: ...
 
 
-def _event(
-    event_id: str,
-    ts: str,
-    user_id: str,
-    experiment_id: str,
-    variant: str,
-    config_version: int,
-    attributes: dict | None,
-) -> dict:
-    """The ``exposures`` value of CONTRACTS section 2 (``attributes`` already copied)."""
+def _event(event_id: str, ts: str, fields: tuple) -> dict:
+    """The ``exposures`` value of CONTRACTS section 2; ``fields`` is (user_id, experiment_id,
+    variant, config_version, attributes already copied or None). Also EventProducer's build."""
+    user_id, experiment_id, variant, config_version, attributes = fields
     return {
         "event_id": event_id,
         "user_id": user_id,
@@ -91,10 +85,6 @@ def _event(
     }
 
 
-def _exposure_value(event_id: str, ts: str, fields: tuple) -> dict:  # EventProducer's build
-    return _event(event_id, ts, *fields)
-
-
 class ListExposureSink:
     """Keeps the exposure events in memory (``events``), for tests and the simulator."""
 
@@ -103,14 +93,11 @@ class ListExposureSink:
         self.events: list[dict] = []
 
     def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:
+        attrs = dict(attributes) if attributes else None
         ev = _event(
             next_event_id(),
             iso_ms(int(self.clock() * 1000)),
-            user_id,
-            experiment_id,
-            variant,
-            config_version,
-            dict(attributes) if attributes else None,
+            (user_id, experiment_id, variant, config_version, attrs),
         )
         ev["unit"] = unit
         self.events.append(ev)
@@ -247,7 +234,7 @@ class DumpExposureSink:
                 "offset": first + i,
                 "timestamp": ts_ms,
                 "key": key,
-                "value": _event(event_id, iso_ms(ts_ms), *fields),
+                "value": _event(event_id, iso_ms(ts_ms), fields),
             }
             # ASCII escapes, so an id holding a lone surrogate cannot break the whole batch
             lines.append(json.dumps(env, separators=(",", ":"), default=str) + "\n")
@@ -289,7 +276,7 @@ class KafkaExposureSink:
     def __init__(self, *, topic: str = TOPIC, **producer_args: Any) -> None:
         from ab_pipelines.events.producer import EventProducer
 
-        self.producer = EventProducer(topic, _exposure_value, **producer_args)
+        self.producer = EventProducer(topic, _event, **producer_args)
         self._send = self.producer.send
 
     def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:

@@ -22,13 +22,12 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ab_pipelines.processes import alive
+from ab_pipelines.processes import alive, die_with_parent
 from ab_pipelines.settings import SetupError
 
 __all__ = [
@@ -212,13 +211,6 @@ def _tansu() -> str:
         raise KafkaSetupError(f"the embedded broker's binary cannot be found ({exc}).") from None
 
 
-def _die_with_parent() -> None:  # in the child, before exec: killed even if we are SIGKILLed
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-
-
 class EmbeddedBroker:
     """The tansu broker on loopback, in a process group of its own, for as long as we live.
 
@@ -267,7 +259,7 @@ class EmbeddedBroker:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             )
         deadline = time.monotonic() + timeout

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ab_pipelines.executors import probe, project_zip, python_version
-from ab_pipelines.processes import alive
+from ab_pipelines.processes import alive, die_with_parent
 from ab_pipelines.settings import SetupError
 
 log = logging.getLogger(__name__)
@@ -551,7 +551,7 @@ def run_tasks(spark, fn: Callable[..., T], args: Sequence[tuple], small: bool = 
                 e.pool = concurrent.futures.ProcessPoolExecutor(
                     e.settings.task_workers,
                     mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_die_with_parent,
+                    initializer=die_with_parent,
                 )
             try:
                 return list(e.pool.map(_call, [(fn, a) for a in args]))
@@ -562,20 +562,6 @@ def run_tasks(spark, fn: Callable[..., T], args: Sequence[tuple], small: bool = 
                 if attempt == 2:
                     raise
     return run_remote(spark, fn, args)
-
-
-def _die_with_parent() -> None:
-    """In a task worker: be killed when the thread that started it ends, with its process too,
-    even by SIGKILL, so no worker outlives a killed run (Linux's PR_SET_PDEATHSIG; elsewhere
-    a no-op)."""
-    import ctypes
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() == 1:  # the parent died before the call
-            os._exit(1)
 
 
 def _call(task: tuple[Callable[..., T], tuple]) -> T:
