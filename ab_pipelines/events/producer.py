@@ -1,7 +1,7 @@
 """The SDK's Kafka producer: one delivery core for the topics ``exposures`` and ``metric_events``.
 
 The caller's side is an append to a bounded in-memory queue: the epoch time, the record key and
-a tuple of fields, nothing else (about 0.2 µs). A daemon thread does the rest: it gives each event
+a tuple of fields, nothing else (a few tenths of a µs). A daemon thread does the rest: it gives each event
 its id, formats its ISO ``ts``, serializes it (orjson) and hands it to an idempotent producer
 (``enable.idempotence``, ``acks=all``), whose record timestamp is the event time in milliseconds,
 so a connector files each record by its day. Nothing on the caller's side blocks or raises:
@@ -27,8 +27,13 @@ The counters are in ``stats()`` and, where ``prometheus_client`` is installed, i
 registry as ``abp_producer_{sent,retried,dropped,failed}_total`` and ``abp_producer_queued``,
 labelled by topic.
 
-Event ids are a random per-process prefix and a counter (a forked child draws a new prefix), so
-an id costs no uuid4; timestamps are formatted from a per-second cache.
+Event ids are a random prefix (64 bits, drawn per producer, and per process for the file sinks'
+``next_event_id``) and a counter, so an id costs no uuid4; timestamps are formatted from a
+per-second cache. A forked child (a pre-forking web server) starts with an empty queue, new
+prefixes and a Kafka client of its own: the parent delivers what was queued before the fork. A
+child that ends with ``os._exit`` (multiprocessing's workers) must call ``close()`` itself.
+librdkafka's own log lines go to the logger ``ab_pipelines.kafka``, each kind at most once a
+minute.
 
 Stdlib only at import time (``confluent_kafka``, ``orjson`` and ``prometheus_client`` are imported
 when a producer is made), so ``ab_pipelines.assignment`` imports this module cheaply.
@@ -82,6 +87,7 @@ METRIC_TOPIC = "metric_events"
 LOG_EVERY = 60.0  # seconds between two log lines about the same trouble
 RESOLVE_EVERY = 1.0  # seconds between two looks for a broker when none is known
 IDLE_POLL = 0.02  # seconds the thread waits for delivery reports when the queue is empty
+PUMP_BATCH = 20_000  # records moved into the client between two polls for delivery reports
 
 # librdkafka settings of every SDK producer; ABP_KAFKA_CONF and ``conf`` come after them.
 PRODUCER_DEFAULTS = {
@@ -117,8 +123,15 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 
 
 def next_event_id() -> str:
-    """A new event id, unique across processes: ``<16 random hex>-<counter in hex>``."""
-    return f"{_id_prefix}{_next_seq():x}"
+    """A new event id, unique across processes: ``<16 random hex digits>-<counter>``."""
+    return f"{_id_prefix}{_next_seq()}"
+
+
+_MS_SUFFIX = tuple(f".{ms:03d}Z" for ms in range(1000))
+
+
+def _second_stamp(epoch_s: int) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 _second: tuple[int, str] = (-1, "")
@@ -131,9 +144,8 @@ def iso_ms(epoch_ms: int) -> str:
     sec, ms = divmod(epoch_ms, 1000)
     cached = _second
     if cached[0] != sec:
-        stamp = dt.datetime.fromtimestamp(sec, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-        cached = _second = (sec, stamp)
-    return f"{cached[1]}.{ms:03d}Z"
+        cached = _second = (sec, _second_stamp(sec))
+    return cached[1] + _MS_SUFFIX[ms]
 
 
 # ---- prometheus ----------------------------------------------------------------------------
@@ -193,6 +205,28 @@ class _Every:
         return False
 
 
+class _QuietLogger:
+    """librdkafka's log lines to the logger ``ab_pipelines.kafka``, each kind (level and
+    facility, e.g. FAIL for a refused connection) at most once a minute, with how many were
+    left out: a broker that is down for an hour is a few dozen lines, not thousands."""
+
+    def __init__(self) -> None:
+        self._logger = logging.getLogger("ab_pipelines.kafka")
+        self._kinds: dict[tuple[int, str], list] = {}  # kind -> [last time, left out]
+
+    def log(self, level: int, fmt: str, *args) -> None:
+        fac = str(args[0]) if args else ""
+        seen = self._kinds.setdefault((level, fac), [-math.inf, 0])
+        now = time.monotonic()
+        if now - seen[0] < LOG_EVERY:
+            seen[1] += 1
+            return
+        if seen[1]:
+            fmt += f" ({seen[1]} more like it in the last minute)"
+        seen[0], seen[1] = now, 0
+        self._logger.log(level, fmt, *args)
+
+
 class EventProducer:
     """Delivers events of one topic to Kafka from a daemon thread; ``send`` never blocks.
 
@@ -240,6 +274,7 @@ class EventProducer:
             **(conf or {}),
             "error_cb": self._on_error,
             "on_delivery": self._on_delivery,
+            "logger": _QuietLogger(),
         }
         # the hot path's state: the callers append, the thread pops
         self._pending: deque = deque()
@@ -249,13 +284,11 @@ class EventProducer:
         self._reset_delivery_state()
         self._closed = False
         self._stop = threading.Event()
-        from confluent_kafka import KafkaError, KafkaException, Producer
+        import orjson
+        from confluent_kafka import KafkaException, Producer
 
-        self._Producer, self._KafkaException, self._KafkaError = (
-            Producer,
-            KafkaException,
-            KafkaError,
-        )
+        self._Producer, self._KafkaException = Producer, KafkaException
+        self._dumps, self._dumps_option = orjson.dumps, orjson.OPT_NON_STR_KEYS
         self._metrics = _prometheus()
         self._validate_conf()
         self._thread = self._start_thread()
@@ -323,12 +356,13 @@ class EventProducer:
             self._fail(left, "undelivered when close() gave up waiting for the producer thread")
             self._sync_metrics()
             return left
+        where = f"Kafka at {self._bootstrap}" if self._bootstrap else "no Kafka broker known"
         self._retire(purge=True)
         left = len(self._pending) + len(self._retry)
         self._taken += len(self._pending)
         self._pending.clear()
         self._retry.clear()
-        self._fail(left, f"undelivered at close (Kafka at {self._bootstrap or 'no broker'})")
+        self._fail(left, f"undelivered at close ({where})")
         self._publish()
         self._sync_metrics()
         return left
@@ -355,6 +389,9 @@ class EventProducer:
         self._backoff_until = 0.0
         self._last_resolve = -math.inf
         self._last_progress = (time.monotonic(), 0)  # (when, sent): to notice a stuck client
+        self._id_prefix = secrets.token_hex(8) + "-"  # per producer; a forked child draws anew
+        self._id_seq = 0
+        self._stamp = (-1, "")  # (epoch second, its formatted stamp)
         self._synced = dict.fromkeys(("sent", "retried", "dropped", "failed", "queued"), 0)
         self._log_drops, self._log_down, self._log_retry = _Every(), _Every(), _Every()
         self._log_failed, self._log_broken = _Every(), _Every()
@@ -430,7 +467,7 @@ class EventProducer:
 
     def _validate_conf(self) -> None:
         """Make a client now, so a bad setting fails the constructor, not the thread."""
-        bootstrap = self._explicit or "127.0.0.1:9"  # never contacted when no broker is known
+        bootstrap = self._explicit or ""  # none yet: a client that contacts nobody
         try:
             client = self._Producer(client_conf(bootstrap, self.settings, **self._extra))
         except (self._KafkaException, ValueError, TypeError) as exc:
@@ -447,12 +484,13 @@ class EventProducer:
             client.purge()
 
     def _pump(self) -> int:
-        """Move records into the Kafka client until it is full or our queues are empty."""
+        """Move records into the Kafka client until it is full or our queues are empty.
+
+        The loop runs under the GIL that the callers share, so the event is built inline:
+        the id from this producer's prefix and counter, ``ts`` from the cached second."""
         if time.monotonic() < self._backoff_until:
             return 0
-        produce = self._client.produce
-        topic = self.topic
-        moved = 0
+        produce, topic, moved = self._client.produce, self.topic, 0
         retry = self._retry
         while retry:
             key, value, ts = retry[0]
@@ -461,21 +499,44 @@ class EventProducer:
             retry.popleft()
             moved += 1
         pending = self._pending
-        build = self._build
-        while pending and moved < 50_000:  # let delivery reports be served now and then
-            self._taken += 1
-            epoch_s, key, fields = pending.popleft()
-            try:
-                ts = int(epoch_s * 1000)
-                value = _dumps(build(next_event_id(), iso_ms(ts), fields))
-                key_b = key.encode("utf-8", "backslashreplace")
-            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the rest
-                self._fail(1, f"cannot be serialized ({type(exc).__name__}: {exc})")
-                continue
-            if not self._produce(produce, topic, key_b, value, ts):
-                retry.appendleft((key_b, value, ts))  # formatted: its event_id is kept
-                return moved
-            moved += 1
+        if not pending:
+            return moved
+        build, dumps, option = self._build, self._dumps, self._dumps_option
+        prefix, seq, (sec, stamp) = self._id_prefix, self._id_seq, self._stamp
+        produced = 0
+        try:
+            while pending and moved < PUMP_BATCH:
+                self._taken += 1  # before the pop: stats() never misses the record
+                epoch_s, key, fields = pending.popleft()
+                try:
+                    ts = int(epoch_s * 1000)
+                    if ts // 1000 != sec:
+                        sec = ts // 1000
+                        stamp = _second_stamp(sec)
+                    seq += 1
+                    event = build(f"{prefix}{seq}", stamp + _MS_SUFFIX[ts % 1000], fields)
+                    try:
+                        value = dumps(event)
+                    except TypeError:
+                        value = _dumps_odd(event, dumps, option)
+                except Exception as exc:  # noqa: BLE001 - one bad event must not stop the rest
+                    self._fail(1, f"cannot be serialized ({type(exc).__name__}: {exc})")
+                    continue
+                try:
+                    produce(topic, value, key, timestamp=ts)
+                except Exception:  # noqa: BLE001 - the slow path sorts it out
+                    if type(key) is str:
+                        key = key.encode("utf-8", "backslashreplace")
+                    if not self._produce(produce, topic, key, value, ts):
+                        retry.appendleft((key, value, ts))  # formatted: its event_id is kept
+                        break
+                    moved += 1
+                    continue
+                produced += 1
+                moved += 1
+        finally:
+            self._id_seq, self._stamp = seq, (sec, stamp)
+            self._produced += produced
         return moved
 
     def _produce(self, produce, topic, key, value, ts) -> bool:
@@ -485,6 +546,9 @@ class EventProducer:
             produce(topic, value, key, timestamp=ts)
         except BufferError:  # the client's own queue is full: serve reports first
             return False
+        except (TypeError, ValueError) as exc:
+            self._fail(1, f"refused by the Kafka client ({exc})")
+            return True
         except self._KafkaException as exc:
             err = exc.args[0]
             code = err.code()
@@ -518,7 +582,7 @@ class EventProducer:
             return
         self._retried += 1
         self._retry.append((msg.key(), msg.value(), msg.timestamp()[1]))
-        if self._log_retry():
+        if self._client is not None and self._log_retry():  # None: being retired, not news
             log.warning(
                 "producer %s: delivery to %s failed (%s); sending again",
                 self.topic,
@@ -546,10 +610,14 @@ class EventProducer:
             log.error("producer %s: %d event(s) failed: %s", self.topic, n, why)
 
     def _publish(self) -> None:
-        """Publish (sent, failed, retried) for stats(), computed where they change."""
+        """Publish (sent, failed, retried) for stats(), computed where they change.
+
+        The client's length also counts its callbacks not yet served (a log line, an error), so
+        the difference is never above the records acknowledged and equals it once they are
+        served; the maximum keeps the count from going back meanwhile."""
         in_client = len(self._client) if self._client is not None else 0
         sent = self._sent_before + self._produced - self._errored - in_client
-        self._published = (sent, self._failed, self._retried)
+        self._published = (max(sent, self._published[0]), self._failed, self._retried)
 
     def _retire(self, purge: bool) -> None:
         """Drop the current client after getting back what it still holds (into _retry)."""
@@ -610,23 +678,13 @@ class EventProducer:
                 self._synced[k] = v
 
 
-def _dumps(value: dict) -> bytes:
-    """The event as JSON bytes; ASCII escapes when a string holds a lone surrogate."""
+def _dumps_odd(event: dict, dumps, option) -> bytes:
+    """JSON of an event orjson refused as it is: other values as ``str``, non-string keys, and
+    (a lone surrogate, a huge int) the standard library's encoder with ASCII escapes."""
     try:
-        return _orjson_dumps(value, default=str, option=_NON_STR_KEYS)
+        return dumps(event, default=str, option=option)
     except TypeError:
-        return json.dumps(value, default=str, separators=(",", ":")).encode()
-
-
-def _orjson_dumps(value, default, option):  # replaced by orjson.dumps on first use
-    global _orjson_dumps, _NON_STR_KEYS
-    import orjson
-
-    _orjson_dumps, _NON_STR_KEYS = orjson.dumps, orjson.OPT_NON_STR_KEYS
-    return _orjson_dumps(value, default=default, option=_NON_STR_KEYS)
-
-
-_NON_STR_KEYS = 0
+        return json.dumps(event, default=str, separators=(",", ":")).encode()
 
 
 # ---- metric events -------------------------------------------------------------------------
