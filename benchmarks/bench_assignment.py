@@ -267,9 +267,10 @@ def run(reps: int = 5) -> Benchmark:
         + "; ".join(f"{name} {ns:.0f}" for name, ns in components)
         + f". So the hash step is about {bucket_share:.0%} of assign (mmh3 itself about "
         f"{hash_share:.0%}); the rest is the method call, the refresh check and the dict lookup. "
-        "With exposure logging on, assign takes the full path (`_evaluate`: sticky store, "
-        "exposure dedupe), and building the event (uuid4, the ISO timestamp, the dict) costs "
-        "far more than the assignment itself (see the second profile).",
+        "With exposure logging on and no sticky store, assign stays on the compiled closures, "
+        "which also log a first exposure; with a sticky store it takes the full path "
+        "(`_evaluate`). The file sink builds the event on the caller's side; the Kafka sink "
+        "only queues it (see the producer benchmark).",
     ]
     return Benchmark(
         title="Assignment: Client.assign against the GrowthBook Python SDK",

@@ -421,18 +421,19 @@ def test_compiled_closures_agree_with_the_rules_everywhere():
         assert got == _full_path(client, c["user_id"], c["experiment_id"], c["attributes"])
 
 
-def test_a_sink_or_store_set_later_switches_off_the_compiled_path():
+def test_a_store_set_later_switches_off_the_compiled_path_and_a_sink_rebinds_it():
     client = Client.from_payload(corpus()["payload"], trusted=True)
     exp_id = next(iter(client.config.fast))
-    assert client._fast
+    assert client._fast is client.config.fast
     sink = ListExposureSink()
     client.exposure_sink = sink
-    assert not client._fast
+    assert set(client._fast) == set(client.config.fast)  # closures that log (test_client_fast_path)
+    assert client._fast[exp_id] is not client.config.fast[exp_id]
     units = [f"late-{i}" for i in range(50)]
     got = [client.assign(u, exp_id) for u in units]
     assert len(sink.events) == sum(v is not None for v in got) > 0
     client.exposure_sink = None
-    assert client._fast
+    assert client._fast is client.config.fast
     client.sticky = MemoryStickyStore()
     assert not client._fast
     client.assign("late-0", exp_id)
