@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import click
 
@@ -187,6 +189,41 @@ def broker(port: int) -> None:
         raise UserError(str(exc)) from None
     except _Stopped:
         click.echo("broker stopped")
+
+
+@main.command()
+@click.option(
+    "--drain",
+    "drain",
+    default=None,
+    type=click.FloatRange(min=1),
+    help="Write what the topics hold now (within SECONDS), then exit; default: run until stopped.",
+)
+def connect(drain: float | None) -> None:
+    """Run the Kafka sink connector: topics -> dump files under $ABP_HOME/raw, exactly once.
+
+    A long-running process (Ctrl-C or SIGTERM stops it after writing and committing its open
+    files). Settings: ABP_CONNECT_* and ABP_KAFKA_* (docs/events.md); Prometheus metrics on
+    127.0.0.1:$ABP_CONNECT_METRICS_PORT when set.
+    """
+    import dataclasses
+    import logging
+
+    from ab_pipelines.events.connector import run_connector
+    from ab_pipelines.events.kafka import KafkaSetupError, resolve_bootstrap
+
+    p = ensure_writable_home(_home())
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("ab_pipelines.kafka").setLevel(logging.WARNING)
+    try:
+        bootstrap = resolve_bootstrap(p.home)
+        click.echo(f"sink connector: Kafka at {bootstrap} -> {p.raw} (pid {os.getpid()})")
+        counts = run_connector(p.home, bootstrap, drain=drain)
+    except (KafkaSetupError, SetupError) as exc:
+        raise UserError(str(exc)) from None
+    click.echo(
+        "connector stopped: " + ", ".join(f"{k} {v}" for k, v in dataclasses.asdict(counts).items())
+    )
 
 
 class _Stopped(Exception):
@@ -635,6 +672,9 @@ def demo(days: int, users: int | None, history_days: int | None, no_kafka: bool)
         click.echo(f"edge config version {_publish_or_fail(p)} serving at {p.edge / 'config.json'}")
         for i in range(days):
             day = start + dt.timedelta(days=i)
+            # Through Kafka a day is produced again unless the connector wrote all of it before
+            # (the embedded broker lost whatever it had not written when the demo stopped).
+            again = kafka.prepare(day) if kafka is not None else {}
             # On first use the history arrives too; a demo killed before landing it (the
             # state file is there, the ledger has no row of its days) lands it now.
             first_use = not (p.raw / "_sim_state.json").exists() or (
@@ -645,21 +685,27 @@ def demo(days: int, users: int | None, history_days: int | None, no_kafka: bool)
             # applies to the next simulated day's traffic).
             os.environ[NOW_ENV] = f"{day}T00:00:00Z"
             _publish_or_fail(p)
-            try:
-                simulate_days(
-                    p,
-                    day,
-                    1,
-                    users=users,
-                    registry=_registry(),
-                    assigner=_published_assigner(p),
-                    history_days=history,
-                    sink=kafka.delivery if kafka else None,
+            if again is None:
+                click.echo(
+                    f"Kafka: {day} was in the dumps already (written before the demo stopped)"
                 )
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-            if kafka is not None:
-                click.echo(kafka.written())
+            else:
+                try:
+                    simulate_days(
+                        p,
+                        day,
+                        1,
+                        users=again.get("users", users),
+                        seed=again.get("seed"),
+                        registry=_registry(),
+                        assigner=_published_assigner(p),
+                        history_days=history,
+                        sink=kafka.delivery if kafka else None,
+                    )
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+                if kafka is not None:
+                    click.echo(kafka.written(day))
             # On first use the history arrives too: land it with the first day, in one run.
             first = day - dt.timedelta(days=history) if first_use and i == 0 else day
             os.environ[NOW_ENV] = f"{day + dt.timedelta(days=1)}T00:00:00Z"
@@ -718,7 +764,9 @@ class _DemoKafka:
                 broker = self.stack.enter_context(EmbeddedBroker(self.p.home))
                 self.bootstrap, self.started_broker = broker.bootstrap, True
             ensure_topics(self.bootstrap, self.settings)
-            self.connector = self.stack.enter_context(_Child(self.p, ["connect"], "connector"))
+            # The demo waits for each day's records to be in files: rotate every second.
+            env = {"ABP_CONNECT_MAX_SECONDS": os.environ.get("ABP_CONNECT_MAX_SECONDS", "1")}
+            self.connector = self.stack.enter_context(_Child(self.p, ["connect"], "connector", env))
             self.delivery = KafkaDelivery(self.p.home, self.bootstrap, self.settings)
         except KafkaSetupError as exc:
             self.stack.close()
@@ -743,8 +791,48 @@ class _DemoKafka:
 
         return group_lag(self.bootstrap, self.settings)
 
-    def written(self, timeout: float = 300.0) -> str:
-        """Wait until the connector has written (and committed) everything produced so far."""
+    @property
+    def _progress_file(self) -> Path:
+        return self.p.raw / "_demo_kafka.json"
+
+    def _progress(self) -> dict:
+        try:
+            return json.loads(self._progress_file.read_text())
+        except (OSError, ValueError):
+            return {"done": [], "files": []}
+
+    def _dump_files(self) -> list[str]:
+        return sorted(
+            f.relative_to(self.p.raw).as_posix()
+            for t in self.p.raw.glob("*")
+            if t.is_dir() and not t.name.startswith(("_", "."))
+            for f in t.glob("date=*/*.jsonl*")
+        )
+
+    def prepare(self, day: dt.date) -> dict | None:
+        """Before producing ``day``: None when the connector wrote all of it in an earlier
+        demo (nothing to produce); else what to simulate with. The dump files written after the
+        last day the connector finished belong to a day cut short (never landed: landing comes
+        after the whole day is written): they are removed, and the day is produced again; if no
+        day was finished, the history is simulated again too (the simulation state is removed,
+        its population and seed kept)."""
+        progress = self._progress()
+        if day.isoformat() in progress["done"]:
+            return None
+        keep = set(progress["files"])
+        partial = [f for f in self._dump_files() if f not in keep]
+        for rel in partial:
+            (self.p.raw / rel).unlink()
+        state = self.p.raw / "_sim_state.json"
+        if progress["done"] or not state.exists():
+            return {}
+        kept = json.loads(state.read_text())
+        state.unlink()
+        return {"users": kept["users"], "seed": kept["seed"]}
+
+    def written(self, day: dt.date, timeout: float = 300.0) -> str:
+        """Wait until the connector has written (and committed) everything produced so far;
+        then ``day`` is done (the demo will not produce it again)."""
         from ab_pipelines.events.kafka import KafkaSetupError
 
         self.delivery.flush()
@@ -772,6 +860,13 @@ class _DemoKafka:
                 f"Kafka: {produced} records produced but the connector wrote {written}; "
                 f"see {self.connector.log}."
             )
+        progress = self._progress()
+        progress["done"] = sorted({*progress["done"], day.isoformat()})
+        progress["files"] = self._dump_files()
+        progress["produced"] = progress.get("produced", 0) + produced
+        tmp = self._progress_file.with_name(".demo_kafka.tmp")
+        tmp.write_text(json.dumps(progress, indent=1))
+        os.replace(tmp, self._progress_file)
         return f"Kafka: produced {produced} records = written to dumps by the connector {written}"
 
     def reconciliation(self, first: dt.date, last: dt.date) -> str:
@@ -783,7 +878,7 @@ class _DemoKafka:
         from ab_pipelines.events.parse import read_lines
         from ab_pipelines.lake import Lake
 
-        produced = sum(self.delivery.produced.values())
+        produced = self._progress().get("produced", 0)  # over every demo run of this home
         folders = sorted(
             {
                 dt.date.fromisoformat(d.name.removeprefix("date="))
@@ -819,8 +914,8 @@ class _Child:
     (PR_SET_PDEATHSIG), its output in ``$ABP_HOME/kafka/<name>.log``; stopped by its group id
     (SIGTERM, then SIGKILL after ABP_STOP_SECONDS)."""
 
-    def __init__(self, p: Paths, args: list[str], name: str) -> None:
-        self.p, self.args, self.name = p, args, name
+    def __init__(self, p: Paths, args: list[str], name: str, env: dict | None = None) -> None:
+        self.p, self.args, self.name, self.env = p, args, name, env or {}
         self.log = p.home / "kafka" / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
@@ -841,6 +936,7 @@ class _Child:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 preexec_fn=die_with_parent,
+                env={**os.environ, **self.env},
             )
         return self
 

@@ -11,7 +11,9 @@ from ab_pipelines.settings import REPO_ROOT
 from benchmarks import (
     bench_analysis,
     bench_assignment,
+    bench_connector,
     bench_landing,
+    bench_producer,
     bench_scaling,
     bench_statistics,
 )
@@ -25,6 +27,10 @@ BENCHMARKS = {
     "statistics": (bench_statistics, "gbstats"),
     "assignment": (bench_assignment, "growthbook"),
     "scaling": (bench_scaling, "duckdb"),
+    "producer": (bench_producer, "growthbook"),
+    # The connector's peer is a floor measured in the project's venv: a bare consumer that
+    # writes the values to gzip files (no envelope, fsync or commit).
+    "connector": (bench_connector, None),
 }
 
 NOT_YET_MEASURED: list[str] = []
@@ -40,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     results, peers = [], {}
     for name in args.only or BENCHMARKS:
         module, peer = BENCHMARKS[name]
-        print(f"benchmark {name} against {peer} ...", file=sys.stderr, flush=True)
-        peers[peer] = peer_versions(peer)
+        print(f"benchmark {name} against {peer or 'its floor'} ...", file=sys.stderr, flush=True)
+        if peer is not None:
+            peers[peer] = peer_versions(peer)
         t0 = time.monotonic()
         results.append(module.run(reps=args.reps))
         print(f"  done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)

@@ -33,6 +33,7 @@ from assets.partitions import daily_partitions
 from assets.resources import LakeResource
 from assets.safety import alerts, deliver_alerts, run_failure_alerts
 from assets.traffic import exposure_counts
+from jobs.kafka import connector_lag, kafka_connector, kafka_lag_sensor
 from jobs.maintenance import maintain_tables, maintenance_schedule
 from jobs.recovery import dead_runs
 from jobs.sensors import new_dump_files, registry_changed
@@ -145,7 +146,7 @@ defs = Definitions(
         alerts,
         edge_config,
     ],
-    asset_checks=freshness_checks,
+    asset_checks=[*freshness_checks, connector_lag],
     jobs=[
         daily_job,
         land_stream_job,
@@ -153,6 +154,7 @@ defs = Definitions(
         alerts_job,
         publish_config_job,
         maintain_tables,
+        kafka_connector,
     ],
     schedules=[daily_schedule, analyze_schedule, maintenance_schedule],
     sensors=[
@@ -163,6 +165,7 @@ defs = Definitions(
         run_failure_alerts,
         alerts_on_new_results,
         dead_runs,
+        kafka_lag_sensor,
     ],
     resources={"lake": LakeResource()},
 )
