@@ -38,9 +38,10 @@ writing its open files; started again, it seals and shifts. A file name taken al
 refused (DumpWriteError), never overwritten.
 
 A record whose value is a JSON object is written with that object as the envelope's ``value``;
-any other value (not JSON, not UTF-8, a JSON array, a null) is written as it came, as a string
-(bytes decoded with replacement), and landing quarantines it (``bad_json`` for text that is not
-JSON, ``bad_envelope`` for JSON that is not an object, or a null): nothing is dropped.
+any other value (not JSON, not UTF-8, a JSON array, a null) is written as it came, as a string,
+and landing quarantines it (``bad_json`` for text that is not JSON, ``bad_envelope`` for JSON
+that is not an object, or a null, ``bad_encoding`` for bytes that are not UTF-8, which stay as
+they came inside the string): nothing is dropped, and nothing is repaired into a landable event.
 
 Settings (environment, read by :meth:`ConnectorSettings.from_env`; a malformed value is a
 KafkaSetupError naming the variable):
@@ -264,6 +265,25 @@ class ConnectorCounts:
 class DumpWriteError(SetupError):
     """A dump file that cannot be written (a full disk, a read-only folder, a name already
     taken); the connector stops, and resumes from the files when started again."""
+
+
+_ESCAPES = ((b"\\", b"\\\\"), (b'"', b'\\"'), (b"\n", b"\\n"), (b"\r", b"\\r"))
+
+
+def _as_string(value: bytes | None) -> bytes:
+    """A record value that is not a JSON object, as the envelope's ``value``: a JSON string of
+    its text (null for none). Bytes that are not UTF-8 stay as they came, inside the quotes
+    (only quotes, backslashes and line breaks escaped): the line is then not UTF-8 and landing
+    quarantines it as ``bad_encoding``. Replacing them would let a value that is JSON but for a
+    bad byte land with U+FFFD in its ids."""
+    if value is None:
+        return b"null"
+    try:
+        return orjson.dumps(value.decode("utf-8"))
+    except UnicodeDecodeError:
+        for raw, escaped in _ESCAPES:
+            value = value.replace(raw, escaped)
+        return b'"' + value + b'"'
 
 
 # ---- what the files hold -------------------------------------------------------------------
@@ -629,7 +649,7 @@ class SinkConnector:
                 if b"\n" in value:  # pretty-printed: one line, please
                     value = dumps(obj)
             else:  # as it came, a string, for landing to quarantine
-                value = dumps(value.decode("utf-8", "replace") if value is not None else None)
+                value = _as_string(value)
                 non_json[topic] = non_json.get(topic, 0) + 1
             name = topics.get(topic) or topics.setdefault(topic, dumps(topic))
             shown = offset + bases.get(tp, 0)  # the dump's offset (see _check_cluster)

@@ -385,6 +385,8 @@ def test_poison_records_are_written_and_quarantined(broker, home):
         _exposure("good"),
         b"not json {",
         b"\xff\xfe{bad utf-8",
+        # JSON but for one byte: repaired with U+FFFD it would land with a wrong user id
+        _exposure("user-BADBYTE").replace(b"BADBYTE", b"\xc3\x28"),
         b"[1, 2]",
         None,  # a tombstone
         json.dumps(orjson.loads(_exposure("pretty")), indent=2).encode(),
@@ -396,18 +398,22 @@ def test_poison_records_are_written_and_quarantined(broker, home):
         home.home, broker.bootstrap, ConnectorSettings(**EXPOSURES_ONLY), KAFKA
     ) as c:
         counts = c.drain(30)
-    assert counts.records_out == 6 and counts.non_json == 4
-    lines = _dump_lines(home.raw)
+    assert counts.records_out == 7 and counts.non_json == 5
+    (path,) = (home.raw / TOPIC).rglob("*.jsonl.gz")
+    raw_lines = gzip.decompress(path.read_bytes()).splitlines()
+    assert b'"\xff\xfe{bad utf-8"' in raw_lines[2]  # the bytes as they came
+    assert b"\xc3\x28" in raw_lines[3]
+    lines = [orjson.loads(x.decode("utf-8", "replace")) for x in raw_lines]
     assert [type(x["value"]).__name__ for x in lines] == [
         "dict",
+        "str",
         "str",
         "str",
         "str",
         "NoneType",
         "dict",
     ]
-    assert lines[1]["value"] == "not json {" and lines[2]["value"] == "\ufffd\ufffd{bad utf-8"
-    (path,) = (home.raw / TOPIC).rglob("*.jsonl.gz")
+    assert lines[1]["value"] == "not json {"
     day = dt.date.fromisoformat(path.parent.name.removeprefix("date="))
     rows = [
         row
@@ -423,10 +429,11 @@ def test_poison_records_are_written_and_quarantined(broker, home):
     assert [(r["source_line"], r["status"], r["reason"]) for r in rows] == [
         (1, "ok", None),
         (2, "quarantined", "bad_json"),
-        (3, "quarantined", "bad_json"),
-        (4, "quarantined", "bad_envelope"),
+        (3, "quarantined", "bad_encoding"),
+        (4, "quarantined", "bad_encoding"),
         (5, "quarantined", "bad_envelope"),
-        (6, "ok", None),
+        (6, "quarantined", "bad_envelope"),
+        (7, "ok", None),
     ]
 
 
