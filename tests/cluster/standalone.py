@@ -82,8 +82,18 @@ class StandaloneCluster:
         log.close()
 
     def state(self) -> dict:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=5) as r:
-            return json.load(r)
+        """The master's JSON state. Right after it starts, the master has answered /json/ with
+        an HTML page once (Spark 4.2, seen in CI): a page that is not JSON is asked again."""
+        for attempt in range(20):
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.ui_port}/json/", timeout=5) as r:
+                body = r.read()
+            try:
+                return json.loads(body)
+            except ValueError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.5)
+        raise AssertionError("unreachable")
 
     def start(self, timeout: float = 120) -> StandaloneCluster:
         self.folder.mkdir(parents=True, exist_ok=True)
