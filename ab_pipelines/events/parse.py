@@ -346,7 +346,11 @@ def _int64s(col: list, lo: int, hi: int, nullable: bool) -> pa.Array:
 
 
 def _numbers(col: list) -> pa.Array:
-    arr = pa.array(col)  # ints and floats infer double (or int64 if all ints); bools do not
+    # pyarrow infers double from the first number and then takes a later True as 1.0 (and
+    # int64, then refuses it): booleans are not numbers here, so any bool is the slow path's.
+    if bool in set(map(type, col)):
+        raise _NotFast
+    arr = pa.array(col)  # ints and floats infer double (or int64 if all ints)
     if arr.type == pa.int64():
         arr = arr.cast(pa.float64())  # safe cast: refuses ints that a double cannot hold exactly
     elif arr.type == pa.null():

@@ -243,3 +243,25 @@ def test_arbitrary_bytes_are_one_row_per_line_and_never_crash(data):
     fast, slow = _both(data, "exposures")
     assert fast.equals(slow)
     assert fast.num_rows == len(data.split(b"\n")) - (1 if data.endswith(b"\n") or not data else 0)
+
+
+@pytest.mark.parametrize("bad", [True, False])
+@pytest.mark.parametrize("first", [12.5, 3])
+def test_a_boolean_value_after_numbers_is_quarantined_on_both_paths(bad, first):
+    """pyarrow infers a column's type from its first number and then reads a later ``true``
+    as 1.0: a chunk whose metric values mix numbers and booleans must go line by line, where
+    the boolean is ``wrong_type`` (seen: a planted wrong_type landed as 1.0 through Kafka)."""
+
+    def line(i: int, value) -> bytes:
+        event = {"event_id": f"m{i}", "user_id": f"u{i}", "event": "e",
+                 "ts": "2026-11-02T00:00:00Z", "value": value}  # fmt: skip
+        env = {"topic": "metric_events", "partition": 0, "offset": i, "timestamp": 1,
+               "value": event}  # fmt: skip
+        return orjson.dumps(env)
+
+    lines = [line(i, first) for i in range(5)] + [line(5, bad)] + [line(6, 1.5)]
+    assert _fast_columns(lines, "metric_events", ts_window_for(DAY), KNOWN) is None
+    fast, slow = _both(b"\n".join(lines), "metric_events")
+    assert fast.equals(slow)
+    assert fast.column("status").to_pylist() == ["ok"] * 5 + ["quarantined", "ok"]
+    assert fast.column("reason").to_pylist()[5] == "wrong_type"
