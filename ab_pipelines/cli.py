@@ -951,15 +951,9 @@ class _Child:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        grace = float(os.environ.get("ABP_STOP_SECONDS", "8") or 8)
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        from ab_pipelines.processes import stop_group
+
+        stop_group(proc, float(os.environ.get("ABP_STOP_SECONDS", "8") or 8))
 
 
 def _history_unlanded(p: Paths, day: dt.date, history: int) -> bool:

@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["HOST", "alive", "die_with_parent", "started_at"]
+__all__ = ["HOST", "alive", "die_with_parent", "started_at", "stop_group"]
 
 HOST = socket.gethostname()
 _SLACK = 2.0  # seconds: /proc's start time is in clock ticks, the records' times in wall clock
@@ -80,3 +80,20 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() == 1:  # the parent died before the call
             os._exit(1)
+
+
+def stop_group(proc, grace: float) -> None:
+    """Stop a child started in a process group of its own (``start_new_session=True``): SIGTERM
+    to the group, SIGKILL after ``grace`` seconds, and reap it."""
+    import contextlib
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -27,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ab_pipelines.processes import alive, die_with_parent
+from ab_pipelines.processes import alive, die_with_parent, stop_group
 from ab_pipelines.settings import SetupError
 
 __all__ = [
@@ -298,14 +297,7 @@ class EmbeddedBroker:
             with contextlib.suppress(OSError, ValueError):
                 if json.loads(broker_file(self.home).read_text()).get("pid") == proc.pid:
                     broker_file(self.home).unlink()
-        for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
-            try:
-                proc.wait(wait)
-                return
-            except subprocess.TimeoutExpired:
-                continue
+        stop_group(proc, grace)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start() if self.proc is None else self
