@@ -111,11 +111,17 @@ class StandaloneCluster:
                 "--webui-port", str(free_port()), "--work-dir", str(work), self.url,
                 SPARK_LOCAL_DIRS=str(work / "local"),
             )  # fmt: skip
+        try:
+            return self._wait_up(timeout)
+        except BaseException:  # whatever went wrong, the cluster's processes must not outlive it
+            self.stop()
+            raise
+
+    def _wait_up(self, timeout: float) -> StandaloneCluster:
         deadline = time.monotonic() + timeout
         while True:
             for p in self.procs:
                 if p.poll() is not None:
-                    self.stop()
                     raise RuntimeError(f"a cluster process exited early; see {self.folder}/*.log")
             try:
                 alive = [w for w in self.state().get("workers", []) if w.get("state") == "ALIVE"]
@@ -124,7 +130,6 @@ class StandaloneCluster:
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                self.stop()
                 raise RuntimeError(f"the cluster did not come up in {timeout} s; see {self.folder}")
             time.sleep(0.5)
 
