@@ -11,7 +11,6 @@
   configured (no ``ABP_KAFKA_BOOTSTRAP`` and no embedded broker running for ``ABP_HOME``).
 """
 
-
 import os
 
 from dagster import (
