@@ -173,7 +173,7 @@ def broker(port: int) -> None:
                 f"an embedded broker already runs for ABP_HOME {p.home} at {already}; "
                 "stop it first (or use it)."
             )
-        with _until_stopped(), EmbeddedBroker(p.home) as b:
+        with _until_stopped(), EmbeddedBroker(p.home, port=port) as b:
             ensure_topics(b.bootstrap, settings)
             click.echo(
                 f"Kafka broker (tansu, embedded) on {b.bootstrap}, pid {b.pid}; topics "
@@ -743,7 +743,7 @@ class _DemoKafka:
         self.p = p
         self.stack = contextlib.ExitStack()
         self.started_broker = False
-        self.produced_before: dict[str, int] = {}
+        self.produced_before = 0
         self.committed_before = 0
 
     def __enter__(self) -> _DemoKafka:
@@ -752,14 +752,14 @@ class _DemoKafka:
             KafkaSettings,
             KafkaSetupError,
             ensure_topics,
-            running_broker,
+            find_bootstrap,
         )
         from ab_pipelines.simulate.to_kafka import KafkaDelivery
 
         try:
             self.stack.enter_context(_until_stopped())
             self.settings = KafkaSettings.from_env()
-            self.bootstrap = self.settings.bootstrap or running_broker(self.p.home)
+            self.bootstrap = find_bootstrap(self.p.home, self.settings)
             if self.bootstrap is None:
                 broker = self.stack.enter_context(EmbeddedBroker(self.p.home))
                 self.bootstrap, self.started_broker = broker.bootstrap, True
@@ -768,6 +768,9 @@ class _DemoKafka:
             env = {"ABP_CONNECT_MAX_SECONDS": os.environ.get("ABP_CONNECT_MAX_SECONDS", "1")}
             self.connector = self.stack.enter_context(_Child(self.p, ["connect"], "connector", env))
             self.delivery = KafkaDelivery(self.p.home, self.bootstrap, self.settings)
+            # A broker of earlier runs (abp broker, a cluster) holds their records: what this
+            # demo writes is counted from where the connector stands once it has caught up.
+            self.committed_before = sum(self._caught_up().committed.values())
         except KafkaSetupError as exc:
             self.stack.close()
             raise UserError(str(exc)) from None
@@ -785,11 +788,6 @@ class _DemoKafka:
             f"Kafka: {where} at {self.bootstrap}; sink connector pid {self.connector.pid} "
             f"writing dumps to {self.p.raw} (log: {self.connector.log})"
         )
-
-    def _lag(self):
-        from ab_pipelines.events.kafka import group_lag
-
-        return group_lag(self.bootstrap, self.settings)
 
     @property
     def _progress_file(self) -> Path:
@@ -830,31 +828,35 @@ class _DemoKafka:
         state.unlink()
         return {"users": kept["users"], "seed": kept["seed"]}
 
-    def written(self, day: dt.date, timeout: float = 300.0) -> str:
-        """Wait until the connector has written (and committed) everything produced so far;
-        then ``day`` is done (the demo will not produce it again)."""
-        from ab_pipelines.events.kafka import KafkaSetupError
+    def _caught_up(self, timeout: float = 300.0):
+        """Wait until the connector has written (and committed) everything in the topics; the
+        group's lag then."""
+        from ab_pipelines.events.kafka import KafkaSetupError, group_lag
 
-        self.delivery.flush()
-        produced = sum(self.delivery.produced.values()) - sum(self.produced_before.values())
         deadline = time.monotonic() + timeout
         while True:
             self.connector.check()
             try:
-                lag = self._lag()
+                lag = group_lag(self.bootstrap, self.settings)
             except KafkaSetupError:
                 lag = None
             if lag is not None and lag.total == 0:
-                break
+                return lag
             if time.monotonic() > deadline:
                 raise UserError(
                     f"the sink connector has not written {lag.total if lag else 'some'} records "
                     f"after {timeout:.0f} s; see {self.connector.log}."
                 )
             time.sleep(0.5)
-        committed = sum(lag.committed.values())
+
+    def written(self, day: dt.date, timeout: float = 300.0) -> str:
+        """Wait until the connector has written (and committed) everything produced so far;
+        then ``day`` is done (the demo will not produce it again)."""
+        self.delivery.flush()
+        produced_now = sum(self.delivery.produced.values())
+        produced, self.produced_before = produced_now - self.produced_before, produced_now
+        committed = sum(self._caught_up(timeout).committed.values())
         written, self.committed_before = committed - self.committed_before, committed
-        self.produced_before = dict(self.delivery.produced)
         if written != produced:
             raise UserError(
                 f"Kafka: {produced} records produced but the connector wrote {written}; "

@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ __all__ = [
     "SetupError",
     "check_java",
     "ensure_writable_home",
+    "env_number",
     "paths",
 ]
 
@@ -67,6 +69,29 @@ def paths(home: str | os.PathLike | None = None) -> Paths:
     """The platform's folders, from ``home`` or ``$ABP_HOME`` or the repo's ``.abp/``."""
     chosen = home if home is not None else os.environ.get("ABP_HOME") or REPO_ROOT / ".abp"
     return Paths(Path(chosen).expanduser().resolve())
+
+
+def env_number(
+    env: Mapping[str, str],
+    var: str,
+    default,
+    kind: type = int,
+    least: float = 1,
+    error: type[Exception] = SetupError,
+):
+    """A numeric setting: ``default`` when ``var`` is unset or blank, else a ``kind`` of at
+    least ``least``; ``error`` naming the variable otherwise (a NaN is not a number here)."""
+    raw = env.get(var, "").strip()
+    if not raw:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        value = None
+    if value is None or value != value or value < least:  # value != value: NaN
+        what = "a whole number" if kind is int else "a number"
+        raise error(f"{var}={raw!r} is not {what} of at least {least:g}.")
+    return value
 
 
 def registry_root() -> Path:

@@ -37,10 +37,10 @@ from ab_pipelines.events.kafka import (
     TOPIC_NAMES,
     KafkaSettings,
     KafkaSetupError,
+    find_bootstrap,
     group_lag,
-    running_broker,
 )
-from ab_pipelines.settings import paths
+from ab_pipelines.settings import env_number, paths
 from assets.resources import LakeResource
 
 __all__ = ["connector_lag", "kafka_connector", "kafka_lag_sensor"]
@@ -49,24 +49,13 @@ CHECK = "connector_lag"
 
 
 def lag_limit_seconds() -> float:
-    raw = os.environ.get("ABP_CONNECTOR_LAG_SECONDS", "").strip() or "300"
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if value <= 0:
-        raise ValueError(f"ABP_CONNECTOR_LAG_SECONDS={raw!r} is not a number of seconds like 300.")
-    return value
-
-
-def _bootstrap(home) -> tuple[str | None, KafkaSettings]:
-    settings = KafkaSettings.from_env()
-    return settings.bootstrap or running_broker(home), settings
+    return env_number(os.environ, "ABP_CONNECTOR_LAG_SECONDS", 300.0, float, least=0.001)
 
 
 def lag_evaluations(home, group: str = CONNECTOR_GROUP) -> list[dict] | None:
     """One evaluation per raw topic (asset key, passed, metadata), or None without Kafka."""
-    bootstrap, settings = _bootstrap(home)
+    settings = KafkaSettings.from_env()
+    bootstrap = find_bootstrap(home, settings)
     if bootstrap is None:
         return None
     limit = lag_limit_seconds()

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ab_pipelines.events.producer import iso_ms, next_event_id
+from ab_pipelines.events.producer import TopicProducer, iso_ms, next_event_id
 
 __all__ = [
     "SOURCE",
@@ -248,7 +248,7 @@ class DumpExposureSink:
         return folder / name
 
 
-class KafkaExposureSink:
+class KafkaExposureSink(TopicProducer):
     """Exposures to Kafka (topic ``exposures``, key = the unit, the value of CONTRACTS section 2)
     through an idempotent producer on a thread of its own (``ab_pipelines.events.producer``).
 
@@ -274,10 +274,7 @@ class KafkaExposureSink:
     """
 
     def __init__(self, *, topic: str = TOPIC, **producer_args: Any) -> None:
-        from ab_pipelines.events.producer import EventProducer
-
-        self.producer = EventProducer(topic, _event, **producer_args)
-        self._send = self.producer.send
+        super().__init__(topic, _event, **producer_args)
 
     def log(self, *, unit, user_id, experiment_id, variant, config_version, attributes) -> None:
         self._send(
@@ -290,17 +287,3 @@ class KafkaExposureSink:
                 dict(attributes) if attributes else None,
             ),
         )
-
-    def stats(self) -> dict[str, int]:
-        return self.producer.stats()
-
-    def flush(self, timeout: float = 10.0) -> int:
-        """Wait up to ``timeout`` seconds for delivery; the number still undelivered."""
-        return self.producer.flush(timeout)
-
-    def close(self, timeout: float = 10.0) -> int:
-        """Flush, then stop; the number of exposures that could not be delivered (failed)."""
-        return self.producer.close(timeout)
-
-    def __repr__(self) -> str:
-        return f"KafkaExposureSink({self.producer.topic!r}, bootstrap={self.producer.bootstrap!r})"

@@ -97,6 +97,7 @@ from pathlib import Path
 
 import orjson
 
+from ab_pipelines.events.dumps import day_folder
 from ab_pipelines.events.kafka import (
     CONNECTOR_GROUP,
     TOPIC_NAMES,
@@ -108,7 +109,7 @@ from ab_pipelines.events.kafka import (
     group_lag,
     resolve_bootstrap,
 )
-from ab_pipelines.settings import SetupError, paths
+from ab_pipelines.settings import SetupError, env_number, paths
 
 __all__ = [
     "ConnectorCounts",
@@ -170,6 +171,10 @@ def _metrics() -> dict:
                 cls = Counter if kind == "counter" else Gauge
                 _METRICS[key] = known.get(name) or cls(name, help_, labels)
     return _METRICS
+
+
+def _number(env: Mapping[str, str], var: str, default, kind: type, least: float):
+    return env_number(env, var, default, kind, least, KafkaSetupError)
 
 
 # ---- settings ------------------------------------------------------------------------------
@@ -234,19 +239,6 @@ class ConnectorSettings:
         if not 1 <= values["gzip_level"] <= 9:
             raise KafkaSetupError(f"ABP_CONNECT_GZIP_LEVEL={values['gzip_level']} is not 1 to 9.")
         return cls(**values)
-
-
-def _number(env: Mapping[str, str], var: str, default, kind: type, least: float):
-    raw = env.get(var, "").strip()
-    if not raw:
-        return default
-    try:
-        value = kind(raw)
-    except ValueError:
-        value = None
-    if value is None or value != value or value < least:  # value != value: NaN
-        raise KafkaSetupError(f"{var}={raw!r} is not a number of at least {least:g}.")
-    return value
 
 
 @dataclass(frozen=True)
@@ -396,7 +388,7 @@ class _OpenFile:
     def __init__(self, raw, topic, partition, day_no, first, deadline, level) -> None:
         self.topic, self.partition, self.day, self.first = topic, partition, day_no, first
         self.last, self.records, self.size, self.deadline = first, 0, 0, deadline
-        folder = raw / topic / f"date={(_EPOCH_DAY + dt.timedelta(days=day_no)).isoformat()}"
+        folder = day_folder(raw, topic, _EPOCH_DAY + dt.timedelta(days=day_no))
         _ensure_folder(folder)
         name = f"{topic}+{partition}+{first}.jsonl.gz"
         self.final, self.tmp = folder / name, folder / f".{name}.tmp"

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ab_pipelines.processes import alive, die_with_parent, stop_group
-from ab_pipelines.settings import SetupError
+from ab_pipelines.settings import SetupError, env_number
 
 __all__ = [
     "BOOTSTRAP_ENV",
@@ -41,6 +41,7 @@ __all__ = [
     "broker_file",
     "client_conf",
     "ensure_topics",
+    "find_bootstrap",
     "group_lag",
     "resolve_bootstrap",
     "running_broker",
@@ -109,19 +110,10 @@ class KafkaSettings:
         return cls(
             bootstrap=bootstrap,
             conf=conf,
-            partitions=_whole(env, PARTITIONS_ENV, 4),
-            retention_hours=_whole(env, RETENTION_ENV, 168),
-            replication=_whole(env, REPLICATION_ENV, 1),
+            partitions=env_number(env, PARTITIONS_ENV, 4, error=KafkaSetupError),
+            retention_hours=env_number(env, RETENTION_ENV, 168, error=KafkaSetupError),
+            replication=env_number(env, REPLICATION_ENV, 1, error=KafkaSetupError),
         )
-
-
-def _whole(env: Mapping[str, str], var: str, default: int) -> int:
-    raw = env.get(var, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise KafkaSetupError(f"{var}={raw!r} is not a whole number like 4.")
-    return int(raw)
 
 
 def client_conf(bootstrap: str, settings: KafkaSettings, **extra) -> dict:
@@ -175,13 +167,14 @@ def running_broker(home: Path) -> str | None:
     return str(rec["bootstrap"])
 
 
+def find_bootstrap(home: Path, settings: KafkaSettings) -> str | None:
+    """``ABP_KAFKA_BOOTSTRAP``, else the running embedded broker of ``home``, else None."""
+    return settings.bootstrap or running_broker(home)
+
+
 def resolve_bootstrap(home: Path, settings: KafkaSettings | None = None) -> str:
-    """``ABP_KAFKA_BOOTSTRAP``, else the running embedded broker of ``home``, else a
-    KafkaSetupError saying how to get one."""
-    settings = settings or KafkaSettings.from_env()
-    if settings.bootstrap is not None:
-        return settings.bootstrap
-    found = running_broker(home)
+    """:func:`find_bootstrap`, or a KafkaSetupError saying how to get a broker."""
+    found = find_bootstrap(home, settings or KafkaSettings.from_env())
     if found is None:
         raise KafkaSetupError(
             f"no Kafka broker is running for ABP_HOME {home}: start one with 'abp broker' "

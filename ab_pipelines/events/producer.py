@@ -75,6 +75,7 @@ from ab_pipelines.events.kafka import (
 __all__ = [
     "METRIC_TOPIC",
     "EventProducer",
+    "TopicProducer",
     "Tracker",
     "iso_ms",
     "metric_event",
@@ -701,7 +702,31 @@ def metric_event(event_id: str, ts: str, fields: tuple) -> dict:
     }
 
 
-class Tracker:
+class TopicProducer:
+    """What the SDK's producers of one topic share: an :class:`EventProducer` (its arguments),
+    its counters, ``flush`` and ``close``; subclasses add the call that builds their events."""
+
+    def __init__(self, topic: str, build: Callable[[str, str, tuple], dict], **producer_args):
+        self.producer = EventProducer(topic, build, **producer_args)
+        self._send = self.producer.send
+
+    def stats(self) -> dict[str, int]:
+        return self.producer.stats()
+
+    def flush(self, timeout: float = 10.0) -> int:
+        """Wait up to ``timeout`` seconds for delivery; the number still undelivered."""
+        return self.producer.flush(timeout)
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush, then stop; the number of events that could not be delivered (failed)."""
+        return self.producer.close(timeout)
+
+    def __repr__(self) -> str:
+        p = self.producer
+        return f"{type(self).__name__}({p.topic!r}, bootstrap={p.bootstrap!r})"
+
+
+class Tracker(TopicProducer):
     """Metric events (``purchase``, ``page_view`` ...) to the ``metric_events`` topic, keyed by
     user id, with the delivery guarantees of :class:`EventProducer` (same arguments).
 
@@ -710,8 +735,7 @@ class Tracker:
     """
 
     def __init__(self, *, topic: str = METRIC_TOPIC, **producer_args) -> None:
-        self.producer = EventProducer(topic, metric_event, **producer_args)
-        self._send = self.producer.send
+        super().__init__(topic, metric_event, **producer_args)
 
     def track(
         self,
@@ -761,12 +785,3 @@ class Tracker:
         return self._send(
             user_id, (user_id, event, value, dict(properties) if properties else None), ts
         )
-
-    def stats(self) -> dict[str, int]:
-        return self.producer.stats()
-
-    def flush(self, timeout: float = 10.0) -> int:
-        return self.producer.flush(timeout)
-
-    def close(self, timeout: float = 10.0) -> int:
-        return self.producer.close(timeout)

@@ -41,7 +41,7 @@ from typing import Any, TypeVar
 
 from ab_pipelines.executors import probe, project_zip, python_version
 from ab_pipelines.processes import alive, die_with_parent
-from ab_pipelines.settings import SetupError
+from ab_pipelines.settings import SetupError, env_number
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,19 +143,10 @@ class EngineSettings:
         return cls(
             remote=remote,
             conf=conf,
-            task_workers=_whole(env, WORKERS_ENV, max(1, os.cpu_count() or 1)),
-            executor_wait=float(_whole(env, WAIT_ENV, 300)),
+            task_workers=env_number(env, WORKERS_ENV, max(1, os.cpu_count() or 1)),
+            executor_wait=float(env_number(env, WAIT_ENV, 300)),
             sail_memory=_size(env, SAIL_MEMORY_ENV),
         )
-
-
-def _whole(env: dict[str, str], var: str, default: int) -> int:
-    raw = env.get(var, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or int(raw) < 1:
-        raise SetupError(f"{var}={raw!r} is not a whole number like 2.")
-    return int(raw)
 
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
