@@ -926,18 +926,17 @@ class _Child:
         return self.proc.pid if self.proc else 0
 
     def __enter__(self) -> _Child:
-        from ab_pipelines.processes import die_with_parent
+        from ab_pipelines.processes import dying_with_parent
 
         self.log.parent.mkdir(parents=True, exist_ok=True)
         abp = os.path.join(os.path.dirname(sys.executable), "abp")
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(
-                [abp, *self.args],
+                dying_with_parent([abp, *self.args]),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
                 env={**os.environ, **self.env},
             )
         return self

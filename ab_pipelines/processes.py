@@ -11,7 +11,7 @@ import os
 import socket
 from pathlib import Path
 
-__all__ = ["HOST", "alive", "die_with_parent", "started_at", "stop_group"]
+__all__ = ["HOST", "alive", "die_with_parent", "dying_with_parent", "started_at", "stop_group"]
 
 HOST = socket.gethostname()
 _SLACK = 2.0  # seconds: /proc's start time is in clock ticks, the records' times in wall clock
@@ -80,6 +80,28 @@ def die_with_parent() -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
         if os.getppid() == 1:  # the parent died before the call
             os._exit(1)
+
+
+# PR_SET_PDEATHSIG survives exec: set it, make sure the parent did not die first, then exec.
+_EXEC_DYING = (
+    "import ctypes, os, signal, sys; "
+    "ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "os.getppid() == int(sys.argv[1]) or os._exit(1); "
+    "os.execvp(sys.argv[2], sys.argv[2:])"
+)
+
+
+def dying_with_parent(cmd: list[str]) -> list[str]:
+    """``cmd`` as a command that dies with the thread starting it, even by SIGKILL (Linux; else
+    ``cmd`` itself): a small Python sets PR_SET_PDEATHSIG and execs ``cmd``. Not a
+    ``preexec_fn``: that forks the whole process, and forking one whose gRPC threads run (the
+    Spark Connect client) aborted the child before its exec (seen in CI: SIGABRT, "epoll_wait
+    error: Bad file descriptor")."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return list(cmd)
+    return [sys.executable, "-c", _EXEC_DYING, str(os.getpid()), *cmd]
 
 
 def stop_group(proc, grace: float) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from ab_pipelines.assignment import Client, KafkaExposureSink
 from ab_pipelines.events.connector import ConnectorSettings, SinkConnector
 from ab_pipelines.events.kafka import EmbeddedBroker, KafkaSettings, client_conf, ensure_topics
-from ab_pipelines.processes import die_with_parent
+from ab_pipelines.processes import dying_with_parent
 from ab_pipelines.settings import REPO_ROOT
 from benchmarks.bench_assignment import EXPERIMENT, signed_envelope
 from benchmarks.clock import percentile
@@ -170,14 +170,13 @@ def _latency(home: Path, bootstrap: str) -> tuple[list[float], float]:
     log = open(home / "connector.log", "wb")  # noqa: SIM115
     args = ["-m", "ab_pipelines.events.connector", "--home", str(home), "--bootstrap", bootstrap]
     proc = subprocess.Popen(
-        [sys.executable, *args],
+        dying_with_parent([sys.executable, *args]),
         cwd=REPO_ROOT,
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=die_with_parent,
     )
     watcher = _Watcher(home / "raw" / TOPIC)
     sink = KafkaExposureSink(bootstrap=bootstrap, settings=SETTINGS)

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ab_pipelines.processes import alive, die_with_parent, stop_group
+from ab_pipelines.processes import alive, dying_with_parent, stop_group
 from ab_pipelines.settings import SetupError, env_number
 
 __all__ = [
@@ -235,23 +235,24 @@ class EmbeddedBroker:
         log_dir.mkdir(parents=True, exist_ok=True)
         with open(log_dir / "broker.log", "ab") as log:
             self.proc = subprocess.Popen(
-                [
-                    _tansu(),
-                    "broker",
-                    "--listener-url",
-                    url,
-                    "--advertised-listener-url",
-                    url,
-                    "--storage-engine",
-                    "memory://tansu/",
-                    "--cluster-id",
-                    self.cluster_id,
-                ],
+                dying_with_parent(
+                    [
+                        _tansu(),
+                        "broker",
+                        "--listener-url",
+                        url,
+                        "--advertised-listener-url",
+                        url,
+                        "--storage-engine",
+                        "memory://tansu/",
+                        "--cluster-id",
+                        self.cluster_id,
+                    ]
+                ),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
             )
         deadline = time.monotonic() + timeout

@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from ab_pipelines.events.connector import ConnectorSettings, SinkConnector, highest_offsets
 from ab_pipelines.events.kafka import EmbeddedBroker, KafkaSettings, client_conf, ensure_topics
 from ab_pipelines.events.parse import parse_dump_file
-from ab_pipelines.processes import die_with_parent
+from ab_pipelines.processes import dying_with_parent
 from ab_pipelines.settings import REPO_ROOT
 
 pytestmark = [pytest.mark.kafka]
@@ -65,13 +65,12 @@ def children():
 def _spawn(children, args, log: Path, **env) -> subprocess.Popen:
     with open(log, "ab") as out:
         p = subprocess.Popen(
-            [sys.executable, *args],
+            dying_with_parent([sys.executable, *args]),
             cwd=REPO_ROOT,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent,
             env={**os.environ, **env},
         )
     children.append(p)
