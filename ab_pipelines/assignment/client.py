@@ -318,6 +318,10 @@ class Client:
             ``ABP_PUBLIC_KEY`` or (outside prod) the development key.
         sticky: a StickyStore; a unit then keeps its first variant across config changes.
         exposure_sink: an ExposureSink; the first exposure per (unit, experiment) goes there.
+        exposure_memory: how many (unit, experiment) pairs the client remembers as exposed;
+            default all. A server that sees millions of units sets a bound: the memory is
+            emptied when full, so a unit may be logged again (harmless: the analysis keeps
+            each unit's first exposure).
     """
 
     def __init__(
@@ -327,7 +331,11 @@ class Client:
         public_key: str | Ed25519PublicKey | None = None,
         sticky: StickyStore | None = None,
         exposure_sink: ExposureSink | None = None,
+        exposure_memory: int | None = None,
     ) -> None:
+        if exposure_memory is not None and exposure_memory < 1:
+            raise ValueError(f"exposure_memory must be >= 1, not {exposure_memory}")
+        self._exposure_memory = exposure_memory
         self._config: EdgeConfig | None = None
         self._public_key = public_key
         self._resolved_key: Ed25519PublicKey | None = (
@@ -389,11 +397,14 @@ class Client:
         the version of ``cfg`` (the config the variant came from); a failing sink is logged once
         and never raises into ``assign``."""
         exposed, version, log_failure = self._exposed, cfg.version, self._log_io_once
+        limit = self._exposure_memory
 
         def first_exposure(experiment_id, unit, user_id, variant, attributes) -> None:
             key = (unit, experiment_id)
             if key in exposed:
                 return
+            if limit is not None and len(exposed) >= limit:
+                exposed.clear()
             exposed.add(key)
             try:
                 sink.log(
@@ -632,7 +643,13 @@ class Client:
         return exp.variants[i], HASH, unit
 
     def _assign(self, exp: CompiledExperiment, user_id, attributes) -> str | None:
-        variant, how, unit = self._evaluate(exp, user_id, attributes, None)
+        return self._decide(exp, user_id, attributes, None)[0]
+
+    def _decide(
+        self, exp: CompiledExperiment, user_id, attributes, trace: dict | None
+    ) -> tuple[str | None, str | None]:
+        """(variant, how) with the side effects of ``assign``: the sticky write, rule 8."""
+        variant, how, unit = self._evaluate(exp, user_id, attributes, trace)
         if how is HASH and self.sticky is not None:
             try:
                 self.sticky.set(unit, exp.id, variant)
@@ -642,7 +659,7 @@ class Client:
         if report is not None and (how is HASH or how is STICKY):
             user = str(user_id) if user_id is not None and user_id != "" else unit
             report(exp.id, unit, user, variant, attributes)
-        return variant
+        return variant, how
 
     def assign(
         self, unit_or_user_id: str, experiment_id: str, attributes: Mapping[str, Any] | None = None
@@ -671,6 +688,31 @@ class Client:
             v = f(user_id, attributes) if f is not None else self._assign(exp, user_id, attributes)
             if v is not None:
                 out[exp_id] = v
+        return out
+
+    def evaluate(
+        self,
+        user_id: str,
+        attributes: Mapping[str, Any] | None = None,
+        experiments: list[str] | tuple[str, ...] | None = None,
+    ) -> dict[str, tuple[str | None, str]]:
+        """``{experiment_id: (variant or None, reason)}`` for every experiment of the payload
+        (or those named), with the side effects of ``assign`` (sticky write, first exposure).
+        The reason says how the variant was decided (override, killed, stopped, sticky, hash)
+        or why there is none (not in payload, no unit value, targeting, not in layer range,
+        bucket in no variant range). Remote evaluation (``abp serve``'s ``/assign``) uses it."""
+        if self._refresh_at is not None and time.monotonic() >= self._refresh_at:
+            self._lazy_refresh()
+        known = self._config.experiments
+        out: dict[str, tuple[str | None, str]] = {}
+        for exp_id in known if experiments is None else experiments:
+            exp = known.get(exp_id)
+            if exp is None:
+                out[exp_id] = (None, "not in payload")
+                continue
+            trace: dict[str, Any] = {}
+            variant, how = self._decide(exp, user_id, attributes, trace)
+            out[exp_id] = (variant, how or trace.get("decided_by") or "no variant")
         return out
 
     def explain(

@@ -438,3 +438,43 @@ def test_a_store_set_later_switches_off_the_compiled_path_and_a_sink_rebinds_it(
     assert not client._fast
     client.assign("late-0", exp_id)
     assert client.sticky.get("late-0", exp_id) == got[0]
+
+
+def test_evaluate_gives_assigns_variants_with_the_reason_and_its_exposures():
+    attrs = {"country": "FR", "device_id": "d-1"}
+    sink, plain_sink = ListExposureSink(), ListExposureSink()
+    client = Client.from_payload(corpus()["payload"], trusted=True, exposure_sink=sink)
+    plain = Client.from_payload(corpus()["payload"], trusted=True, exposure_sink=plain_sink)
+    got = client.evaluate("user-1", attrs)
+    assert set(got) == set(client.experiment_ids)
+    for exp_id, (variant, _) in got.items():
+        assert plain.assign("user-1", exp_id, attrs) == variant, exp_id
+    # the same exposures, in the same order, as assign
+    assert [e["experiment_id"] for e in sink.events] == [
+        e["experiment_id"] for e in plain_sink.events
+    ]
+    assert got["recs_widget"] == ("control", "killed")
+    assert got["free_shipping"] == ("treatment", "stopped")
+    assert got["pricing_banner"] == (None, "targeting")
+    assert got["homepage_hero"][1] == "hash"
+    assert client.evaluate("qa-user-1", None, ["checkout_cta", "nope"]) == {
+        "checkout_cta": ("treatment", "override"),
+        "nope": (None, "not in payload"),
+    }
+    assert client.evaluate("user-1", None, ["device_theme"]) == {
+        "device_theme": (None, "no unit value")
+    }
+
+
+def test_exposure_memory_is_bounded_and_only_repeats_exposures():
+    sink = ListExposureSink()
+    client = Client.from_payload(v1(), trusted=True, exposure_sink=sink, exposure_memory=10)
+    for _ in range(2):
+        for i in range(25):
+            client.assign(f"u{i}", "hero")
+    assert len(client._exposed) <= 10
+    # every unit logged, some more than once once the memory was emptied
+    assert {e["user_id"] for e in sink.events} == {f"u{i}" for i in range(25)}
+    assert 25 < len(sink.events) <= 50
+    with pytest.raises(ValueError, match="exposure_memory"):
+        Client(exposure_memory=0)

@@ -147,6 +147,43 @@ def _wait_for(predicate, timeout: float, what: str) -> float:
     return time.monotonic() - start
 
 
+def _missing(bootstrap: str, lines: list[dict], group: str) -> str:
+    """What the broker holds that the files do not, per partition (offset ranges), to tell a
+    record the connector skipped from one the broker never kept."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError
+
+    c = Consumer(
+        client_conf(bootstrap, KAFKA, **{"group.id": "diagnose", "enable.partition.eof": True})
+    )
+    held: dict[int, list[int]] = {p: [] for p in range(KAFKA.partitions)}
+    try:
+        c.assign([TopicPartition(TOPIC, p, OFFSET_BEGINNING) for p in range(KAFKA.partitions)])
+        eof: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(eof) < KAFKA.partitions and time.monotonic() < deadline:
+            for m in c.consume(1000, 0.5):
+                if m.error() is None:
+                    held[m.partition()].append(m.offset())
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    eof.add(m.partition())
+        marks = {p: c.get_watermark_offsets(TopicPartition(TOPIC, p), cached=True) for p in held}
+    finally:
+        c.close()
+    in_files: dict[int, set[int]] = {p: set() for p in held}
+    for x in lines:
+        in_files[x["partition"]].add(x["offset"])
+    out = []
+    for p, offsets in held.items():
+        gone = sorted(set(offsets) - in_files[p])
+        out.append(
+            f"partition {p}: broker holds {len(offsets)} (watermarks {marks[p]}, highest "
+            f"{max(offsets, default=None)}), files {len(in_files[p])}, missing "
+            f"{len(gone)} {gone[:3]}..{gone[-3:]}"
+        )
+    committed = _committed(bootstrap, group)
+    return "; ".join(out) + f"; committed {committed}"
+
+
 PRODUCER_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
@@ -206,7 +243,7 @@ def test_exactly_once_through_sigkills(broker, home, children, tmp_path):
 
     lines = _dump_lines(home.raw)
     users = [x["value"]["user_id"] for x in lines]
-    assert len(lines) == 4 * per
+    assert len(lines) == 4 * per, _missing(broker.bootstrap, lines, settings.group_id)
     assert set(users) == {f"{n}-{k}" for n in names for k in range(per)}
     assert len({x["value"]["event_id"] for x in lines}) == 4 * per
     _assert_exactly_once(lines)
