@@ -226,6 +226,44 @@ def connect(drain: float | None) -> None:
     )
 
 
+# ---- the edge ---------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="Address to listen on (ABP_EDGE_HOST; 127.0.0.1).")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port; 0 picks a free one (ABP_EDGE_PORT; 8088).",
+)
+@click.option(
+    "--workers",
+    default=None,
+    type=click.IntRange(1, 512),
+    help="Worker processes (ABP_EDGE_WORKERS; 1).",
+)
+def serve(host: str | None, port: int | None, workers: int | None) -> None:
+    """Run the edge service until Ctrl-C or SIGTERM: the signed config (ETag, SSE push),
+    remote assignment with a sticky cookie, the event collector, Prometheus metrics.
+
+    It serves $ABP_HOME/edge/config.json, watched for each new version (publish, kill); prints
+    where it listens and writes it to $ABP_HOME/edge/serve.json. Settings: ABP_EDGE_* (the
+    options override them); docs/edge.md.
+    """
+    from ab_pipelines.assignment.signing import SignatureError
+    from ab_pipelines.edge import EdgeSettings
+    from ab_pipelines.edge.serve import serve as run_edge
+    from ab_pipelines.events.kafka import KafkaSetupError
+
+    p = _home()
+    given = {"ABP_EDGE_HOST": host, "ABP_EDGE_PORT": port, "ABP_EDGE_WORKERS": workers}
+    # in the environment, so the worker processes read the same settings
+    os.environ.update({k: str(v) for k, v in given.items() if v is not None})
+    try:
+        run_edge(EdgeSettings.from_env(), p, echo=click.echo)
+    except (SetupError, KafkaSetupError, SignatureError) as exc:
+        raise UserError(str(exc)) from None
+
+
 class _Stopped(Exception):
     """SIGTERM or SIGINT reached a long-running command."""
 
