@@ -46,3 +46,25 @@ def registry_copy(tmp_path):
     shutil.copytree(REPO_ROOT / "experiments", root / "experiments")
     shutil.copytree(REPO_ROOT / "metrics", root / "metrics")
     return root
+
+
+def _chromium() -> str | None:
+    for name in (os.environ.get("ABP_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium through Playwright (the dashboard's and the edge's browser tests)."""
+    chromium = _chromium()
+    if chromium is None:
+        pytest.skip(
+            "no Chromium on this machine: run 'make browser-deps' (apt-get install chromium)"
+        )
+    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the dev extra")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        yield b
+        b.close()

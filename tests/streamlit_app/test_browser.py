@@ -12,7 +12,6 @@ Needs Chromium (``make browser-deps`` installs Debian's) and Playwright (the dev
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -79,13 +78,6 @@ WARM_TOUR = [
 ]
 
 
-def _chromium() -> str | None:
-    for name in (os.environ.get("ABP_CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,20 +127,6 @@ def server(demo, tmp_path_factory):
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    chromium = _chromium()
-    if chromium is None:
-        pytest.skip(
-            "no Chromium on this machine: run 'make browser-deps' (apt-get install chromium)"
-        )
-    sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is in the dev extra")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
-        yield b
-        b.close()
 
 
 def _drawn(page, title: str, texts: list[str], timeout_ms: int = 60_000) -> None:
