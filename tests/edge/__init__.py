@@ -33,9 +33,12 @@ START_SECONDS = 30.0
 
 
 @contextlib.contextmanager
-def start_edge(home: Path, workers: int = 1, **env: str) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A running ``abp serve --port 0 --workers N`` for ABP_HOME ``home`` (a folder, or the
-    ``home`` fixture's Paths); its output goes to ``<home>/edge/serve-<pid>.log``."""
+def start_edge(
+    home: Path, workers: int = 1, port: int = 0, **env: str
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A running ``abp serve --port PORT --workers N`` for ABP_HOME ``home`` (a folder, or the
+    ``home`` fixture's Paths; port 0: a free one); its output goes to
+    ``<home>/edge/serve-<ns>.log``."""
     home = _folder(home)
     record = home / "edge" / "serve.json"
     (home / "edge").mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,7 @@ def start_edge(home: Path, workers: int = 1, **env: str) -> Iterator[tuple[str, 
     full_env = {**os.environ, "ABP_HOME": str(home), **{k: str(v) for k, v in env.items()}}
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
-            dying_with_parent([ABP, "serve", "--port", "0", "--workers", str(workers)]),
+            dying_with_parent([ABP, "serve", "--port", str(port), "--workers", str(workers)]),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,
