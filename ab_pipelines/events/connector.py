@@ -486,6 +486,7 @@ class SinkConnector:
         self._full: list[_OpenFile] = []  # finished by count, bytes or day; not yet written
         self._broken: DumpWriteError | None = None
         self._crash_count = 0
+        self._rebalances = 0  # rebalance callbacks served so far (see step)
         self._counts = dict.fromkeys(("records_in", "records_out", "files", "bytes", "non_json"), 0)
         self._started = time.monotonic()
         self._next_lag = 0.0
@@ -534,7 +535,13 @@ class SinkConnector:
         consume = self._consumer.consume
         msgs = consume(_BATCH, 0) or consume(1, max(0.0, min(max_wait, due_at - now)))
         if len(msgs) == 1:
-            msgs += consume(_BATCH - 1, 0)
+            seen = self._rebalances
+            more = consume(_BATCH - 1, 0)
+            # A rebalance served inside that call (revoke, lost, assign) makes the record got
+            # before it stale: after a lost partition is assigned again from its files, taking it
+            # first would skip the records between the files' end and it. Dropped, it is read
+            # again by whoever owns its partition now.
+            msgs = more if self._rebalances != seen else msgs + more
         taken = self._take(msgs) if msgs else 0
         now = time.monotonic()
         due = [o.file for o in self._owned.values() if o.file and o.file.deadline <= now]
@@ -860,6 +867,7 @@ class SinkConnector:
     def _on_assign(self, consumer, partitions) -> None:
         """Lock each new partition, remove its temporary files, and read it from one past the
         highest offset in its files (or from the committed offset, if further)."""
+        self._rebalances += 1
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         if self._closed:  # an assignment served while leaving the group: not taken
@@ -910,6 +918,7 @@ class SinkConnector:
 
     def _on_revoke(self, consumer, partitions) -> None:
         """Write the revoked partitions' files and commit, then let them go."""
+        self._rebalances += 1
         _metrics()["rebalances"].labels("revoke").inc()
         gone = {(tp.topic, tp.partition) for tp in partitions} & set(self._owned)
         files = [f for f in self._full if (f.topic, f.partition) in gone]
@@ -926,6 +935,7 @@ class SinkConnector:
     def _on_lost(self, consumer, partitions) -> None:
         """The group gave the partitions away already: drop their unwritten files (the new
         owner reads those records again, after the files), then let them go."""
+        self._rebalances += 1
         _metrics()["rebalances"].labels("lost").inc()
         gone = {(tp.topic, tp.partition) for tp in partitions} & set(self._owned)
         for f in [f for f in self._full if (f.topic, f.partition) in gone]:
