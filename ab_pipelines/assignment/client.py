@@ -30,6 +30,16 @@ exact sequence of exposures) on the contract corpus and on random users.
 A payload is refused (one error line on the ``ab_pipelines.sdk`` logger, last good config kept)
 when its signature, schema or version is wrong; the first load of ``from_*`` raises ConfigError.
 Importing this module pulls in no Spark, Dagster, pandas or pyarrow.
+
+Following the edge (docs/edge.md, "The SDK: streaming and polling"):
+
+    with Client.from_url("http://127.0.0.1:8088/config", stream=True) as client:
+        client.assign("user-42", "checkout_cta")   # a pushed version is served within a second
+
+A URL is always fetched conditionally (``If-None-Match``: a 304 costs nothing). With
+``stream=True`` a daemon thread (stream.py) holds ``<url>/stream`` and installs each pushed
+version through the same decode, verify and install path, polling /config while the stream is
+down; ``assign`` never waits on the network.
 """
 
 from __future__ import annotations
@@ -39,7 +49,7 @@ import json
 import logging
 import threading
 import time
-import urllib.request
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +62,12 @@ from ab_pipelines.assignment import signing
 from ab_pipelines.assignment.exposures import ExposureSink
 from ab_pipelines.assignment.hashing import BUCKETS, bucket, pick_variant
 from ab_pipelines.assignment.sticky import StickyStore
+from ab_pipelines.assignment.stream import (
+    ConfigFetcher,
+    EdgeFollower,
+    StreamStats,
+    stream_url_for,
+)
 
 __all__ = ["Client", "CompiledExperiment", "ConfigError", "EdgeConfig", "parse_payload"]
 
@@ -351,6 +367,9 @@ class Client:
         self._source: str | None = None
         self._source_kind: str | None = None
         self._last_raw: bytes | None = None
+        self._fetcher: ConfigFetcher | None = None
+        self._follower: EdgeFollower | None = None
+        self._refusals_logged: set[str] = set()  # the follower's, logged once per reason
         self.refresh_seconds = refresh_seconds
         self._refresh_at: float | None = None
         self._io_errors_logged: set[str] = set()
@@ -431,11 +450,44 @@ class Client:
         return client
 
     @classmethod
-    def from_url(cls, url: str, refresh_seconds: float | None = None, **kw) -> Client:
-        """A client fetching a signed config over HTTP(S) with urllib."""
-        client = cls(refresh_seconds=refresh_seconds, **kw)
+    def from_url(
+        cls,
+        url: str,
+        refresh_seconds: float | None = None,
+        *,
+        stream: bool = False,
+        stream_url: str | None = None,
+        stream_timeout: float = 45.0,
+        request_timeout: float = 10.0,
+        **kw,
+    ) -> Client:
+        """A client fetching a signed config over HTTP(S) with urllib, with ``If-None-Match``
+        (the ETag of the last 200) so that an unchanged config costs a 304.
+
+        With ``stream=True`` it follows the edge's push: after the first GET (synchronous;
+        ConfigError if refused) a daemon thread holds ``stream_url`` (default ``<url>/stream``)
+        and installs each pushed version; while the stream is down it polls ``url`` every
+        ``refresh_seconds`` (default 5) and reconnects with backoff (0.5 s doubling to 30 s).
+        ``stream_timeout``: seconds of silence (about three 15 s heartbeats) after which the
+        stream is dead; ``request_timeout``: of a poll and of the stream's connect. ``close()``
+        (or ``with``) stops the thread; ``stream_stats`` says what it did.
+        """
+        client = cls(refresh_seconds=None if stream else refresh_seconds, **kw)
         client._source, client._source_kind = url, "url"
+        client._fetcher = ConfigFetcher(url, timeout=request_timeout)
         client._reload(first=True)
+        if stream:
+            follower = EdgeFollower(
+                client,
+                stream_url=stream_url or stream_url_for(url),
+                fetcher=client._fetcher,
+                poll_seconds=5.0 if refresh_seconds is None else refresh_seconds,
+                read_timeout=stream_timeout,
+                request_timeout=request_timeout,
+            )
+            client._follower = follower
+            weakref.finalize(client, follower.close).atexit = False  # dropped without close()
+            follower.start()
         return client
 
     @classmethod
@@ -510,11 +562,28 @@ class Client:
         self, envelope_or_dict: Mapping | str | bytes, *, trusted: bool = False, source="payload"
     ) -> bool:
         """Offer a new payload; True if it was installed, False if refused (logged) or unchanged."""
+        return bool(self._offer(envelope_or_dict, source, trusted=trusted))
+
+    def _offer(
+        self, data: Mapping | str | bytes, source: str, *, trusted=False, log_once=False
+    ) -> bool | None:
+        """Decode, verify and install: True if installed, False if already held, None if refused.
+        ``log_once`` (the follower) logs a reason once until a version is installed."""
         try:
-            return self._install(self._decode(envelope_or_dict, trusted), source)
+            installed = self._install(self._decode(data, trusted), source)
         except ConfigError as exc:
-            self._refuse(source, str(exc))
-            return False
+            reason = str(exc)
+            if log_once:
+                if reason in self._refusals_logged:
+                    return None
+                if len(self._refusals_logged) >= 100:  # a server inventing reasons: bounded
+                    self._refusals_logged.clear()
+                self._refusals_logged.add(reason)
+            self._refuse(source, reason)
+            return None
+        if installed:
+            self._refusals_logged.clear()
+        return installed
 
     def _refuse(self, source: str, reason: str) -> None:
         log.error(
@@ -524,11 +593,11 @@ class Client:
             self.config_version,
         )
 
-    def _read_source(self) -> bytes:
+    def _read_source(self) -> bytes | None:
+        """The source's bytes, or None when the edge answered 304 Not Modified."""
         if self._source_kind == "file":
             return Path(self._source).read_bytes()
-        with urllib.request.urlopen(self._source, timeout=10) as resp:  # noqa: S310
-            return resp.read()
+        return self._fetcher.get()
 
     def _reload(self, first: bool = False) -> bool:
         if self.refresh_seconds is not None:
@@ -540,7 +609,7 @@ class Client:
                 raise ConfigError(f"{self._source}: cannot read: {exc}") from None
             self._refuse(self._source, f"cannot read: {exc}")
             return False
-        if raw == self._last_raw:
+        if raw is None or raw == self._last_raw:
             return False  # unchanged since the last attempt: already installed or refused
         self._last_raw = raw
         try:
@@ -557,6 +626,30 @@ class Client:
             return False
         with self._refresh_lock:
             return self._reload()
+
+    @property
+    def stream_state(self) -> str | None:
+        """ "streaming", "polling" (the stream is down) or "closed"; None without a stream."""
+        return self._follower.state if self._follower is not None else None
+
+    @property
+    def stream_stats(self) -> StreamStats | None:
+        """Versions received by stream and by poll, refused payloads, reconnects, polls and
+        304s so far; None without a stream."""
+        return self._follower.stats() if self._follower is not None else None
+
+    def close(self) -> None:
+        """Stop following the edge (the thread ends within a second) and flush the exposure
+        sink. The client keeps answering from the config it holds."""
+        if self._follower is not None:
+            self._follower.close()
+        self.flush()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _lazy_refresh(self) -> None:
         if self._refresh_lock.acquire(blocking=False):  # another thread is already reloading
