@@ -12,6 +12,7 @@ from benchmarks import (
     bench_analysis,
     bench_assignment,
     bench_connector,
+    bench_edge,
     bench_landing,
     bench_producer,
     bench_scaling,
@@ -31,6 +32,9 @@ BENCHMARKS = {
     # The connector's peer is a floor measured in the project's venv: a bare consumer that
     # writes the values to gzip files (no envelope, fsync or commit).
     "connector": (bench_connector, None),
+    # The edge's peer: the GrowthBook JavaScript SDK in a Node http server (skipped, with the
+    # reason in the report, where node or npm is missing).
+    "edge": (bench_edge, "growthbook-node"),
 }
 
 NOT_YET_MEASURED: list[str] = []

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from ab_pipelines.settings import REPO_ROOT
 
-__all__ = ["PEERS", "peer_python", "peer_versions", "run_peer"]
+__all__ = [
+    "NODE_PEER",
+    "PEERS",
+    "PeerUnavailable",
+    "node_peer_dir",
+    "peer_python",
+    "peer_versions",
+    "run_peer",
+]
 
 PEER_ROOT = REPO_ROOT / ".venv-peers"
 HERE = Path(__file__).resolve().parent
@@ -27,6 +35,62 @@ PEERS = {
     "growthbook": ("growthbook==4.0.0", "growthbook", ("growthbook",)),
     "duckdb": ("duckdb==1.5.6", "duckdb", ("duckdb",)),
 }
+
+
+# The Node peer of the edge benchmark: the GrowthBook JavaScript SDK in a folder of its own,
+# installed from the npm registry on first use (exact version, no audit, no fund).
+NODE_PEER = "growthbook-node"
+NODE_PACKAGE = "@growthbook/growthbook"
+NODE_PACKAGE_VERSION = "1.8.0"
+
+
+class PeerUnavailable(RuntimeError):
+    """A peer that cannot run on this machine; the message says why (printed in the report)."""
+
+
+def node_peer_dir() -> Path:
+    """``.venv-peers/node-growthbook`` with ``@growthbook/growthbook`` installed, installing it
+    with npm when missing. Raises PeerUnavailable (why) without node or npm, or if the install
+    fails."""
+    import shutil
+
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        missing = " and ".join(x for x, p in (("node", node), ("npm", npm)) if not p)
+        raise PeerUnavailable(f"{missing} not found on PATH, so the Node peer cannot run here")
+    folder = PEER_ROOT / "node-growthbook"
+    installed = folder / "node_modules" / NODE_PACKAGE / "package.json"
+    if installed.exists():
+        if json.loads(installed.read_text()).get("version") == NODE_PACKAGE_VERSION:
+            return folder
+    print(f"installing {NODE_PACKAGE}@{NODE_PACKAGE_VERSION} into {folder}", file=sys.stderr)
+    folder.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "name": "abp-peer-node-growthbook",
+        "private": True,
+        "dependencies": {NODE_PACKAGE: NODE_PACKAGE_VERSION},
+    }
+    (folder / "package.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    proc = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--save-exact"],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if proc.returncode or not installed.exists():
+        raise PeerUnavailable(f"npm install {NODE_PACKAGE} failed: {proc.stderr.strip()[-300:]}")
+    return folder
+
+
+def _node_versions() -> dict[str, str]:
+    try:
+        folder = node_peer_dir()
+    except PeerUnavailable as exc:
+        return {"skipped": str(exc)}
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True)
+    package = json.loads((folder / "node_modules" / NODE_PACKAGE / "package.json").read_text())
+    return {"node": node.stdout.strip().lstrip("v"), NODE_PACKAGE: package["version"]}
 
 
 def peer_python(name: str) -> Path:
@@ -49,7 +113,10 @@ def peer_python(name: str) -> Path:
 
 
 def peer_versions(name: str) -> dict[str, str]:
-    """Python and package versions inside peer ``name``'s venv."""
+    """Python and package versions inside peer ``name``'s venv (Node and the SDK for the Node
+    peer, or why it is skipped)."""
+    if name == NODE_PEER:
+        return _node_versions()
     dists = PEERS[name][2]
     code = (
         "import json, platform, importlib.metadata as m; "
