@@ -25,7 +25,7 @@ check-env: check-python check-java
 $(BIN)/.installed: pyproject.toml | check-python
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[platform,dev]'
 	@touch $@
 
 # DEMO_ARGS: e.g. "--days 3 --users 5000" (abp demo --help).

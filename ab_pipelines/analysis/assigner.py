@@ -1,32 +1,27 @@
 """The Spark-side assigner: the CONTRACTS section 6 rules, vectorized over a column of units.
 
-It reads the same compiled experiments as the SDK (docs/edge-config.md) but is a separate
-implementation (numpy over whole batches, inside a pandas UDF), so the corpus and 200,000 random
-users can prove that both agree. No sticky store: that lives only in clients.
+It reads the same compiled experiments as the SDK (docs/edge-config.md) and hashes with the same
+contract (``ab_pipelines.contracts.hashing``), but applies the rules in a separate implementation
+(numpy over whole batches, inside a pandas UDF), so the corpus and 200,000 random users can prove
+that both agree. No sticky store: that lives only in clients.
 """
 
 from __future__ import annotations
 
 import json
 
-import mmh3
 import numpy as np
 import pandas as pd
 
-__all__ = ["assign_frame", "spark_assign"]
+from ab_pipelines.contracts.hashing import bucket
+from ab_pipelines.contracts.payload import fixed_variant
 
-BUCKETS = 10_000
+__all__ = ["assign_frame", "spark_assign"]
 
 
 def _buckets(salt: str, units: np.ndarray) -> np.ndarray:
-    return np.fromiter(
-        (
-            mmh3.hash(f"{salt}:{u}".encode("utf-8", "surrogatepass"), 0, False) % BUCKETS
-            for u in units
-        ),
-        dtype=np.int64,
-        count=len(units),
-    )
+    """The contract's ``bucket(salt, unit)`` of every unit."""
+    return np.fromiter((bucket(salt, u) for u in units), dtype=np.int64, count=len(units))
 
 
 def assign_frame(units: pd.Series, attributes: pd.Series | None, exp: dict) -> pd.Series:
@@ -58,10 +53,8 @@ def assign_frame(units: pd.Series, attributes: pd.Series | None, exp: dict) -> p
         targeted &= np.array([a.get(key) is not None and str(a.get(key)) in allowed for a in attrs])
 
     status = exp["status"]
-    if status == "killed":
-        out[has_unit] = exp["variants"][0]
-    elif status == "stopped":
-        out[has_unit] = exp["serve_variant"] or exp["variants"][0]
+    if status in ("killed", "stopped"):
+        out[has_unit] = fixed_variant(status, exp["variants"], exp["serve_variant"])
     elif status == "running":
         live = has_unit & targeted
         if exp["layer"] is not None:

@@ -44,7 +44,6 @@ down; ``assign`` never waits on the network.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import threading
@@ -60,7 +59,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ab_pipelines.assignment import signing
 from ab_pipelines.assignment.exposures import ExposureSink
-from ab_pipelines.assignment.hashing import BUCKETS, bucket, pick_variant
 from ab_pipelines.assignment.sticky import StickyStore
 from ab_pipelines.assignment.stream import (
     ConfigFetcher,
@@ -68,55 +66,32 @@ from ab_pipelines.assignment.stream import (
     StreamStats,
     stream_url_for,
 )
+from ab_pipelines.contracts.hashing import BUCKETS, bucket, pick_variant
+from ab_pipelines.contracts.payload import (
+    CompiledExperiment,
+    PayloadError,
+    ReadPayload,
+    read_payload,
+)
 
 __all__ = ["Client", "CompiledExperiment", "ConfigError", "EdgeConfig", "parse_payload"]
 
 log = logging.getLogger("ab_pipelines.sdk")
-
-PAYLOAD_SCHEMA = 1
-STATUSES = ("running", "stopped", "killed")
 
 # How a variant was decided; exposures are logged only for STICKY and HASH.
 OVERRIDE, KILLED, STOPPED, STICKY, HASH = "override", "killed", "stopped", "sticky", "hash"
 _EXPOSED_PATHS = (STICKY, HASH)
 
 
-class ConfigError(ValueError):
+class ConfigError(PayloadError):
     """An edge config that cannot be used: unreadable, not JSON, unsigned, bad schema or version."""
 
 
-@dataclass(frozen=True, slots=True)
-class CompiledExperiment:
-    """One payload entry, precomputed at load so that ``assign`` does no parsing."""
-
-    id: str
-    status: str
-    salt: str
-    unit: str
-    by_user: bool
-    layer: str | None
-    layer_lo: int
-    layer_hi: int
-    variants: tuple[str, ...]
-    variant_set: frozenset[str]
-    ranges: tuple[tuple[int, int], ...]
-    targeting: tuple[tuple[str, frozenset[str]], ...]
-    overrides: Mapping[str, str]
-    fixed: str | None  # what killed/stopped serve; None while running
-
-    @property
-    def baseline(self) -> str:
-        return self.variants[0]
-
-
 @dataclass(frozen=True)
-class EdgeConfig:
-    """A validated payload; ``fast`` holds the compiled closures of the experiments that have one."""
+class EdgeConfig(ReadPayload):
+    """A validated payload (version, content_sha, published_at, experiments); ``fast`` holds the
+    compiled closures of the experiments that have one."""
 
-    version: int
-    content_sha: str
-    published_at: str | None
-    experiments: Mapping[str, CompiledExperiment]
     fast: Mapping[str, Callable[..., str | None]] = field(default_factory=dict)
     # the bucket-to-variant table of each experiment in ``fast``, to build logging closures from
     fast_tables: Mapping[str, tuple[str | None, ...]] = field(default_factory=dict)
@@ -201,127 +176,16 @@ def _compile_fast(
     return closures, tables
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _bucket_pair(v: object, where: str) -> tuple[int, int]:
-    if not (isinstance(v, list | tuple) and len(v) == 2 and all(_is_int(x) for x in v)):
-        raise ConfigError(f"{where} must be a pair of integers")
-    lo, hi = v
-    if not 0 <= lo <= hi <= BUCKETS:
-        raise ConfigError(f"{where} [{lo}, {hi}] is not within [0, {BUCKETS}]")
-    return lo, hi
-
-
-def _str_list(v: object, where: str) -> list[str]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise ConfigError(f"{where} must be a list of strings")
-    return v
-
-
-def _compile_experiment(exp_id: str, e: object) -> CompiledExperiment:
-    where = f"experiments.{exp_id}"
-    if not isinstance(e, dict):
-        raise ConfigError(f"{where} must be an object")
-    missing = [
-        k
-        for k in (
-            "status",
-            "salt",
-            "unit",
-            "layer",
-            "layer_buckets",
-            "variants",
-            "variant_buckets",
-            "targeting",
-            "overrides",
-            "serve_variant",
-        )
-        if k not in e
-    ]
-    if missing:
-        raise ConfigError(f"{where} lacks field(s) {', '.join(missing)}")
-    status = e["status"]
-    if status not in STATUSES:
-        raise ConfigError(f"{where}.status {status!r} is not one of {', '.join(STATUSES)}")
-    for k in ("salt", "unit"):
-        if not isinstance(e[k], str) or not e[k]:
-            raise ConfigError(f"{where}.{k} must be a non-empty string")
-    variants = _str_list(e["variants"], f"{where}.variants")
-    if not variants or len(set(variants)) != len(variants) or "" in variants:
-        raise ConfigError(f"{where}.variants must be distinct non-empty strings, at least one")
-    layer = e["layer"]
-    if layer is None:
-        if e["layer_buckets"] is not None:
-            raise ConfigError(f"{where}.layer_buckets must be null outside a layer")
-        layer_lo, layer_hi = 0, BUCKETS
-    elif isinstance(layer, str) and layer:
-        layer_lo, layer_hi = _bucket_pair(e["layer_buckets"], f"{where}.layer_buckets")
-    else:
-        raise ConfigError(f"{where}.layer must be a non-empty string or null")
-    vb = e["variant_buckets"]
-    if not isinstance(vb, list) or len(vb) != len(variants):
-        raise ConfigError(f"{where}.variant_buckets must have one range per variant")
-    ranges = tuple(_bucket_pair(r, f"{where}.variant_buckets[{i}]") for i, r in enumerate(vb))
-    targeting = e["targeting"]
-    if not isinstance(targeting, dict):
-        raise ConfigError(f"{where}.targeting must be an object")
-    compiled_targeting = tuple(
-        (k, frozenset(_str_list(v, f"{where}.targeting.{k}"))) for k, v in targeting.items()
-    )
-    overrides = e["overrides"]
-    if not isinstance(overrides, dict):
-        raise ConfigError(f"{where}.overrides must be an object")
-    for unit, v in overrides.items():
-        if v not in variants:
-            raise ConfigError(f"{where}.overrides.{unit} {v!r} is not a variant")
-    serve = e["serve_variant"]
-    if serve is not None and serve not in variants:
-        raise ConfigError(f"{where}.serve_variant {serve!r} is not a variant")
-    # killed serves the baseline whatever serve_variant says; stopped its shipped variant
-    fixed = {"running": None, "killed": variants[0]}.get(status, serve or variants[0])
-    return CompiledExperiment(
-        id=exp_id,
-        status=status,
-        salt=e["salt"],
-        unit=e["unit"],
-        by_user=e["unit"] == "user_id",
-        layer=layer,
-        layer_lo=layer_lo,
-        layer_hi=layer_hi,
-        variants=tuple(variants),
-        variant_set=frozenset(variants),
-        ranges=ranges,
-        targeting=compiled_targeting,
-        overrides=dict(overrides),
-        fixed=fixed,
-    )
-
-
 def parse_payload(payload: object) -> EdgeConfig:
     """Schema-check a payload (docs/edge-config.md, schema 1) and precompute it, or ConfigError."""
-    if not isinstance(payload, dict):
-        raise ConfigError("the payload is not a JSON object")
-    if payload.get("schema") != PAYLOAD_SCHEMA or not _is_int(payload.get("schema")):
-        raise ConfigError(f"schema {payload.get('schema')!r} is not {PAYLOAD_SCHEMA}")
-    version = payload.get("version")
-    if not _is_int(version) or version < 1:
-        raise ConfigError(f"version {version!r} is not an integer >= 1")
-    experiments = payload.get("experiments")
-    if not isinstance(experiments, dict):
-        raise ConfigError("experiments must be an object")
-    sha = payload.get("content_sha")
-    if not isinstance(sha, str):
-        raise ConfigError("content_sha must be a string")
-    actual = hashlib.sha256(signing.canonical_json(experiments).encode()).hexdigest()
-    if sha != actual:
-        raise ConfigError("content_sha does not match the experiments")
-    published_at = payload.get("published_at")
-    if published_at is not None and not isinstance(published_at, str):
-        raise ConfigError("published_at must be a string")
-    compiled = {str(k): _compile_experiment(str(k), v) for k, v in experiments.items()}
-    return EdgeConfig(version, sha, published_at, compiled, *_compile_fast(compiled))
+    try:
+        read = read_payload(payload)
+    except PayloadError as exc:
+        raise ConfigError(str(exc)) from None
+    fast, tables = _compile_fast(read.experiments)
+    return EdgeConfig(
+        read.version, read.content_sha, read.published_at, read.experiments, fast, tables
+    )
 
 
 class Client:

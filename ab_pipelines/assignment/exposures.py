@@ -7,13 +7,14 @@
 one file per flush, the day being the UTC day of the flush (the arrival day). Offsets continue
 across restarts: at start the sink finds the newest file of its partition and counts its lines.
 A write that fails is logged once and its events stay buffered for the next flush, so a broken
-disk never breaks ``assign``. The envelope is written here rather than imported from
-``ab_pipelines.events.dumps``, which pulls in pyarrow.
+disk never breaks ``assign``. The envelope, the file names and the event value come from
+``ab_pipelines.contracts.envelope``, which landing reads them against.
 
 ``KafkaExposureSink`` produces the same events to the Kafka topic ``exposures`` through
-``ab_pipelines.events.producer`` (confluent_kafka is imported when one is made).
+``ab_pipelines.events.producer`` (confluent_kafka and orjson are imported when one is made: they
+come with ``pip install 'ab-pipelines[kafka]'``).
 
-Every sink gives an event the same value (``_event``): an id from a per-process random prefix and
+Every sink gives an event the same value (``_event``, the contract's ``exposure_event``): an id from a per-process random prefix and
 a counter, and a ``ts`` formatted from the epoch milliseconds that are also the record's
 timestamp; the Kafka and file sinks format it off the caller's path.
 """
@@ -26,7 +27,6 @@ import gzip
 import json
 import logging
 import os
-import re
 import threading
 import time
 import weakref
@@ -34,7 +34,17 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ab_pipelines.events.producer import TopicProducer, iso_ms, next_event_id
+from ab_pipelines.contracts.envelope import (
+    EXPOSURES,
+    SDK_SOURCE,
+    day_dir,
+    dump_name,
+    dump_name_pattern,
+    envelope,
+    exposure_event,
+    iso_ms,
+)
+from ab_pipelines.events.producer import TopicProducer, next_event_id
 
 __all__ = [
     "SOURCE",
@@ -47,8 +57,8 @@ __all__ = [
 
 log = logging.getLogger("ab_pipelines.sdk")
 
-TOPIC = "exposures"
-SOURCE = "sdk-python"
+TOPIC = EXPOSURES
+SOURCE = SDK_SOURCE
 
 
 @runtime_checkable
@@ -69,20 +79,8 @@ class ExposureSink(Protocol):
     def flush(self) -> None: ...
 
 
-def _event(event_id: str, ts: str, fields: tuple) -> dict:
-    """The ``exposures`` value of CONTRACTS section 2; ``fields`` is (user_id, experiment_id,
-    variant, config_version, attributes already copied or None). Also EventProducer's build."""
-    user_id, experiment_id, variant, config_version, attributes = fields
-    return {
-        "event_id": event_id,
-        "user_id": user_id,
-        "experiment_id": experiment_id,
-        "variant": variant,
-        "ts": ts,
-        "config_version": config_version,
-        "source": SOURCE,
-        "attributes": attributes or {},
-    }
+# The ``exposures`` value of CONTRACTS section 2 (also EventProducer's build for this topic).
+_event = exposure_event
 
 
 class ListExposureSink:
@@ -160,7 +158,7 @@ class DumpExposureSink:
 
     def _scan_next_offset(self) -> int:
         """One past the highest offset already written for this partition, or 0."""
-        pattern = re.compile(rf"^{TOPIC}\+{self.partition}\+(\d+)\.jsonl(\.gz)?$")
+        pattern = dump_name_pattern(TOPIC, self.partition)
         newest: tuple[int, Path] | None = None
         try:
             for day in (self.raw_dir / TOPIC).glob("date=*"):
@@ -224,21 +222,21 @@ class DumpExposureSink:
 
     def _write(self, batch: list[tuple[str, int, str, tuple]], first: int) -> Path:
         day = dt.datetime.fromtimestamp(self.clock(), dt.UTC).date()
-        folder = self.raw_dir / TOPIC / f"date={day.isoformat()}"
+        folder = self.raw_dir / day_dir(TOPIC, day)
         folder.mkdir(parents=True, exist_ok=True)
         lines = []
         for i, (key, ts_ms, event_id, fields) in enumerate(batch):
-            env = {
-                "topic": TOPIC,
-                "partition": self.partition,
-                "offset": first + i,
-                "timestamp": ts_ms,
-                "key": key,
-                "value": _event(event_id, iso_ms(ts_ms), fields),
-            }
+            env = envelope(
+                TOPIC,
+                self.partition,
+                first + i,
+                ts_ms,
+                key,
+                _event(event_id, iso_ms(ts_ms), fields),
+            )
             # ASCII escapes, so an id holding a lone surrogate cannot break the whole batch
             lines.append(json.dumps(env, separators=(",", ":"), default=str) + "\n")
-        name = f"{TOPIC}+{self.partition}+{first}.jsonl"
+        name = dump_name(TOPIC, self.partition, first)
         tmp = folder / f".{name}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write("".join(lines))

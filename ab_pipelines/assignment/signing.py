@@ -21,6 +21,8 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from ab_pipelines.contracts.payload import canonical_json
+
 __all__ = [
     "DEV_KEY_ID",
     "SignatureError",
@@ -57,13 +59,6 @@ def _warn_dev(what: str) -> None:
 
 def is_prod() -> bool:
     return os.environ.get("ABP_ENV", "dev").strip().lower() == "prod"
-
-
-def canonical_json(obj) -> str:
-    """The one text form that is signed and hashed: sorted keys, no spaces, UTF-8."""
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
 
 
 def _raw_key(value: str, what: str) -> bytes:

@@ -1,10 +1,12 @@
-"""Approvals: a reviewer signs the sha of an experiment's content; any later edit makes it stale."""
+"""Approvals: a reviewer signs the sha of an experiment's content; any later edit makes it stale.
+
+What the sha is and when approvals count is the contract's (:mod:`ab_pipelines.contracts.approval`);
+this module reads the YAML and writes approvals into it.
+"""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -13,26 +15,15 @@ from pathlib import Path
 import yaml
 
 from ab_pipelines.config.models import Approval
+from ab_pipelines.contracts.approval import LIFECYCLE_FIELDS, same_person
+from ab_pipelines.contracts.approval import content_sha as mapping_sha
 
 __all__ = ["LIFECYCLE_FIELDS", "approve", "content_sha", "same_person"]
 
-# Moving approved -> running -> stopped (and naming the winner) is not a content edit.
-LIFECYCLE_FIELDS = frozenset({"status", "approvals", "shipped_variant"})
-
-
-def _json_default(value: object) -> str:
-    if isinstance(value, dt.date | dt.datetime):  # YAML reads unquoted dates as dates
-        return value.isoformat()
-    if isinstance(value, bytes):  # a !!binary scalar
-        return "base64:" + base64.b64encode(value).decode()
-    raise TypeError(f"cannot hash a {type(value).__name__} in experiment content")
-
 
 def content_sha(path_or_mapping: str | Path | Mapping) -> str:
-    """sha256 (hex) of an experiment's content: its YAML mapping without the lifecycle fields.
-
-    The mapping is hashed as canonical JSON (sorted keys, no spaces, dates as ISO strings), so
-    layout, comments, key order and quoting do not matter, while any change of a value does.
+    """sha256 (hex) of an experiment's content (a YAML file, or its mapping): the contract's
+    :func:`ab_pipelines.contracts.approval.content_sha`, which ignores the lifecycle fields.
 
     Example:
         >>> a = content_sha({"id": "x", "variants": [{"id": "a", "weight": 0.5}], "status": "draft"})
@@ -41,21 +32,11 @@ def content_sha(path_or_mapping: str | Path | Mapping) -> str:
         True
     """
     if isinstance(path_or_mapping, Mapping):
-        data = path_or_mapping
-    else:
-        data = yaml.safe_load(Path(path_or_mapping).read_text(encoding="utf-8"))
-        if not isinstance(data, dict):
-            raise ValueError(f"{path_or_mapping}: expected a mapping of fields.")
-    content = {k: v for k, v in data.items() if k not in LIFECYCLE_FIELDS}
-    canonical = json.dumps(
-        content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_json_default
-    )
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def same_person(a: object, b: object) -> bool:
-    """Whether two emails name the same person (case and surrounding spaces do not count)."""
-    return str(a).strip().casefold() == str(b).strip().casefold()
+        return mapping_sha(path_or_mapping)
+    data = yaml.safe_load(Path(path_or_mapping).read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path_or_mapping}: expected a mapping of fields.")
+    return mapping_sha(data)
 
 
 def _utc_z(at: dt.datetime) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -27,10 +26,16 @@ from pathlib import Path
 import orjson
 import pyarrow as pa
 
-from ab_pipelines.assignment.hashing import BUCKETS, variant_ranges
-from ab_pipelines.assignment.signing import canonical_json, sign_payload
+from ab_pipelines.assignment.signing import sign_payload
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry, RegistryError, load_registry
+from ab_pipelines.contracts.payload import (
+    SCHEMA,
+    build_payload,
+    content_sha,
+    experiment_entry,
+    fixed_variant,
+)
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import OPS_AUDIT_LOG, OPS_KILLS
 from ab_pipelines.settings import Paths
@@ -47,7 +52,7 @@ __all__ = [
     "publish",
 ]
 
-PAYLOAD_SCHEMA = 1
+PAYLOAD_SCHEMA = SCHEMA  # the schema of the payloads published here
 
 
 class PublishRefused(ValueError):
@@ -75,30 +80,20 @@ def _iso(t: dt.datetime) -> str:
 
 
 def compile_experiment(e: Experiment, killed: bool) -> dict:
-    """One experiment as the SDK reads it; ranges are computed here, once, for every client."""
-    in_layer = e.layer is not None
-    ranges = variant_ranges([v.weight for v in e.variants], 1.0 if in_layer else e.allocation)
-    status = "killed" if killed else e.status
-    serve = (
-        e.baseline
-        if killed
-        else (e.shipped_variant or e.baseline)
-        if e.status == "stopped"
-        else None
+    """One experiment as the SDK reads it (the payload contract's entry, computed once here)."""
+    return experiment_entry(
+        status="killed" if killed else e.status,
+        salt=e.hash_salt,
+        unit=e.unit,
+        variants=e.variant_ids,
+        weights=[v.weight for v in e.variants],
+        allocation=e.allocation,
+        layer=e.layer,
+        layer_range=e.layer_range,
+        targeting=e.targeting,
+        overrides=e.overrides,
+        shipped_variant=e.shipped_variant,
     )
-    lo, hi = e.layer_range or (0.0, 1.0)
-    return {
-        "status": status,
-        "salt": e.hash_salt,
-        "unit": e.unit,
-        "layer": e.layer,
-        "layer_buckets": [round(BUCKETS * lo), round(BUCKETS * hi)] if in_layer else None,
-        "variants": e.variant_ids,
-        "variant_buckets": [list(r) for r in ranges],
-        "targeting": {k: list(v) for k, v in sorted(e.targeting.items())},
-        "overrides": dict(sorted(e.overrides.items())),
-        "serve_variant": serve,
-    }
 
 
 def compile_experiments(registry: Registry, killed: set[str]) -> dict:
@@ -179,19 +174,13 @@ def killed_experiments(lake: Lake) -> set[str]:
 
 def _serve(home: Paths, experiments: dict, actor: str, now: dt.datetime) -> PublishResult:
     """Sign and write a new version if ``experiments`` differ from what is serving."""
-    sha = hashlib.sha256(canonical_json(experiments).encode()).hexdigest()
+    sha = content_sha(experiments)
     current = current_payload(home)
     path = _edge(home) / "config.json"
     if current is not None and current.get("content_sha") == sha:
         return PublishResult(current["version"], False, path, tuple(experiments))
     version = max(_latest_version(home), current["version"] if current else 0) + 1
-    payload = {
-        "schema": PAYLOAD_SCHEMA,
-        "version": version,
-        "published_at": _iso(now),
-        "content_sha": sha,
-        "experiments": experiments,
-    }
+    payload = build_payload(experiments, version, _iso(now))
     text = json.dumps(sign_payload(payload), indent=None)
     copy = _edge(home) / "versions" / f"config-v{version}.json"
     copy.parent.mkdir(parents=True, exist_ok=True)
@@ -301,6 +290,7 @@ def _kill(
         lake.write_arrow(OPS_KILLS, pa.Table.from_pylist([row], schema=OPS_KILLS.schema))
     _audit(lake, by, "kill", experiment_id, {"reason": reason})
     entry = dict(experiments[experiment_id])
-    entry["status"], entry["serve_variant"] = "killed", entry["variants"][0]
+    entry["status"] = "killed"
+    entry["serve_variant"] = fixed_variant("killed", entry["variants"], None)
     experiments[experiment_id] = entry
     return _serve(home, experiments, by, now)

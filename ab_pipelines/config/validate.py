@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from ab_pipelines import settings
-from ab_pipelines.config.approvals import content_sha, same_person
+from ab_pipelines.config.approvals import content_sha
 from ab_pipelines.config.models import STATUSES, Experiment, Metric
 from ab_pipelines.config.registry import (
     Problem,
@@ -26,6 +26,7 @@ from ab_pipelines.config.registry import (
     read_yaml_mapping,
     relative_name,
 )
+from ab_pipelines.contracts.approval import NEEDS_APPROVAL, approval_state
 
 __all__ = [
     "Problem",
@@ -37,7 +38,6 @@ __all__ = [
 
 DEFAULT_UNIT = "user_id"
 UNITS_FILE = "units.yaml"
-NEEDS_APPROVAL = frozenset({"approved", "running", "stopped"})
 # A new experiment may be published in any state up to running (if approved), but not stopped.
 FIRST_PUBLISH = frozenset({"draft", "in_review", "approved", "running"})
 
@@ -227,8 +227,8 @@ def approval_problems(registry: Registry, root: Path) -> list[Problem]:
             continue
         path = registry.file_of("experiments", e.id)
         name = relative_name(path, root)
-        reviews = [a for a in e.approvals if not same_person(a.by, e.owner)]
-        if not reviews:
+        state = approval_state(e.owner, [(a.by, a.sha) for a in e.approvals], content_sha(path))
+        if state.state == "missing":
             out.append(
                 Problem(
                     name,
@@ -236,12 +236,12 @@ def approval_problems(registry: Registry, root: Path) -> list[Problem]:
                     f"status '{e.status}' needs an approval by someone other than the owner {e.owner}",
                 )
             )
-        elif not any(a.sha == content_sha(path) for a in reviews):
+        elif state.state == "stale":
             out.append(
                 Problem(
                     name,
                     "approvals",
-                    f"approval is stale: content changed since {reviews[-1].by} approved it",
+                    f"approval is stale: content changed since {state.last_reviewer} approved it",
                 )
             )
     return out

@@ -1,5 +1,7 @@
 """The raw dump layout on disk: where a day's files are, and a writer that produces them.
 
+The names and the envelope are the contract's (:mod:`ab_pipelines.contracts.envelope`).
+
 $ABP_HOME/raw/<topic>/date=YYYY-MM-DD/<topic>+<partition>+<first_offset>.jsonl[.gz]
 """
 
@@ -14,9 +16,9 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["DumpFile", "day_folder", "list_day_files", "write_dump", "envelope"]
+from ab_pipelines.contracts.envelope import DUMP_SUFFIXES, day_dir, dump_name, envelope
 
-DUMP_SUFFIXES = (".jsonl", ".jsonl.gz")
+__all__ = ["DumpFile", "day_folder", "list_day_files", "write_dump", "envelope"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class DumpFile:
 
 
 def day_folder(raw: Path, topic: str, day: dt.date) -> Path:
-    return raw / topic / f"date={day.isoformat()}"
+    return raw / day_dir(topic, day)
 
 
 def list_day_files(raw: Path, day: dt.date) -> list[DumpFile]:
@@ -46,7 +48,7 @@ def list_day_files(raw: Path, day: dt.date) -> list[DumpFile]:
     for topic_dir in sorted(
         p for p in raw.iterdir() if p.is_dir() and not p.name.startswith(("_", "."))
     ):
-        folder = topic_dir / f"date={day.isoformat()}"
+        folder = day_folder(raw, topic_dir.name, day)
         if not folder.is_dir():
             continue
         for f in sorted(folder.iterdir()):
@@ -57,20 +59,6 @@ def list_day_files(raw: Path, day: dt.date) -> list[DumpFile]:
                     )
                 )
     return out
-
-
-def envelope(
-    topic: str, partition: int, offset: int, timestamp_ms: int, key: str | None, value
-) -> dict:
-    """A Kafka record envelope as a sink connector writes it."""
-    return {
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "timestamp": timestamp_ms,
-        "key": key,
-        "value": value,
-    }
 
 
 def write_dump(
@@ -88,7 +76,7 @@ def write_dump(
     """
     folder = day_folder(raw, topic, day)
     folder.mkdir(parents=True, exist_ok=True)
-    name = f"{topic}+{partition}+{first_offset}.jsonl" + (".gz" if gzipped else "")
+    name = dump_name(topic, partition, first_offset, gzipped)
     body = b"".join((x if isinstance(x, bytes) else orjson.dumps(x)) + b"\n" for x in lines)
     if gzipped:
         body = gzip.compress(body, compresslevel=5, mtime=0)

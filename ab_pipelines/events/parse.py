@@ -19,6 +19,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ab_pipelines.contracts.envelope import ENVELOPE_FIELDS, ENVELOPE_INT_LIMITS
 from ab_pipelines.events.parse_bulk import bulk_columns
 from ab_pipelines.events.schema import (
     MAX_LINE_BYTES,
@@ -39,10 +40,9 @@ __all__ = [
 ]
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-_ENVELOPE = ("topic", "partition", "offset", "timestamp", "key", "value")
-_INT64 = 1 << 63
-# Kafka partitions are int32, offsets int64; the timestamp (ms) must fit int64 once in µs.
-_ENVELOPE_INT_LIMITS = {"partition": 1 << 31, "offset": _INT64, "timestamp": _INT64 // 1000}
+_ENVELOPE = ENVELOPE_FIELDS
+_ENVELOPE_INT_LIMITS = ENVELOPE_INT_LIMITS
+_INT64 = 1 << 63  # an event's integer fields are int64 too
 
 
 class Rejected(Exception):

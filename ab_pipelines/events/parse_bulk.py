@@ -32,12 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from ab_pipelines.contracts.envelope import ENVELOPE_INT_LIMITS
 from ab_pipelines.events.schema import MAX_LINE_BYTES, TOPICS
 
 __all__ = ["bulk_columns"]
 
 _UTC = pa.timestamp("us", tz="UTC")
-_INT64 = 1 << 63
 # What makes a text unprovable here (see the module docstring), found with substring searches
 # and numpy over the newline positions (a regex with alternatives took 270 ms a 32,768-line
 # chunk; these take about 20). A control byte needs no check: where orjson refuses one (inside
@@ -94,7 +94,7 @@ _SCHEMAS = {
     )
     for topic in TOPICS
 }
-_ENVELOPE_LIMITS = {"partition": 1 << 31, "offset": _INT64, "timestamp": _INT64 // 1000}
+_ENVELOPE_LIMITS = ENVELOPE_INT_LIMITS
 
 
 def bulk_columns(

@@ -64,6 +64,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from ab_pipelines.contracts.envelope import METRIC_EVENTS, MS_SUFFIX, iso_ms, metric_event
+from ab_pipelines.contracts.envelope import second_stamp as _second_stamp
 from ab_pipelines.events.kafka import (
     BOOTSTRAP_ENV,
     KafkaSettings,
@@ -84,7 +86,9 @@ __all__ = [
 
 log = logging.getLogger("ab_pipelines.sdk")
 
-METRIC_TOPIC = "metric_events"
+METRIC_TOPIC = METRIC_EVENTS
+# What a producer needs beyond the SDK's own dependencies, and how to get it.
+KAFKA_EXTRA_HINT = "pip install 'ab-pipelines[kafka]'"
 LOG_EVERY = 60.0  # seconds between two log lines about the same trouble
 RESOLVE_EVERY = 1.0  # seconds between two looks for a broker when none is known
 IDLE_POLL = 0.02  # seconds the thread waits for delivery reports when the queue is empty
@@ -126,27 +130,6 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 def next_event_id() -> str:
     """A new event id, unique across processes: ``<16 random hex digits>-<counter>``."""
     return f"{_id_prefix}{_next_seq()}"
-
-
-_MS_SUFFIX = tuple(f".{ms:03d}Z" for ms in range(1000))
-
-
-def _second_stamp(epoch_s: int) -> str:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-_second: tuple[int, str] = (-1, "")
-
-
-def iso_ms(epoch_ms: int) -> str:
-    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC) of an epoch time in milliseconds; the part up to the
-    second is cached, so a stream of events costs one strftime per second."""
-    global _second
-    sec, ms = divmod(epoch_ms, 1000)
-    cached = _second
-    if cached[0] != sec:
-        cached = _second = (sec, _second_stamp(sec))
-    return cached[1] + _MS_SUFFIX[ms]
 
 
 # ---- prometheus ----------------------------------------------------------------------------
@@ -285,8 +268,14 @@ class EventProducer:
         self._reset_delivery_state()
         self._closed = False
         self._stop = threading.Event()
-        import orjson
-        from confluent_kafka import KafkaException, Producer
+        try:
+            import orjson
+            from confluent_kafka import KafkaException, Producer
+        except ImportError as exc:
+            raise ImportError(
+                f"the SDK's Kafka producers (KafkaExposureSink, Tracker) need {exc.name}, which "
+                f"is not installed: {KAFKA_EXTRA_HINT}"
+            ) from exc
 
         self._Producer, self._KafkaException = Producer, KafkaException
         self._dumps, self._dumps_option = orjson.dumps, orjson.OPT_NON_STR_KEYS
@@ -515,7 +504,7 @@ class EventProducer:
                         sec = ts // 1000
                         stamp = _second_stamp(sec)
                     seq += 1
-                    event = build(f"{prefix}{seq}", stamp + _MS_SUFFIX[ts % 1000], fields)
+                    event = build(f"{prefix}{seq}", stamp + MS_SUFFIX[ts % 1000], fields)
                     try:
                         value = dumps(event)
                     except TypeError:
@@ -686,20 +675,6 @@ def _dumps_odd(event: dict, dumps, option) -> bytes:
         return dumps(event, default=str, option=option)
     except TypeError:
         return json.dumps(event, default=str, separators=(",", ":")).encode()
-
-
-# ---- metric events -------------------------------------------------------------------------
-def metric_event(event_id: str, ts: str, fields: tuple) -> dict:
-    """The ``metric_events`` value of CONTRACTS section 2 from ``Tracker.track``'s fields."""
-    user_id, event, value, properties = fields
-    return {
-        "event_id": event_id,
-        "user_id": user_id,
-        "event": event,
-        "value": value,
-        "ts": ts,
-        "properties": properties or {},
-    }
 
 
 class TopicProducer:

@@ -13,9 +13,9 @@ from functools import cached_property
 
 import numpy as np
 
-from ab_pipelines.assignment.hashing import BUCKETS, bucket, pick_variant, variant_ranges
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
+from ab_pipelines.contracts.hashing import bucket, layer_buckets, pick_variant, variant_ranges
 
 __all__ = [
     "COUNTRIES",
@@ -118,8 +118,7 @@ def registry_assigner(registry: Registry | None = None) -> Assigner:
             weights = [v.weight for v in exp.variants]
             targeting = {k: {str(a) for a in allowed} for k, allowed in exp.targeting.items()}
             if exp.layer is not None:
-                lo, hi = exp.layer_range or (0.0, 1.0)
-                layer = (round(BUCKETS * lo), round(BUCKETS * hi))
+                layer = layer_buckets(exp.layer_range or (0.0, 1.0))
                 hit = (exp, variant_ranges(weights), layer, targeting)
             else:
                 hit = (exp, variant_ranges(weights, exp.allocation), None, targeting)

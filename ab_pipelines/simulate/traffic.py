@@ -20,7 +20,16 @@ import numpy as np
 import orjson
 
 from ab_pipelines.config.models import Experiment
-from ab_pipelines.events.dumps import envelope, write_dump
+from ab_pipelines.contracts.envelope import (
+    EXPOSURES,
+    METRIC_EVENTS,
+    day_dir,
+    dump_name,
+    envelope,
+    exposure_event,
+    metric_event,
+)
+from ab_pipelines.events.dumps import write_dump
 from ab_pipelines.events.parse import read_lines
 from ab_pipelines.events.schema import MAX_LINE_BYTES, REASON_CODES
 from ab_pipelines.simulate.population import Population
@@ -42,7 +51,7 @@ _EPOCH = dt.date(1970, 1, 1)
 OFFSET_EPOCH = dt.date(2020, 1, 1)
 OFFSET_STRIDE = 10_000_000  # offsets of day D: (D − 2020-01-01)·10^7 + i, unique per partition
 MAIN, LATE, RETRY = 0, 1, 2  # partitions: the day's traffic, late deliveries, producer retries
-TOPICS = ("exposures", "metric_events")
+TOPICS = (EXPOSURES, METRIC_EVENTS)
 GZIPPED = {"exposures": False, "metric_events": True}  # both encodings occur
 LATE_SHARE, REPLAY_SHARE, RETRY_SHARE, MALFORMED_SHARE = 0.02, 0.005, 0.002, 0.001
 LATE_WINDOW_MS = 6 * 3_600_000  # late records arrive in the first hours of the next day
@@ -153,7 +162,7 @@ def day_events(
     for i, (uid, ts, load_ms) in enumerate(
         zip(metric_keys, metric_iso, load.tolist(), strict=False)
     ):
-        values.append(
+        values.append(  # no properties: the optional field left out, as some clients do
             {
                 "event_id": f"sim-{ymd}-m{i:07d}",
                 "user_id": uid,
@@ -166,14 +175,11 @@ def day_events(
     for j, (amt, is_usd) in enumerate(zip(amount.tolist(), usd[buyer].tolist(), strict=True)):
         i = n_views_total + j
         values.append(
-            {
-                "event_id": f"sim-{ymd}-m{i:07d}",
-                "user_id": metric_keys[i],
-                "event": "purchase",
-                "value": amt,
-                "ts": metric_iso[i],
-                "properties": {"currency": "USD" if is_usd else "EUR"},
-            }
+            metric_event(
+                f"sim-{ymd}-m{i:07d}",
+                metric_iso[i],
+                (metric_keys[i], "purchase", amt, {"currency": "USD" if is_usd else "EUR"}),
+            )
         )
     metric_events = TopicEvents(metric_ts, metric_keys, values)
 
@@ -187,16 +193,12 @@ def day_events(
         ):
             exp_keys.append(ids[u])
             exp_values.append(
-                {
-                    "event_id": "",
-                    "user_id": ids[u],
-                    "experiment_id": plan.experiment.id,
-                    "variant": names[variant],
-                    "ts": t,
-                    "config_version": 0,
-                    "source": "simulator",
-                    "attributes": pop.attributes[u],
-                }
+                exposure_event(
+                    "",
+                    t,
+                    (ids[u], plan.experiment.id, names[variant], 0, pop.attributes[u]),
+                    source="simulator",
+                )
             )
         exp_ts.append(ts)
     for i, value in enumerate(exp_values):
@@ -356,9 +358,7 @@ def _deliver_topic(
         zip(spots.tolist(), defects, templates.tolist(), strict=True), reverse=True
     ):
         order.insert(spot, (defect, tpl))
-    main_name = f"{topic}/date={day.isoformat()}/{topic}+{MAIN}+{base}.jsonl" + (
-        ".gz" if GZIPPED[topic] else ""
-    )
+    main_name = f"{day_dir(topic, day)}/{dump_name(topic, MAIN, base, GZIPPED[topic])}"
     lines: list = []
     ok: list[dict] = []
     for pos, item in enumerate(order):

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from ab_pipelines.assignment.hashing import BUCKETS, bucket
 from ab_pipelines.config.models import Experiment, Metric
+from ab_pipelines.contracts.hashing import BUCKETS, bucket
 
 __all__ = [
     "EFFECTS",

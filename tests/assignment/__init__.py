@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import cache
 from pathlib import Path
 
-from ab_pipelines.assignment.hashing import variant_ranges
-from ab_pipelines.assignment.signing import canonical_json, sign_payload
+from ab_pipelines.assignment.signing import sign_payload
+from ab_pipelines.contracts.payload import build_payload, experiment_entry
 
 CORPUS_PATH = Path(__file__).parents[1] / "data" / "assignment_cases.json"
 
@@ -32,30 +31,20 @@ def experiment(
     **fields,
 ) -> dict:
     """One payload entry as the publisher compiles it (outside a layer unless fields say)."""
-    entry = {
-        "status": status,
-        "salt": salt,
-        "unit": "user_id",
-        "layer": None,
-        "layer_buckets": None,
-        "variants": list(variants),
-        "variant_buckets": [list(r) for r in variant_ranges(list(weights), allocation)],
-        "targeting": {},
-        "overrides": {},
-        "serve_variant": None if status == "running" else list(variants)[0],
-    }
+    entry = experiment_entry(
+        status=status,
+        salt=salt,
+        unit="user_id",
+        variants=list(variants),
+        weights=list(weights),
+        allocation=allocation,
+    )
     entry.update(fields)
     return entry
 
 
 def payload(experiments: dict, version: int = 1) -> dict:
-    return {
-        "schema": 1,
-        "version": version,
-        "published_at": "2026-11-24T06:00:00Z",
-        "content_sha": hashlib.sha256(canonical_json(experiments).encode()).hexdigest(),
-        "experiments": experiments,
-    }
+    return build_payload(experiments, version, "2026-11-24T06:00:00Z")
 
 
 def write_signed(path: Path, p: dict) -> Path:

@@ -3,8 +3,10 @@
 Run ``python tests/data/make_assignment_cases.py``; the output is deterministic. Every
 implementation (the Python SDK, the Spark side, the simulator) must agree with it.
 
-The expected answers are computed here, from the rules written out below with ``mmh3`` directly,
-never by the SDK, so the corpus checks the SDK instead of echoing it.
+The expected answers are computed here, from the rules written out below, never by the SDK's
+client, so the corpus checks the SDK's rules instead of echoing them. Buckets, ranges and the
+payload come from the contracts (``ab_pipelines.contracts``), which every side shares; the
+committed JSON pins their values, so a change to the contract fails the corpus tests.
 
 Format (one JSON object):
 
@@ -31,27 +33,17 @@ Rules applied, in order (for one case):
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-import mmh3
+from ab_pipelines.contracts.hashing import bucket, layer_buckets, variant_ranges
+from ab_pipelines.contracts.payload import build_payload
 
 OUT = Path(__file__).with_name("assignment_cases.json")
 
 
-def h(salt: str, unit: str) -> int:
-    return mmh3.hash(f"{salt}:{unit}".encode(), 0, False) % 10000
-
-
 def ranges(weights: list[float], allocation: float) -> list[list[int]]:
-    """[C_i, C_i + round(10000·allocation·w_i)) with C_i = round(10000·Σ_{j<i} w_j)."""
-    out, acc = [], 0.0
-    for w in weights:
-        start = round(10000 * acc)
-        out.append([start, start + round(10000 * allocation * w)])
-        acc += w
-    return out
+    return [list(r) for r in variant_ranges(weights, allocation)]
 
 
 def experiment(
@@ -73,9 +65,7 @@ def experiment(
         "salt": salt,
         "unit": unit,
         "layer": layer,
-        "layer_buckets": [round(10000 * layer_range[0]), round(10000 * layer_range[1])]
-        if in_layer
-        else None,
+        "layer_buckets": list(layer_buckets(layer_range)) if in_layer else None,
         "variants": variants,
         "variant_buckets": ranges(weights, 1.0 if in_layer else allocation),
         "targeting": targeting or {},
@@ -125,17 +115,7 @@ EXPERIMENTS = {
 }
 
 
-def canonical(obj) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-PAYLOAD = {
-    "schema": 1,
-    "version": 1,
-    "published_at": "2026-11-24T06:00:00Z",
-    "content_sha": hashlib.sha256(canonical(EXPERIMENTS).encode()).hexdigest(),
-    "experiments": EXPERIMENTS,
-}
+PAYLOAD = build_payload(EXPERIMENTS, 1, "2026-11-24T06:00:00Z")
 
 
 def expected(user_id, experiment_id: str, attributes: dict) -> str | None:
@@ -158,9 +138,9 @@ def expected(user_id, experiment_id: str, attributes: dict) -> str | None:
             return None
     if e["layer"] is not None:
         lo, hi = e["layer_buckets"]
-        if not lo <= h(e["layer"], unit) < hi:
+        if not lo <= bucket(e["layer"], unit) < hi:
             return None
-    b = h(e["salt"], unit)
+    b = bucket(e["salt"], unit)
     for variant, (lo, hi) in zip(e["variants"], e["variant_buckets"], strict=True):
         if lo <= b < hi:
             return variant
@@ -197,7 +177,7 @@ def boundary_ids(salt: str, targets=(0, 4999, 5000, 9999)) -> dict[int, str]:
     n = 0
     while len(found) < len(targets):
         uid = f"b{n}"
-        b = h(salt, uid)
+        b = bucket(salt, uid)
         if b in targets and b not in found:
             found[b] = uid
         n += 1
@@ -209,10 +189,10 @@ def build() -> dict:
     salts = ["homepage_hero", "checkout", "checkout_cta", "onboarding", "device_theme"]
     for i, unit in enumerate(ODD_IDS + [f"user-{n}" for n in range(30)]):
         salt = salts[i % len(salts)]
-        buckets.append({"salt": salt, "unit": unit, "bucket": h(salt, unit)})
+        buckets.append({"salt": salt, "unit": unit, "bucket": bucket(salt, unit)})
     # the empty-salt and empty-unit corners of the hash itself
-    buckets.append({"salt": "homepage_hero", "unit": "", "bucket": h("homepage_hero", "")})
-    buckets.append({"salt": "", "unit": "user-1", "bucket": h("", "user-1")})
+    buckets.append({"salt": "homepage_hero", "unit": "", "bucket": bucket("homepage_hero", "")})
+    buckets.append({"salt": "", "unit": "user-1", "bucket": bucket("", "user-1")})
 
     cases = []
 
