@@ -39,6 +39,7 @@ from ab_pipelines.lake.tables import (
     SILVER_EXPOSURE_COUNTS,
     TableSpec,
 )
+from ab_pipelines.quality.results import checks_of_day
 from ab_pipelines.safety import open_alerts
 from ab_pipelines.settings import Paths
 
@@ -50,6 +51,7 @@ __all__ = [
     "audit_log",
     "decision_estimate",
     "dq_by_day",
+    "dq_of_day",
     "dq_results",
     "effect_over_time",
     "experiment_days",
@@ -530,6 +532,12 @@ def dq_results(
     rows = lake.read_arrow(OPS_DQ_RESULTS, filter=where, columns=list(_DQ_COLUMNS)).to_pylist()
     rows.sort(key=lambda r: (-r["day"].toordinal(), r["passed"], r["table"], r["check"]))
     return _frame(rows, _DQ_COLUMNS)
+
+
+@reads(OPS_DQ_RESULTS)
+def dq_of_day(lake: Lake, day: dt.date) -> pd.DataFrame:
+    """The checks that ran on partition day ``day`` (failures first); no sample rows."""
+    return _frame(checks_of_day(lake, day, columns=_DQ_COLUMNS), _DQ_COLUMNS)
 
 
 def dq_by_day(results: pd.DataFrame) -> pd.DataFrame:

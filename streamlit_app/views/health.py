@@ -83,6 +83,16 @@ else:
         st.error(f"{len(failed)} data-quality check(s) failed since {exp.start_date}:")
         st.dataframe(ui.style_rows(failed), hide_index=True)
     st.altair_chart(ui.dq_chart(per_day), width="stretch")
+    day = st.selectbox(
+        "Checks of day", sorted(per_day["day"], reverse=True), key=f"dq_day:{exp.id}"
+    )
+    of_day = ui.view(data.dq_of_day, day)
+    failed_of_day = of_day[of_day["passed"] == False]  # noqa: E712
+    if failed_of_day.empty:
+        st.markdown(f"All {len(of_day)} checks of {day} passed.")
+    else:
+        st.error(f"{len(failed_of_day)} of {len(of_day)} check(s) failed on {day}.")
+    st.dataframe(ui.style_rows(of_day), hide_index=True)
     with st.expander("Every check"):
         st.dataframe(ui.style_rows(dq), hide_index=True)
 

@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, OPS_DQ_RESULTS
-from ab_pipelines.quality import record_outcomes, run_checks
+from ab_pipelines.quality import checks_of_day, failed_checks, record_outcomes, run_checks
 
 D = dt.date(2026, 11, 10)
 KNOWN = {"checkout_cta": frozenset({"control", "treatment"})}
@@ -144,6 +144,41 @@ def test_results_are_recorded_and_a_rerun_replaces_them(home):
     record_outcomes(lake, run_checks(lake, BRONZE_EXPOSURES, D, KNOWN))
     rows = lake.read_arrow(OPS_DQ_RESULTS).to_pylist()
     assert len(rows) == 6 and all(r["passed"] for r in rows)
+
+
+def test_each_result_carries_its_day_and_the_failures_of_a_day_are_a_filter(home):
+    lake = Lake(home)
+    assert failed_checks(lake, D) == [] and checks_of_day(lake, D) == []  # no table yet
+    after = D + dt.timedelta(days=1)
+    lake.write_arrow(
+        BRONZE_EXPOSURES, exposures(D, 20, variant=lambda i: "purple" if i == 0 else "control")
+    )
+    lake.write_arrow(BRONZE_EXPOSURES, exposures(after, 20))
+    for day in (D, after):
+        record_outcomes(lake, run_checks(lake, BRONZE_EXPOSURES, day, KNOWN))
+    # every row says which partition day it checked, whatever day it was checked on
+    assert {r["day"] for r in lake.read_arrow(OPS_DQ_RESULTS).to_pylist()} == {D, after}
+
+    (failed,) = failed_checks(lake, D)
+    assert (failed["day"], failed["table"], failed["check"]) == (
+        D,
+        "bronze.exposures",
+        "known_experiments",
+    )
+    assert failed["passed"] is False and orjson.loads(failed["sample"])[0]["variant"] == "purple"
+    assert failed_checks(lake, after) == []
+    assert failed_checks(lake, D - dt.timedelta(days=1)) == []
+
+    of_day = checks_of_day(lake, D, columns=["day", "table", "check", "passed"])
+    assert len(of_day) == 6 and {r["day"] for r in of_day} == {D}
+    assert of_day[0]["check"] == "known_experiments"  # failures first
+    assert [r["check"] for r in of_day[1:]] == sorted(r["check"] for r in of_day[1:])
+    assert all(r["passed"] for r in checks_of_day(lake, after))
+
+    # the day's data fixed and checked again: the day has no failure left, the other day is kept
+    lake.write_arrow(BRONZE_EXPOSURES, exposures(D, 20), replace=[{"arrival_date": D.isoformat()}])
+    record_outcomes(lake, run_checks(lake, BRONZE_EXPOSURES, D, KNOWN))
+    assert failed_checks(lake, D) == [] and len(checks_of_day(lake, after)) == 6
 
 
 def test_silver_counts_have_checks_too(home):

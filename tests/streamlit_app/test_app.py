@@ -16,7 +16,7 @@ from ab_pipelines.config import load_registry, validate_registry
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS
 from streamlit_app.launch import APP
-from tests.streamlit_app.demo_data import QUARANTINE, copy_registry
+from tests.streamlit_app.demo_data import QUARANTINE, copy_registry, write_dq
 
 PAGES = {
     "overview": "views/overview.py",
@@ -178,6 +178,29 @@ def test_health_shows_srm_checks_quality_and_quarantine(dashboard_env):
     assert reasons.iloc[0]["reason"] == "bad_json"
     at.sidebar.selectbox(key="experiment_picker").select("checkout_cta").run()
     assert any(s.value.startswith("**SRM ok**") for s in at.success)
+
+
+def test_health_shows_the_checks_of_a_chosen_day(demo, tmp_path, monkeypatch):
+    shutil.copytree(demo.home.home, tmp_path / "abp")
+    monkeypatch.setenv("ABP_HOME", str(tmp_path / "abp"))
+    monkeypatch.setenv("ABP_REGISTRY", str(demo.registry_root))
+    bad_day = demo.days[1]
+    write_dq(Lake(demo.home.__class__(tmp_path / "abp")), bad_day, failing=("volume_in_band",))
+    at = app("health", "checkout_cta")
+    pick = at.selectbox(key="dq_day:checkout_cta")
+    assert pick.value == demo.last_day and list(pick.options) == [
+        str(d) for d in sorted(demo.days, reverse=True)
+    ]
+    assert f"All 4 checks of {demo.last_day} passed." in texts(at)
+    pick.select(bad_day).run()
+    assert not at.exception, at.exception
+    assert f"1 of 4 check(s) failed on {bad_day}." in texts(at)
+    of_day = next(
+        d.value
+        for d in at.dataframe
+        if "check" in d.value.columns and set(d.value["day"]) == {bad_day} and len(d.value) == 4
+    )
+    assert of_day.iloc[0]["check"] == "volume_in_band" and not of_day.iloc[0]["passed"]
 
 
 def test_config_and_audit(dashboard_env):

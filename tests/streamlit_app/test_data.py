@@ -15,6 +15,7 @@ from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_SRM,
+    OPS_DQ_RESULTS,
     SILVER_EXPOSURE_COUNTS,
     TableSpec,
 )
@@ -258,6 +259,22 @@ def test_dq_results_and_per_day_summary(home):
         {"day": d2, "checks": 4, "failed": 0},
     ]
     assert data.dq_by_day(data.dq_results(Lake(home.__class__(home.home / "empty")))).empty
+
+
+def test_the_checks_of_one_day(home):
+    lake = Lake(home)
+    d1, d2 = dt.date(2026, 3, 1), dt.date(2026, 3, 2)
+    assert data.dq_of_day(lake, d1).empty and "day" in data.dq_of_day(lake, d1).columns
+    write_dq(lake, d1, failing=("volume_in_band", "values_finite"))
+    write_dq(lake, d2)
+    frame = data.dq_of_day(lake, d1)
+    assert list(frame.columns) == list(data.dq_results(lake).columns)
+    assert set(frame["day"]) == {d1} and len(frame) == 4
+    assert list(frame["check"][:2]) == ["volume_in_band", "values_finite"]  # failures first
+    assert not frame["passed"][:2].any() and frame["passed"][2:].all()
+    assert data.dq_of_day(lake, d2)["passed"].all()
+    assert data.dq_of_day(lake, dt.date(2026, 3, 3)).empty
+    assert data.dq_of_day.reads == (OPS_DQ_RESULTS,)
 
 
 def test_quarantine_counts_by_reason_without_reading_the_raw_text(demo, demo_lake, monkeypatch):
