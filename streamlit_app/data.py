@@ -21,10 +21,11 @@ import pyarrow.compute as pc
 
 from ab_pipelines.analysis.results import ALL_SEGMENT
 from ab_pipelines.analysis.scorecard import analysed_days, scorecard
-from ab_pipelines.config.approvals import content_sha, same_person
+from ab_pipelines.config.approvals import content_sha
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.config.publish import current_payload
 from ab_pipelines.config.registry import Registry
+from ab_pipelines.contracts.approval import approval_of
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import (
     BRONZE_QUARANTINE,
@@ -633,11 +634,7 @@ def approvals(lake: Lake, registry: Registry) -> pd.DataFrame:
         if not exp.approvals:
             rows.append({**base, "by": None, "at": None, "sha": None, "state": "none"})
         for a in exp.approvals:
-            state = (
-                "by the owner"
-                if same_person(a.by, exp.owner)
-                else ("current" if a.sha == sha_now else "stale")
-            )
+            state = approval_of(a.by, a.sha, exp.owner, sha_now)
             rows.append({**base, "by": a.by, "at": a.at, "sha": a.sha[:12], "state": state})
     return _frame(rows, _APPROVAL_COLUMNS)
 

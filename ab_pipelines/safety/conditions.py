@@ -35,9 +35,9 @@ from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_SRM,
-    OPS_DQ_RESULTS,
     SILVER_EXPOSURE_COUNTS,
 )
+from ab_pipelines.quality.results import failed_checks
 from ab_pipelines.safety._util import as_utc, json_safe, num
 
 __all__ = [
@@ -240,9 +240,8 @@ def _crossovers(lake: Lake, day: dt.date) -> list[Condition]:
 
 
 def _dq_failed(lake: Lake, day: dt.date) -> list[Condition]:
-    where = _on_day(day) & (pc.field("passed") == pa.scalar(False))
     out = []
-    for r in lake.read_arrow(OPS_DQ_RESULTS, filter=where).to_pylist():
+    for r in failed_checks(lake, day):
         sample = r["sample"] or ""
         out.append(
             Condition(
