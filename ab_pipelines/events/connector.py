@@ -97,6 +97,7 @@ from pathlib import Path
 
 import orjson
 
+from ab_pipelines.contracts.envelope import dump_name
 from ab_pipelines.events.dumps import day_folder
 from ab_pipelines.events.kafka import (
     CONNECTOR_GROUP,
@@ -390,7 +391,7 @@ class _OpenFile:
         self.last, self.records, self.size, self.deadline = first, 0, 0, deadline
         folder = day_folder(raw, topic, _EPOCH_DAY + dt.timedelta(days=day_no))
         _ensure_folder(folder)
-        name = f"{topic}+{partition}+{first}.jsonl.gz"
+        name = dump_name(topic, partition, first, gzipped=True)
         self.final, self.tmp = folder / name, folder / f".{name}.tmp"
         self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed by finish() or discard()
         self._zip = zlib.compressobj(level, zlib.DEFLATED, 31)  # 31: a gzip stream
