@@ -1,28 +1,37 @@
-"""Where things live: ABP_HOME, the registry, and the checks that a user's machine can run us.
+"""Where things live: ABP_HOME, the registry, the platform's settings and clock, and the checks
+that a user's machine can run us.
 
 Every path the platform writes is derived here from ``ABP_HOME`` (default ``.abp/`` in the repo
-root), so no other module invents a location.
+root), so no other module invents a location. The platform's settings are read from the
+environment into one :class:`Settings` object when first needed (:func:`settings`), never when a
+module is imported; the parts with settings of their own read them the same way, in one
+``from_env`` each (the engine, Kafka, the connector, the edge).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import re
 import shutil
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 __all__ = [
     "REPO_ROOT",
     "Paths",
     "SetupError",
+    "Settings",
     "check_java",
     "ensure_writable_home",
     "env_number",
+    "now",
     "paths",
+    "registry_root",
+    "settings",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -67,7 +76,7 @@ class Paths:
 
 def paths(home: str | os.PathLike | None = None) -> Paths:
     """The platform's folders, from ``home`` or ``$ABP_HOME`` or the repo's ``.abp/``."""
-    chosen = home if home is not None else os.environ.get("ABP_HOME") or REPO_ROOT / ".abp"
+    chosen = home if home is not None else settings().home or REPO_ROOT / ".abp"
     return Paths(Path(chosen).expanduser().resolve())
 
 
@@ -96,7 +105,7 @@ def env_number(
 
 def registry_root() -> Path:
     """The folder holding ``experiments/`` and ``metrics/`` (``$ABP_REGISTRY``, default repo root)."""
-    return Path(os.environ.get("ABP_REGISTRY") or REPO_ROOT).expanduser().resolve()
+    return Path(settings().registry or REPO_ROOT).expanduser().resolve()
 
 
 def ensure_writable_home(p: Paths) -> Paths:
@@ -119,7 +128,7 @@ _JAVA_VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
 def check_java() -> int:
     """Return the Java major version, or raise SetupError saying how to install Java 17."""
-    java_home = os.environ.get("JAVA_HOME")
+    java_home = settings().java_home
     java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
     fix = "install OpenJDK 17 (Debian/Ubuntu: 'apt-get install -y openjdk-17-jre-headless')"
     if not java or not Path(java).exists():
@@ -142,20 +151,98 @@ def check_java() -> int:
 NOW_ENV = "ABP_NOW"
 
 
+@dataclass(frozen=True)
+class Settings:
+    """The platform's settings, as the environment gives them: its text, or the default when the
+    variable is unset. Each is checked where it is used, so a bad value fails the command that
+    needs it, in one sentence naming it.
+
+    Read once by :func:`settings`; ``Settings.from_env(env)`` reads another mapping (tests).
+    """
+
+    home: str = ""
+    """ABP_HOME: where the platform writes (blank: ``.abp/`` in the repo root)."""
+    registry: str = ""
+    """ABP_REGISTRY: the folder holding ``experiments/`` and ``metrics/`` (blank: the repo root)."""
+    now: str = ""
+    """ABP_NOW: the platform's clock for a replay, ISO-8601 (blank: the wall clock)."""
+    time_travel_days: str = "30"
+    """ABP_TIME_TRAVEL_DAYS: how long every table version stays readable."""
+    alert_webhook: str = ""
+    """ABP_ALERT_WEBHOOK: the URL alerts are posted to (blank: no webhook)."""
+    crash_before_commit: str = ""
+    """ABP_CRASH_BEFORE_COMMIT: fault injection for the crash tests (a table, e.g. bronze.x)."""
+    demo_days: str = "7"
+    """ABP_DEMO_DAYS: the days ``abp demo`` plays without ``--days``."""
+    log_level: str = "WARNING"
+    """ABP_LOG_LEVEL: the console log level of the Dagster runs ``abp`` starts."""
+    java_home: str = ""
+    """JAVA_HOME: the Java of the JVM Spark server (blank: ``java`` on the PATH)."""
+    user: str = "abp"
+    """USER: who ``abp publish`` records as the actor."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        given = {f.name: env.get(_ENV_NAMES[f.name]) for f in fields(cls)}
+        return cls(**{name: value for name, value in given.items() if value is not None})
+
+    def clock(self) -> dt.datetime | None:
+        """ABP_NOW as an aware UTC time; None when it is not set."""
+        raw = self.now.strip()
+        if not raw:
+            return None
+        try:
+            t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            raise SetupError(
+                f"{NOW_ENV} '{raw}' is not an ISO-8601 time; use e.g. 2026-11-05T01:00:00Z."
+            ) from None
+        return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+    @property
+    def retention_days(self) -> int:
+        """ABP_TIME_TRAVEL_DAYS as a whole number of days (default 30)."""
+        env = {"ABP_TIME_TRAVEL_DAYS": self.time_travel_days}
+        return env_number(env, "ABP_TIME_TRAVEL_DAYS", 30, int, least=0)
+
+
+_ENV_NAMES = {
+    "home": "ABP_HOME",
+    "registry": "ABP_REGISTRY",
+    "now": NOW_ENV,
+    "time_travel_days": "ABP_TIME_TRAVEL_DAYS",
+    "alert_webhook": "ABP_ALERT_WEBHOOK",
+    "crash_before_commit": "ABP_CRASH_BEFORE_COMMIT",
+    "demo_days": "ABP_DEMO_DAYS",
+    "log_level": "ABP_LOG_LEVEL",
+    "java_home": "JAVA_HOME",
+    "user": "USER",
+}
+
+
+def settings() -> Settings:
+    """This process's settings, read from the environment when first needed.
+
+    Read again only when one of its variables changed since (a test's ``monkeypatch.setenv``, or
+    a command exporting a setting for its worker processes), so every caller sees one object.
+    """
+    return _settings_for(tuple(os.environ.get(var) for var in _ENV_NAMES.values()))
+
+
+@functools.lru_cache(maxsize=8)
+def _settings_for(values: tuple[str | None, ...]) -> Settings:
+    env = {var: v for var, v in zip(_ENV_NAMES.values(), values, strict=True) if v is not None}
+    return Settings.from_env(env)
+
+
 def now() -> dt.datetime:
     """The platform's clock (UTC): the wall clock, or ``ABP_NOW`` (ISO-8601) when set.
 
-    ``ABP_NOW`` is for replays and the demo, which play past days: a kill made while analysing a
-    simulated day is then stamped with the simulated time, so "the traffic after the kill" means
-    the simulated days after it. Kills, publishes and alerts read this clock.
+    ``ABP_NOW`` is for replays of past days by hand. The demo passes its simulated time
+    explicitly instead (``publish(now=...)``, the ``abp/now`` tag of its Dagster runs): a kill made
+    while analysing a simulated day is then stamped with the simulated time, so "the traffic
+    after the kill" means the simulated days after it. Kills, publishes and alerts read this
+    clock when they are given none.
     """
-    raw = os.environ.get(NOW_ENV, "").strip()
-    if not raw:
-        return dt.datetime.now(dt.UTC)
-    try:
-        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise SetupError(
-            f"{NOW_ENV} '{raw}' is not an ISO-8601 time; use e.g. 2026-11-05T01:00:00Z."
-        ) from None
-    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+    return settings().clock() or dt.datetime.now(dt.UTC)

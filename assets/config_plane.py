@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 import ab_pipelines.assignment.hashing
 import ab_pipelines.config.publish
 from ab_pipelines.config.publish import PublishRefused, publish
+from assets.clock import run_clock
 from assets.common import OWNER, code_version
 from assets.resources import LakeResource
 
@@ -22,7 +23,9 @@ __all__ = ["edge_config"]
 )
 def edge_config(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     try:
-        result = publish(lake.paths, lake.registry_root or None, actor="dagster")
+        result = publish(
+            lake.paths, lake.registry_root or None, actor="dagster", now=run_clock(context)
+        )
     except PublishRefused as exc:
         raise Failure(
             description="the registry does not validate; the last good config keeps serving",

@@ -37,6 +37,7 @@ from ab_pipelines.lake.tables import (
 from ab_pipelines.safety import deliver_pending, notifiers_from_env, open_alerts
 from ab_pipelines.safety.day import alert_run_failure, safety_day
 from ab_pipelines.settings import paths
+from assets.clock import run_clock
 from assets.common import OWNER, asset_key, code_version
 from assets.partitions import daily_partitions
 from assets.resources import LakeResource
@@ -65,6 +66,7 @@ def alerts(context: AssetExecutionContext, lake: LakeResource) -> MaterializeRes
     """Per analysis day: open/extend/close alerts, notify, and kill on a confirmed breach."""
     days = sorted(dt.date.fromisoformat(k) for k in context.partition_keys)
     registry, notifiers = lake.registry(), notifiers_from_env(lake.paths, context.log)
+    now = run_clock(context)  # the demo's simulated time, else None: the settings' clock
     opened, closed, kills = [], [], []
     for day in days:
         s = safety_day(
@@ -73,6 +75,7 @@ def alerts(context: AssetExecutionContext, lake: LakeResource) -> MaterializeRes
             registry,
             day,
             notifiers,
+            now=now,
             registry_root=lake.registry_root or None,
         )
         opened += [a.alert_id for a in s.reconciled.opened]

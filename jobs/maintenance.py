@@ -2,9 +2,9 @@
 
 from dagster import OpExecutionContext, ScheduleDefinition, job, op
 
-from ab_pipelines.lake.delta import TIME_TRAVEL_DAYS
 from ab_pipelines.lake.maintenance import maintain_table
 from ab_pipelines.lake.tables import TABLES
+from ab_pipelines.settings import settings
 from assets.resources import LakeResource
 
 __all__ = ["maintain_tables", "maintenance_schedule"]
@@ -12,7 +12,8 @@ __all__ = ["maintain_tables", "maintenance_schedule"]
 
 @op(
     pool="spark",
-    description=f"Compact, checkpoint and vacuum (keeping {TIME_TRAVEL_DAYS} days) every table.",
+    description="Compact, checkpoint and vacuum (keeping "
+    f"{settings().retention_days} days) every table.",
 )
 def maintain_all_tables(context: OpExecutionContext, lake: LakeResource) -> None:
     for spec in TABLES.values():

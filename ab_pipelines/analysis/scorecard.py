@@ -21,13 +21,13 @@ from ab_pipelines.analysis.results import ALL_SEGMENT
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
-from ab_pipelines.lake.delta import TIME_TRAVEL_DAYS
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_KILLS,
 )
+from ab_pipelines.settings import settings
 from ab_pipelines.stats import days_needed, mde_for, sample_size
 
 __all__ = ["ScorecardError", "analysed_days", "render", "scorecard", "to_json"]
@@ -114,7 +114,7 @@ def pinned_versions(
             have = f"{min(history)}..{max(history)}" if history else "none"
             raise ScorecardError(
                 f"gold.experiment_results has no version {version} (readable versions: {have}; "
-                f"older ones are past the {TIME_TRAVEL_DAYS}-day retention)"
+                f"older ones are past the {settings().retention_days}-day retention)"
             )
         at = history[version]
     assert at is not None

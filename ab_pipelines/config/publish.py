@@ -155,9 +155,16 @@ def _edge_lock(home: Paths):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _audit(lake: Lake, actor: str, action: str, experiment_id: str | None, detail: dict) -> None:
+def _audit(
+    lake: Lake,
+    actor: str,
+    action: str,
+    experiment_id: str | None,
+    detail: dict,
+    now: dt.datetime,
+) -> None:
     row = {
-        "at": _now(),
+        "at": now,
         "actor": actor,
         "action": action,
         "experiment_id": experiment_id,
@@ -196,6 +203,7 @@ def _serve(home: Paths, experiments: dict, actor: str, now: dt.datetime) -> Publ
         "publish",
         None,
         {"version": version, "content_sha": sha, "experiments": sorted(experiments)},
+        now,
     )
     return PublishResult(version, True, path, tuple(experiments))
 
@@ -288,7 +296,7 @@ def _kill(
     if experiment_id not in killed_experiments(lake):  # the first kill's who, when and why stay
         row = {"experiment_id": experiment_id, "killed_at": now, "by": by, "reason": reason}
         lake.write_arrow(OPS_KILLS, pa.Table.from_pylist([row], schema=OPS_KILLS.schema))
-    _audit(lake, by, "kill", experiment_id, {"reason": reason})
+    _audit(lake, by, "kill", experiment_id, {"reason": reason}, now)
     entry = dict(experiments[experiment_id])
     entry["status"] = "killed"
     entry["serve_variant"] = fixed_variant("killed", entry["variants"], None)

@@ -35,14 +35,13 @@ from deltalake.transaction import AddAction, RemoveAction, create_table_with_add
 
 from ab_pipelines.lake.tables import TableSpec
 from ab_pipelines.processes import alive
-from ab_pipelines.settings import Paths
+from ab_pipelines.settings import Paths, settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = [
     "CRASH_ENV",
-    "TIME_TRAVEL_DAYS",
     "Lake",
     "partition_value",
     "retention_properties",
@@ -51,12 +50,12 @@ __all__ = [
     "remove_dead_staging",
 ]
 
-# Any version younger than this can be read back; vacuum and log cleanup keep exactly that long.
-TIME_TRAVEL_DAYS = int(os.environ.get("ABP_TIME_TRAVEL_DAYS", "30"))
 
-
-def retention_properties(days: int = TIME_TRAVEL_DAYS) -> dict[str, str]:
-    """The Delta table properties that make vacuum and log cleanup honour the time-travel promise."""
+def retention_properties(days: int | None = None) -> dict[str, str]:
+    """The Delta table properties that make vacuum and log cleanup honour the time-travel promise:
+    any version younger than ``days`` (default: ABP_TIME_TRAVEL_DAYS, 30) can be read back."""
+    if days is None:
+        days = settings().retention_days
     return {
         "delta.deletedFileRetentionDuration": f"interval {days} days",
         "delta.logRetentionDuration": f"interval {days} days",
@@ -470,7 +469,7 @@ CRASH_ENV = "ABP_CRASH_BEFORE_COMMIT"
 
 
 def _fault_point(spec: TableSpec) -> None:
-    if os.environ.get(CRASH_ENV) == spec.qualified:
+    if settings().crash_before_commit == spec.qualified:
         log.warning("%s=%s: killing this process before the commit", CRASH_ENV, spec.qualified)
         os.kill(os.getpid(), signal.SIGKILL)
 

@@ -1,6 +1,6 @@
 """Table maintenance: compact small files, checkpoint the log, vacuum what time travel no longer needs.
 
-The promise: any version of a table younger than ``TIME_TRAVEL_DAYS`` can be read
+The promise: any version of a table younger than ABP_TIME_TRAVEL_DAYS (30) can be read
 (``Lake.read_arrow(spec, version=N)``). Vacuum and log cleanup therefore keep exactly that long:
 both retentions are table properties (``delta.deletedFileRetentionDuration``,
 ``delta.logRetentionDuration``) set to the same number of days.
@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 
 from ab_pipelines.lake.delta import (
-    TIME_TRAVEL_DAYS,
     Lake,
     remove_dead_staging,
     retention_properties,
 )
 from ab_pipelines.lake.tables import TableSpec
+from ab_pipelines.settings import settings
 
 __all__ = ["MaintenanceReport", "maintain_table"]
 
@@ -37,13 +37,15 @@ class MaintenanceReport:
 
 
 def maintain_table(
-    lake: Lake, spec: TableSpec, retention_days: int = TIME_TRAVEL_DAYS
+    lake: Lake, spec: TableSpec, retention_days: int | None = None
 ) -> MaintenanceReport | None:
     """Compact, checkpoint, clean the log and vacuum one table; None if it does not exist yet."""
     if not lake.exists(spec):
         return None
     table = lake.table(spec)
     version_before, files_before = table.version(), len(table.file_uris())
+    if retention_days is None:
+        retention_days = settings().retention_days
     wanted = retention_properties(retention_days)
     if any(table.metadata().configuration.get(k) != v for k, v in wanted.items()):
         table.alter.set_table_properties(wanted, raise_if_not_exists=False)

@@ -118,17 +118,24 @@ def safety_day(
 
 
 def alert_run_failure(
-    home: Paths, run_id: str, job_name: str, message: str, logger=None
+    home: Paths,
+    run_id: str,
+    job_name: str,
+    message: str,
+    logger=None,
+    now: dt.datetime | None = None,
 ) -> Reconciled:
     """A failed run: open its ``run_failed`` alert (once per run id), queue and deliver it.
 
     Called by the ``run_failure_alerts`` sensor and by ``abp run`` for its in-process runs (no
-    daemon watches those), so a failure is alerted either way, and only once.
+    daemon watches those), so a failure is alerted either way, and only once. ``now``: the
+    platform's clock (default: the settings').
     """
     lake = Lake(home)
     message = " ".join(message.split())  # one line: Dagster's errors span several
-    r = record_run_failure(lake, run_id, job_name, message, now=clock())
+    now = now or clock()
+    r = record_run_failure(lake, run_id, job_name, message, now=now)
     notifiers = notifiers_from_env(home, logger)
-    enqueue(lake, r, notifiers)
-    deliver_pending(lake, notifiers)
+    enqueue(lake, r, notifiers, now=now)
+    deliver_pending(lake, notifiers, now=now)
     return r

@@ -30,7 +30,7 @@ from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import OPS_NOTIFICATIONS
 from ab_pipelines.safety._util import as_utc, dumps, json_safe, table_lock
 from ab_pipelines.safety.alerts import Alert, Reconciled
-from ab_pipelines.settings import Paths
+from ab_pipelines.settings import Paths, settings
 
 __all__ = [
     "EVENTS",
@@ -150,7 +150,7 @@ def alerts_file(home: Paths) -> Path:
 def notifiers_from_env(home: Paths, logger: Any | None = None) -> list[Notifier]:
     """log and file always; webhook when ``ABP_ALERT_WEBHOOK`` is set (and not blank)."""
     out: list[Notifier] = [LogNotifier(logger), JsonLinesNotifier(alerts_file(home))]
-    url = os.environ.get(WEBHOOK_ENV, "").strip()
+    url = settings().alert_webhook.strip()
     if url:
         out.append(WebhookNotifier(url))
     return out

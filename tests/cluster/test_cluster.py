@@ -72,7 +72,7 @@ def _embedded_demo(home: Path, log: Path, tmp_path: Path) -> subprocess.Popen:
 
 
 def _remote_demo(home: Path, log: Path, remote: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ab_pipelines.cli", "demo", *DEMO_ARGS.split()]
+    cmd = [sys.executable, "-m", "jobs.cli", "demo", *DEMO_ARGS.split()]
     with open(log, "wb") as out:
         return subprocess.Popen(
             cmd, env=_env(home, ABP_SPARK_REMOTE=remote), stdout=out, stderr=subprocess.STDOUT

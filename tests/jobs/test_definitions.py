@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from ab_pipelines.cli import run_days
 from ab_pipelines.events import envelope, write_dump
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, OPS_LANDED_FILES
 from ab_pipelines.settings import REPO_ROOT
+from jobs.driver import run_days
 
 D1, D2 = dt.date(2026, 11, 2), dt.date(2026, 11, 3)
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.dagster
 def instance(home):
     from dagster import DagsterInstance
 
-    from ab_pipelines.cli import ensure_dagster_home
+    from jobs.driver import ensure_dagster_home
 
     ensure_dagster_home(home)
     with DagsterInstance.get() as inst:

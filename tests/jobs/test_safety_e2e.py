@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 
 from ab_pipelines.assignment import Client
-from ab_pipelines.cli import main
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import OPS_KILLS, SILVER_EXPOSURE_COUNTS
 from ab_pipelines.safety import read_alerts
+from jobs.cli import main
 
 HARMFUL, AA = "hero_video", "homepage_aa"
 
