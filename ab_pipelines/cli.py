@@ -489,8 +489,8 @@ def results(
     from ab_pipelines.analysis.scorecard import (
         ScorecardError,
         pinned_versions,
+        read_scorecard,
         render,
-        scorecard,
         to_json,
     )
     from ab_pipelines.lake import Lake
@@ -509,7 +509,7 @@ def results(
     lake = Lake(home_or_fail())
     try:
         pinned = pinned_versions(lake, version, at)
-        card = scorecard(lake, registry_or_fail(), experiment, day, pinned)
+        card = read_scorecard(lake, registry_or_fail(), experiment, day, pinned)
     except ScorecardError as exc:
         raise UserError(str(exc)) from None
     click.echo(to_json(card) if as_json else render(card))

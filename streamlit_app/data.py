@@ -6,7 +6,8 @@ picked up on the next rerun, and nothing is read twice while the tables stay as 
 read through the Lake (delta-rs and Arrow), with the columns each view needs; Spark is never started.
 
 Numbers come from the gold tables and from :func:`ab_pipelines.analysis.scorecard.scorecard`, the
-same scorecard ``abp results`` prints: nothing statistical is recomputed here.
+same typed scorecard ``abp results`` prints: nothing statistical is recomputed here, and which
+estimate a decision reads is :mod:`ab_pipelines.analysis.decision`'s choice, not this module's.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ab_pipelines.analysis.results import ALL_SEGMENT
-from ab_pipelines.analysis.scorecard import analysed_days, scorecard
+from ab_pipelines.analysis.decision import (
+    ALL_SEGMENT,
+    DECISION_TEXT,
+    MetricVerdict,
+    PlanEntry,
+    Scorecard,
+    SegmentScorecard,
+    Srm,
+    view_estimate,
+)
+from ab_pipelines.analysis.scorecard import analysed_days, read_scorecard
 from ab_pipelines.config.approvals import content_sha
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.config.publish import current_payload
@@ -75,14 +85,6 @@ __all__ = [
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: what a decision means, in one sentence each (docs/analysis.md, "Peeking protection and the decision").
-DECISION_TEXT = {
-    "keep_running": "Keep running: no variant wins or loses on the primary metrics yet.",
-    "ship": "Ship: a variant is significantly better on every primary metric.",
-    "rollback": "Roll back: a guardrail is breached, or a primary metric is significantly worse.",
-    "inconclusive": "Inconclusive: the experiment has ended without a winner.",
-    "invalid": "Invalid: the split is broken (sample ratio mismatch); do not trust these results.",
-}
 #: the colour classes of a lift: its interval against zero, read in the metric's desired direction.
 VERDICTS = ("better", "worse", "inconclusive", "no data")
 _STATUS_ORDER = {"running": 0, "approved": 1, "in_review": 2, "draft": 3, "killed": 4, "stopped": 5}
@@ -106,10 +108,6 @@ def reads(*specs: TableSpec, registry: bool = False) -> Callable[[F], F]:
 def _frame(table: pa.Table | list[dict], columns: Sequence[str]) -> pd.DataFrame:
     rows = table.to_pylist() if isinstance(table, pa.Table) else table
     return pd.DataFrame(rows, columns=list(columns))
-
-
-def _four(row: Mapping[str, Any], prefix: str) -> tuple[float | None, float | None, float | None]:
-    return row.get(f"{prefix}_effect"), row.get(f"{prefix}_ci_low"), row.get(f"{prefix}_ci_high")
 
 
 def _pct(x: float | None) -> str:
@@ -142,13 +140,11 @@ def decision_estimate(
 ) -> tuple[float | None, float | None, float | None]:
     """The relative lift and interval the decision reads from a gold.experiment_results row.
 
-    Always-valid when the experiment is sequential; else fixed-horizon, CUPED where it applies.
+    :meth:`ab_pipelines.analysis.decision.MetricVerdict.decision_relative`: always-valid when the
+    experiment is sequential; else fixed-horizon, CUPED where it applies.
     """
-    if sequential:
-        return _four(row, "seq_rel")
-    if row.get("cuped_rel_effect") is not None:
-        return _four(row, "cuped_rel")
-    return _four(row, "rel")
+    est = MetricVerdict.from_gold(row).decision_relative(sequential)
+    return est.effect, est.ci_low, est.ci_high
 
 
 # ---- overview ----------------------------------------------------------------------------------
@@ -207,29 +203,14 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
     the decision, and the first primary metric's lift with the interval the decision reads.
     """
     all_rows = pc.field("segment") == ALL_SEGMENT
-    results = lake.read_arrow(
-        GOLD_EXPERIMENT_RESULTS,
-        filter=all_rows,
-        columns=[
-            "experiment_id",
-            "metric",
-            "role",
-            "variant",
-            "decision",
-            "guardrail_breached",
-            "day",
-            *(
-                f"{p}_{k}"
-                for p in ("rel", "cuped_rel", "seq_rel")
-                for k in ("effect", "ci_low", "ci_high")
-            ),
-        ],
-    ).to_pylist()
+    results = lake.read_arrow(GOLD_EXPERIMENT_RESULTS, filter=all_rows).to_pylist()
     latest: dict[str, dt.date] = {}
     for r in results:
         latest[r["experiment_id"]] = max(r["day"], latest.get(r["experiment_id"], r["day"]))
     srm = lake.read_arrow(
-        GOLD_SRM, filter=all_rows, columns=["experiment_id", "units", "p_value", "flagged", "day"]
+        GOLD_SRM,
+        filter=all_rows,
+        columns=["experiment_id", "variant", "units", "p_value", "flagged", "day"],
     ).to_pylist()
     exposed = (
         lake.read_arrow(SILVER_EXPOSURE_COUNTS, columns=["experiment_id", "exposures"])
@@ -246,13 +227,15 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
         as_of = latest.get(exp.id)
         kill = killed.get(exp.id)
         mine = [r for r in results if r["experiment_id"] == exp.id and r["day"] == as_of]
-        srm_now = [r for r in srm if r["experiment_id"] == exp.id and r["day"] == as_of]
-        guards = [r for r in mine if r["role"] == "guardrail"]
-        primary = next(iter(exp.metrics.primary), None)
-        lead = next((r for r in mine if r["metric"] == primary), None)
-        effect, low, high = (
-            decision_estimate(lead, exp.analysis.sequential) if lead else (None, None, None)
+        srm_now = Srm.from_gold(
+            [r for r in srm if r["experiment_id"] == exp.id and r["day"] == as_of]
         )
+        verdicts = [MetricVerdict.from_gold(r) for r in mine]
+        guards = [v for v in verdicts if v.role == "guardrail"]
+        primary = next(iter(exp.metrics.primary), None)
+        lead = next((v for v in verdicts if v.metric == primary), None)
+        est = lead.decision_relative(exp.analysis.sequential) if lead else None
+        effect, low, high = (est.effect, est.ci_low, est.ci_high) if est else (None, None, None)
         failed_dq = (
             sum(1 for r in dq if not r["passed"] and exp.start_date <= r["day"] <= as_of)
             if as_of
@@ -268,11 +251,11 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
                 "as_of": as_of,
                 "days_running": _days_running(exp, as_of, kill["killed_at"] if kill else None),
                 "exposures": int(exposures.get(exp.id) or 0),
-                "units": sum(r["units"] for r in srm_now) if srm_now else None,
+                "units": sum(srm_now.counts.values()) if srm_now.counts else None,
                 "srm": "no data"
-                if not srm_now
-                else ("flagged" if any(r["flagged"] for r in srm_now) else "ok"),
-                "srm_p_value": srm_now[0]["p_value"] if srm_now else None,
+                if not srm_now.counts
+                else ("flagged" if srm_now.flagged else "ok"),
+                "srm_p_value": srm_now.p_value if srm_now.counts else None,
                 "data_quality": "no data"
                 if failed_dq is None
                 else ("ok" if failed_dq == 0 else f"{failed_dq} failed"),
@@ -280,7 +263,7 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
                 if not exp.metrics.guardrails
                 else "no data"
                 if not guards
-                else ("breached" if any(r["guardrail_breached"] for r in guards) else "ok"),
+                else ("breached" if any(v.breached for v in guards) else "ok"),
                 "decision": mine[0]["decision"] if mine else None,
                 "primary_metric": primary,
                 "lift": effect,
@@ -305,27 +288,24 @@ def experiment_days(lake: Lake, experiment_id: str) -> list[dt.date]:
 @reads(GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_KILLS, registry=True)
 def scorecard_card(
     lake: Lake, registry: Registry, experiment_id: str, day: dt.date | None = None
-) -> dict[str, Any]:
+) -> Scorecard:
     """The scorecard of ``abp results`` (CONTRACTS section 4); raises ScorecardError if there is none."""
-    return scorecard(lake, registry, experiment_id, day)
+    return read_scorecard(lake, registry, experiment_id, day)
 
 
 def pick_estimate(entry: Mapping[str, Any], cuped: bool, sequential: bool) -> tuple[dict, str]:
-    """The relative estimate of a scorecard metric entry for the chosen view, and its label.
+    """The relative estimate of a scorecard metric entry (JSON face) for the chosen view, and its label.
 
-    Fixed-horizon: CUPED where it applies (``cuped`` is not null) when asked, else raw. Always-valid:
-    the pipeline stores the confidence sequence on the CUPED estimate where CUPED applies (the one
-    decisions read), so with ``cuped=False`` such a row still shows it, labelled so.
+    :func:`ab_pipelines.analysis.decision.view_estimate` on the entry's relative estimates.
     """
-    has_cuped = entry.get("cuped") is not None
-    if sequential:
-        label = "always-valid, CUPED" if has_cuped else "always-valid, raw"
-        if has_cuped and not cuped:
-            label += " (raw not stored)"
-        return entry["sequential"]["relative"], label
-    if cuped and has_cuped:
-        return entry["cuped"]["relative"], "fixed-horizon, CUPED"
-    return entry["relative"], "fixed-horizon, raw" + (" (no pre-period)" if cuped else "")
+    c = entry.get("cuped")
+    return view_estimate(
+        entry["relative"],
+        None if c is None else c["relative"],
+        entry["sequential"]["relative"],
+        want_cuped=cuped,
+        want_sequential=sequential,
+    )
 
 
 _SCORE_COLUMNS = (
@@ -354,85 +334,102 @@ _SCORE_COLUMNS = (
 
 
 def _entry_row(
-    e: Mapping[str, Any], metrics: Mapping[str, Metric], cuped: bool, sequential: bool
+    v: MetricVerdict, metrics: Mapping[str, Metric], cuped: bool, sequential: bool
 ) -> dict[str, Any]:
-    est, label = pick_estimate(e, cuped, sequential)
-    metric = metrics.get(e["metric"])
+    est, label = v.view(cuped, sequential)
+    metric = metrics.get(v.metric)
     higher = metric.higher_is_better if metric is not None else True
-    base, var = e["baseline"], e["variant"]
-    guard = e.get("guardrail") or {}
+    guard = v.shown_guardrail
     return {
-        "metric": e["metric"],
-        "role": e["role"],
-        "variant": var,
-        "baseline": base,
-        "n_baseline": e["n"].get(base),
-        "n_variant": e["n"].get(var),
-        "mean_baseline": e["mean"].get(base),
-        "mean_variant": e["mean"].get(var),
-        "lift": est["effect"],
-        "ci_low": est["ci_low"],
-        "ci_high": est["ci_high"],
-        "p_value": est["p_value"],
-        "p_value_adjusted": e.get("p_value_adjusted"),
-        "significant": e.get("significant"),
+        **v.arms(),
+        "role": v.role,
+        "lift": est.effect,
+        "ci_low": est.ci_low,
+        "ci_high": est.ci_high,
+        "p_value": est.p_value,
+        "p_value_adjusted": v.p_value_adjusted,
+        "significant": v.significant,
         "desired": "higher" if higher else "lower",
-        "verdict": verdict(est["ci_low"], est["ci_high"], higher),
+        "verdict": verdict(est.ci_low, est.ci_high, higher),
         "estimate": label,
-        "variance_reduction": (e.get("cuped") or {}).get("variance_reduction"),
-        "margin": guard.get("margin"),
-        "bound": guard.get("bound"),
-        "breached": guard.get("breached"),
+        "variance_reduction": None if v.cuped is None else v.cuped.variance_reduction,
+        "margin": None if guard is None else guard.margin,
+        "bound": None if guard is None else guard.bound,
+        "breached": None if guard is None else guard.breached,
     }
 
 
+def _verdicts(card: Scorecard | Mapping[str, Any]) -> tuple[MetricVerdict, ...]:
+    if isinstance(card, Scorecard):
+        return card.metrics
+    return tuple(MetricVerdict.from_json(e) for e in card.get("metrics") or ())
+
+
+def _segments(card: Scorecard | Mapping[str, Any]) -> tuple[SegmentScorecard, ...]:
+    if isinstance(card, Scorecard):
+        return card.segments
+    return tuple(SegmentScorecard.from_json(seg) for seg in card.get("segments") or ())
+
+
+def _plan(card: Scorecard | Mapping[str, Any]) -> tuple[PlanEntry, ...]:
+    if isinstance(card, Scorecard):
+        return card.plan
+    return tuple(PlanEntry(**p) for p in card.get("plan") or ())
+
+
 def scorecard_rows(
-    card: Mapping[str, Any], metrics: Mapping[str, Metric], cuped: bool, sequential: bool
+    card: Scorecard | Mapping[str, Any],
+    metrics: Mapping[str, Metric],
+    cuped: bool,
+    sequential: bool,
 ) -> pd.DataFrame:
     """One row per metric and variant of the scorecard (segment "all"), in the chosen view.
 
     ``lift``, ``ci_low``, ``ci_high`` and ``p_value`` are the relative estimate of the view
-    (:func:`pick_estimate`); ``p_value_adjusted`` and ``significant`` are the decision's, whatever
-    the view; ``verdict`` colours the lift by its interval and the metric's desired direction.
+    (:meth:`MetricVerdict.view`); ``p_value_adjusted`` and ``significant`` are the decision's,
+    whatever the view; ``verdict`` colours the lift by its interval and the metric's desired
+    direction. ``card`` is the typed scorecard, or its JSON face.
     """
-    rows = [_entry_row(e, metrics, cuped, sequential) for e in card["metrics"]]
+    rows = [_entry_row(v, metrics, cuped, sequential) for v in _verdicts(card)]
     return _frame(rows, _SCORE_COLUMNS)
 
 
 def segment_rows(
-    card: Mapping[str, Any], metrics: Mapping[str, Metric], cuped: bool, sequential: bool
+    card: Scorecard | Mapping[str, Any],
+    metrics: Mapping[str, Metric],
+    cuped: bool,
+    sequential: bool,
 ) -> pd.DataFrame:
     """The exploratory segment rows of the scorecard, with each segment's SRM: never for decisions."""
     rows = []
-    for seg in card.get("segments") or []:
-        srm = seg.get("srm") or {}
-        for e in seg["metrics"]:
+    for seg in _segments(card):
+        for v in seg.metrics:
             rows.append(
                 {
-                    "segment": seg["segment"],
-                    "segment_srm_p_value": srm.get("p_value"),
-                    "segment_srm_flagged": srm.get("flagged"),
-                    **_entry_row(e, metrics, cuped, sequential),
+                    "segment": seg.segment,
+                    "segment_srm_p_value": None if seg.srm is None else seg.srm.p_value,
+                    "segment_srm_flagged": None if seg.srm is None else seg.srm.flagged,
+                    **_entry_row(v, metrics, cuped, sequential),
                 }
             )
     return _frame(rows, ("segment", "segment_srm_p_value", "segment_srm_flagged", *_SCORE_COLUMNS))
 
 
-def plan_lines(card: Mapping[str, Any]) -> list[str]:
+def plan_lines(card: Scorecard | Mapping[str, Any]) -> list[str]:
     """How much longer, per primary metric, from the scorecard's ``plan`` (fixed-horizon floor)."""
     out = []
-    for p in card.get("plan") or []:
-        if p.get("days_more") is not None:
+    for p in _plan(card):
+        if p.days_more is not None:
             out.append(
-                f"{p['metric']}: {p['units_per_arm_needed']:,} units per arm are needed for the "
-                f"{p['mde_target']:.1%} MDE; {p['units_per_arm']:,} so far, about "
-                f"{p['days_more']} more day(s) at the traffic so far."
+                f"{p.metric}: {p.units_per_arm_needed:,} units per arm are needed for the "
+                f"{p.mde_target:.1%} MDE; {p.units_per_arm:,} so far, about "
+                f"{p.days_more} more day(s) at the traffic so far."
             )
-        elif p.get("mde_now") is not None:
-            target = f" (target {p['mde_target']:.1%})" if p.get("mde_target") is not None else ""
+        elif p.mde_now is not None:
+            target = f" (target {p.mde_target:.1%})" if p.mde_target is not None else ""
             out.append(
-                f"{p['metric']}: with {p['units_per_arm']:,} units per arm it can detect a "
-                f"{p['mde_now']:.1%} relative change now (80% power, fixed horizon){target}."
+                f"{p.metric}: with {p.units_per_arm:,} units per arm it can detect a "
+                f"{p.mde_now:.1%} relative change now (80% power, fixed horizon){target}."
             )
     return out
 
@@ -466,7 +463,8 @@ def effect_over_time(lake: Lake, experiment_id: str, segment: str = ALL_SEGMENT)
     where = (pc.field("experiment_id") == experiment_id) & (pc.field("segment") == segment)
     rows = []
     for r in lake.read_arrow(GOLD_EXPERIMENT_RESULTS, filter=where).to_pylist():
-        fixed = decision_estimate(r, sequential=False)
+        v = MetricVerdict.from_gold(r)
+        fixed = v.fixed_relative
         rows.append(
             {
                 "day": r["day"],
@@ -474,13 +472,13 @@ def effect_over_time(lake: Lake, experiment_id: str, segment: str = ALL_SEGMENT)
                 "role": r["role"],
                 "variant": r["variant"],
                 "n": (r["n_baseline"] or 0) + (r["n_variant"] or 0),
-                "effect": r["seq_rel_effect"],
-                "ci_low": r["seq_rel_ci_low"],
-                "ci_high": r["seq_rel_ci_high"],
-                "fixed_effect": fixed[0],
-                "fixed_ci_low": fixed[1],
-                "fixed_ci_high": fixed[2],
-                "significant": r["significant"],
+                "effect": v.sequential_relative.effect,
+                "ci_low": v.sequential_relative.ci_low,
+                "ci_high": v.sequential_relative.ci_high,
+                "fixed_effect": fixed.effect,
+                "fixed_ci_low": fixed.ci_low,
+                "fixed_ci_high": fixed.ci_high,
+                "significant": v.significant,
                 "decision": r["decision"],
             }
         )

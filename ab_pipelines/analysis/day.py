@@ -6,7 +6,10 @@ correction method, a fixed formula) without Spark:
 1. :func:`stats_day` (Spark): ``gold.sufficient_stats``, and from the same pass ``gold.srm`` and
    ``gold.health`` (they need the unit counts and crossovers the Spark pass sees);
 2. :func:`results_day` (numpy): ``gold.experiment_results`` from ``gold.sufficient_stats`` and
-   ``gold.srm``.
+   ``gold.srm``, and ``ops.experiment_days`` (each experiment's state that day).
+
+Which experiments a day analyses, their kill cut and their provenance come from one place,
+:func:`ab_pipelines.analysis.state.states_of_day`.
 
 Each replaces its day's partition, so a re-run of a day rewrites it exactly.
 """
@@ -25,11 +28,8 @@ from ab_pipelines.analysis.results import (
     srm_flagged,
     srm_rows,
 )
-from ab_pipelines.analysis.sufficient_stats import (
-    ANALYSED_STATUSES,
-    kill_times,
-    write_day,
-)
+from ab_pipelines.analysis.state import states_of_day, with_provenance, write_states
+from ab_pipelines.analysis.sufficient_stats import write_day
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
@@ -37,6 +37,7 @@ from ab_pipelines.lake.tables import (
     GOLD_HEALTH,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
+    OPS_EXPERIMENT_DAYS,
     TableSpec,
 )
 
@@ -94,15 +95,20 @@ def stats_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DaySummary
 
 
 def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
-    """gold.experiment_results for ``day`` from that day's gold.sufficient_stats and gold.srm."""
+    """gold.experiment_results for ``day`` from that day's gold.sufficient_stats and gold.srm, and
+    ops.experiment_days: the state each experiment was decided in (both replacing the day).
+
+    Every results row carries the registry sha and config version of its experiment's state.
+    """
     on_day = pc.field("day") == day
     stats = lake.read_arrow(GOLD_SUFFICIENT_STATS, filter=on_day)
     srm = lake.read_arrow(GOLD_SRM, filter=on_day)
-    kills = kill_times(lake)
+    states = states_of_day(lake, registry, day)
     parts, decisions = [], {}
-    for exp in sorted(registry.experiments.values(), key=lambda e: e.id):
-        if exp.status not in ANALYSED_STATUSES or exp.start_date > day:
+    for exp_id, state in states.items():
+        if not state.analysed:
             continue
+        exp = registry.experiments[exp_id]
         mine = pc.field("experiment_id") == exp.id
         exp_stats = stats.filter(mine)
         exp_srm = srm.filter(mine)
@@ -114,12 +120,18 @@ def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
             day,
             exp_stats,
             srm_flagged(exp_srm),
-            killed_at=kills.get(exp.id),
+            killed_at=state.killed_at,
         )
-        parts.append(t)
+        parts.append(with_provenance(t, state))
         decisions[exp.id] = t.column("decision")[0].as_py() if t.num_rows else "keep_running"
     table = _concat(GOLD_EXPERIMENT_RESULTS, parts)
     lake.write_arrow(GOLD_EXPERIMENT_RESULTS, table, replace=[{"day": day.isoformat()}])
+    state_rows = write_states(lake, day, states)
     return DaySummary(
-        day, rows={GOLD_EXPERIMENT_RESULTS.qualified: table.num_rows}, decisions=decisions
+        day,
+        rows={
+            GOLD_EXPERIMENT_RESULTS.qualified: table.num_rows,
+            OPS_EXPERIMENT_DAYS.qualified: state_rows,
+        },
+        decisions=decisions,
     )

@@ -8,16 +8,10 @@ and 5; choices the contract leaves open are documented in docs/analysis.md):
 - Every metric of an experiment gets, per non-baseline variant and segment: the fixed-horizon Welch
   estimates (raw and, where pre-period data exists, CUPED) and the always-valid estimates of the
   confidence sequence (N* = 5000), computed on the CUPED estimate where CUPED applies.
-- The p-value a decision reads is the relative lift's: the always-valid one when
-  ``analysis.sequential`` (peeking protection), else the fixed-horizon one (CUPED where it
-  applies). It is adjusted over the family "primary and secondary metrics × non-baseline variants"
-  of segment "all" (``analysis.correction``); a row is significant when the adjusted p < α.
-- Guardrails always use the always-valid relative bound (they are looked at every day).
+- Which estimate a decision reads, the family and its adjustment, the guardrail check and the
+  decision itself are :mod:`ab_pipelines.analysis.decision`'s: this module computes the numbers
+  and asks it.
 - Segment rows are exploratory: computed and shown, never adjusted, never decide.
-- The decision, in order: ``invalid`` (SRM flagged), ``rollback`` (a guardrail breached, or a
-  primary metric significantly worse for some variant), ``ship`` (a variant significantly better
-  on every primary metric), ``inconclusive`` (the experiment ended: stopped, killed, or past its
-  end date), else ``keep_running``.
 """
 
 from __future__ import annotations
@@ -30,16 +24,15 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ab_pipelines.analysis import decision
+from ab_pipelines.analysis.decision import ALL_SEGMENT, DECISIONS, MetricVerdict, Srm, Standing
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, GOLD_HEALTH, GOLD_SRM
 from ab_pipelines.stats import (
     DEFAULT_SEQUENTIAL_TUNING,
     Moments,
     RatioMoments,
-    adjust_pvalues,
     compare,
-    guardrail_bound,
-    guardrail_breached,
     srm_test,
 )
 
@@ -54,8 +47,6 @@ __all__ = [
     "srm_rows",
 ]
 
-ALL_SEGMENT = "all"
-DECISIONS = ("keep_running", "ship", "rollback", "inconclusive", "invalid")
 #: crossovers above this share of the exposed units are flagged in gold.health.
 CROSSOVER_SHARE_FLAG = 0.01
 #: a covariate whose arms differ before exposure at p below this is flagged (as strict as SRM).
@@ -121,7 +112,7 @@ def srm_rows(exp: Experiment, day: dt.date, units: Mapping[str, Mapping[str, int
 
 def srm_flagged(srm: pa.Table) -> bool:
     """Whether segment "all" of an experiment's gold.srm rows is flagged."""
-    return any(r["flagged"] for r in srm.to_pylist() if r["segment"] == ALL_SEGMENT)
+    return Srm.from_gold([r for r in srm.to_pylist() if r["segment"] == ALL_SEGMENT]).flagged
 
 
 # ---- moments from gold rows --------------------------------------------------------------
@@ -183,7 +174,7 @@ def _estimates(prefix: str, c, i: int) -> dict[str, float | None]:
 def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
     """Raw, CUPED and sequential estimates of every cell, one vectorized call per kind and mode."""
     alpha = exp.analysis.alpha
-    cuped_possible = exp.analysis.cuped_lookback_days > 0
+    lookback = exp.analysis.cuped_lookback_days
     out: list[dict] = [{} for _ in cells]
     for ratio in (False, True):
         idx = [i for i, c in enumerate(cells) if (c.metric.kind == "ratio") == ratio]
@@ -212,11 +203,9 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
         }
         for j, i in enumerate(idx):
             c = cells[i]
-            # CUPED applies where a pre-period exists and the covariate varies in some arm.
-            has_pre = cuped_possible and (
-                c.base["pre_num_sum_sq"] > 0 or c.arm["pre_num_sum_sq"] > 0
+            has_pre = decision.cuped_applies(
+                lookback, c.base["pre_num_sum_sq"], c.arm["pre_num_sum_sq"], cup[True].effect[j]
             )
-            has_pre = has_pre and np.isfinite(cup[True].effect[j])
             seq = seq_cup if has_pre else seq_raw
             row = {
                 "n_baseline": int(c.base["n"]),
@@ -239,37 +228,21 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
     return out
 
 
-def _decision_p(row: dict, sequential: bool) -> float | None:
-    """The relative lift's p-value a decision reads (see the module docstring)."""
-    if sequential:
-        return row.get("seq_rel_p_value")
-    p = row.get("cuped_rel_p_value")
-    return p if row.get("cuped_theta") is not None else row.get("rel_p_value")
-
-
-def _better(row: dict, metric: Metric) -> bool | None:
-    """Whether the variant's (CUPED where it applies) relative effect points the good way."""
-    effect = row.get("seq_rel_effect")
-    if effect is None or effect == 0:
-        return None
-    return (effect > 0) == metric.higher_is_better
-
-
 def decide(exp: Experiment, rows: list[dict], srm_is_flagged: bool, has_ended: bool) -> str:
-    """The experiment's decision from its segment-"all" result rows (CONTRACTS section 4)."""
-    if srm_is_flagged:
-        return "invalid"
-    main = [r for r in rows if r["segment"] == ALL_SEGMENT]
-    if any(r["guardrail_breached"] for r in main):
-        return "rollback"
-    primary = [r for r in main if r["role"] == "primary"]
-    if any(r["significant"] and r["_better"] is False for r in primary):
-        return "rollback"
-    for vid in exp.variant_ids[1:]:
-        mine = [r for r in primary if r["variant"] == vid]
-        if mine and all(r["significant"] and r["_better"] for r in mine):
-            return "ship"
-    return "inconclusive" if has_ended else "keep_running"
+    """:func:`ab_pipelines.analysis.decision.decide` on result rows (``_better`` set, any segment)."""
+    standings = [
+        Standing(
+            metric=r["metric"],
+            role=r["role"],
+            variant=r["variant"],
+            significant=bool(r["significant"]),
+            better=r["_better"],
+            breached=bool(r["guardrail_breached"]),
+        )
+        for r in rows
+        if r["segment"] == ALL_SEGMENT
+    ]
+    return decision.decide(exp, standings, srm_is_flagged, has_ended)
 
 
 def experiment_results(
@@ -317,35 +290,30 @@ def experiment_results(
             segment=c.segment,
             exploratory=c.segment != ALL_SEGMENT,
             day=day,
-            _better=_better(est, c.metric),
+            _better=decision.better(est.get("seq_rel_effect"), c.metric.higher_is_better),
         )
         if c.metric.id in margins:
-            low, high = est.get("seq_rel_ci_low"), est.get("seq_rel_ci_high")
-            low_, high_ = (np.nan if x is None else x for x in (low, high))
+            g = decision.guardrail_check(
+                margins[c.metric.id],
+                est.get("seq_rel_ci_low"),
+                est.get("seq_rel_ci_high"),
+                c.metric.higher_is_better,
+            )
             row.update(
-                guardrail_margin=margins[c.metric.id],
-                guardrail_bound=_num(guardrail_bound(low_, high_, c.metric.higher_is_better)),
-                guardrail_breached=bool(
-                    guardrail_breached(low_, high_, margins[c.metric.id], c.metric.higher_is_better)
-                ),
+                guardrail_margin=g.margin, guardrail_bound=g.bound, guardrail_breached=g.breached
             )
         rows.append(row)
 
-    family = [
-        r for r in rows if r["segment"] == ALL_SEGMENT and r["role"] in ("primary", "secondary")
-    ]
+    family = [r for r in rows if decision.in_family(r["role"], r["segment"])]
     if family:
-        p = np.array(
-            [_num(_decision_p(r, exp.analysis.sequential)) or np.nan for r in family], dtype=float
-        )
-        method = exp.analysis.correction
-        adj = p if method == "none" else adjust_pvalues(p, method=method)
-        for r, q in zip(family, adj, strict=True):
-            r["p_value_adjusted"] = _num(q)
-            r["significant"] = bool(np.isfinite(q) and q < exp.analysis.alpha)
-    decision = decide(exp, rows, srm_is_flagged, ended(exp, day, killed_at))
+        sequential = exp.analysis.sequential
+        p = [MetricVerdict.from_gold(r).decision_relative(sequential).p_value for r in family]
+        for r, q in zip(family, decision.adjust(p, exp.analysis.correction), strict=True):
+            r["p_value_adjusted"] = q
+            r["significant"] = decision.is_significant(q, exp.analysis.alpha)
+    verdict = decide(exp, rows, srm_is_flagged, ended(exp, day, killed_at))
     for r in rows:
-        r["decision"] = decision
+        r["decision"] = verdict
         del r["_better"]
     return pa.Table.from_pylist(rows, schema=GOLD_EXPERIMENT_RESULTS.schema)
 

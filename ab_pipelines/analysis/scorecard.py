@@ -1,8 +1,9 @@
 """The scorecard of one experiment on one day: ``abp results`` (CONTRACTS section 4).
 
 Read from the gold tables (``gold.experiment_results``, ``gold.srm``, ``gold.sufficient_stats``),
-never recomputed from raw data, so what the CLI, the dashboard and the alerts show is the same.
-Numbers that do not exist are ``None`` (JSON ``null``), never NaN.
+never recomputed from raw data, into the typed :class:`~ab_pipelines.analysis.decision.Scorecard`
+that the CLI (text and JSON), the dashboard and the alerts all render. Numbers that do not exist are
+``None`` (JSON ``null``), never NaN.
 """
 
 from __future__ import annotations
@@ -16,8 +17,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ab_pipelines.analysis import decision
+from ab_pipelines.analysis.decision import (
+    ALL_SEGMENT,
+    AnalysisRule,
+    Killed,
+    MetricVerdict,
+    PlanEntry,
+    Scorecard,
+    SegmentScorecard,
+    Srm,
+)
 from ab_pipelines.analysis.plan import PlanError, metric_moments
-from ab_pipelines.analysis.results import ALL_SEGMENT
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
@@ -30,54 +41,22 @@ from ab_pipelines.lake.tables import (
 from ab_pipelines.settings import settings
 from ab_pipelines.stats import days_needed, mde_for, sample_size
 
-__all__ = ["ScorecardError", "analysed_days", "render", "scorecard", "to_json"]
+__all__ = [
+    "Scorecard",
+    "ScorecardError",
+    "analysed_days",
+    "pinned_versions",
+    "read_scorecard",
+    "render",
+    "scorecard",
+    "to_json",
+]
 
 _ROLE_ORDER = {"primary": 0, "secondary": 1, "guardrail": 2}
 
 
 class ScorecardError(LookupError):
     """No scorecard for that experiment and day (not in the registry, or not analysed)."""
-
-
-def _four(row: dict, prefix: str) -> dict[str, float | None]:
-    return {
-        "effect": row[f"{prefix}_effect"],
-        "ci_low": row[f"{prefix}_ci_low"],
-        "ci_high": row[f"{prefix}_ci_high"],
-        "p_value": row[f"{prefix}_p_value"],
-    }
-
-
-def _metric_entry(row: dict) -> dict[str, Any]:
-    base, var = row["baseline"], row["variant"]
-    entry: dict[str, Any] = {
-        "metric": row["metric"],
-        "role": row["role"],
-        "variant": var,
-        "baseline": base,
-        "n": {base: row["n_baseline"], var: row["n_variant"]},
-        "mean": {base: row["mean_baseline"], var: row["mean_variant"]},
-        "absolute": _four(row, "abs"),
-        "relative": _four(row, "rel"),
-        "cuped": None,
-        "sequential": {"absolute": _four(row, "seq_abs"), "relative": _four(row, "seq_rel")},
-        "p_value_adjusted": row["p_value_adjusted"],
-        "significant": row["significant"],
-    }
-    if row["cuped_theta"] is not None:
-        entry["cuped"] = {
-            "theta": row["cuped_theta"],
-            "variance_reduction": row["cuped_variance_reduction"],
-            "absolute": _four(row, "cuped_abs"),
-            "relative": _four(row, "cuped_rel"),
-        }
-    if row["role"] == "guardrail":
-        entry["guardrail"] = {
-            "margin": row["guardrail_margin"],
-            "bound": row["guardrail_bound"],
-            "breached": row["guardrail_breached"],
-        }
-    return entry
 
 
 def analysed_days(
@@ -141,14 +120,14 @@ def _read(lake: Lake, spec, pinned: Mapping[str, int | None] | None, **kw) -> pa
 def _order(exp: Experiment):
     listed = {m: i for i, m in enumerate(dict.fromkeys(exp.metric_ids()))}
     variants = {v: i for i, v in enumerate(exp.variant_ids)}
-    return lambda r: (
-        _ROLE_ORDER.get(r["role"], 9),
-        listed.get(r["metric"], 99),
-        variants.get(r["variant"], 99),
+    return lambda v: (
+        _ROLE_ORDER.get(v.role, 9),
+        listed.get(v.metric, 99),
+        variants.get(v.variant, 99),
     )
 
 
-def _plan(exp: Experiment, stats: list[dict], day: dt.date) -> list[dict]:
+def _plan(exp: Experiment, stats: list[dict], day: dt.date) -> list[PlanEntry]:
     """How far each primary metric is from the experiment's MDE: users and days still needed.
 
     Fixed-horizon normal-approximation power (80%, the experiment's α) with the baseline arm's
@@ -169,22 +148,24 @@ def _plan(exp: Experiment, stats: list[dict], day: dt.date) -> list[dict]:
             continue
         alpha = exp.analysis.alpha
         per_arm_now = min(arm_n)
-        entry: dict[str, Any] = {
-            "metric": mid,
-            "units_per_arm": int(per_arm_now),
-            "mde_now": _clean(mde_for(per_arm_now, ratio, variance, alpha=alpha)),
-            "mde_target": exp.analysis.mde,
-            "units_per_arm_needed": None,
-            "days_more": None,
-        }
+        needed = more = None
         if exp.analysis.mde is not None:
             need = sample_size(ratio, variance, exp.analysis.mde, alpha=alpha)
             rate = per_arm_now / elapsed
-            entry["units_per_arm_needed"] = None if need < 0 else int(need)
+            needed = None if need < 0 else int(need)
             if need >= 0:
-                more = days_needed(rate, need, n_so_far=per_arm_now)
-                entry["days_more"] = None if more < 0 else int(more)
-        out.append(entry)
+                days = days_needed(rate, need, n_so_far=per_arm_now)
+                more = None if days < 0 else int(days)
+        out.append(
+            PlanEntry(
+                metric=mid,
+                units_per_arm=int(per_arm_now),
+                mde_now=_clean(mde_for(per_arm_now, ratio, variance, alpha=alpha)),
+                mde_target=exp.analysis.mde,
+                units_per_arm_needed=needed,
+                days_more=more,
+            )
+        )
     return out
 
 
@@ -200,7 +181,18 @@ def scorecard(
     day: dt.date | None = None,
     pinned: Mapping[str, int | None] | None = None,
 ) -> dict[str, Any]:
-    """The scorecard as of ``day`` (default: the latest analysed day), as CONTRACTS section 4.
+    """The JSON face of :func:`read_scorecard`: the object of CONTRACTS section 4, as a dict."""
+    return read_scorecard(lake, registry, experiment_id, day, pinned).as_json()
+
+
+def read_scorecard(
+    lake: Lake,
+    registry: Registry,
+    experiment_id: str,
+    day: dt.date | None = None,
+    pinned: Mapping[str, int | None] | None = None,
+) -> Scorecard:
+    """The typed scorecard as of ``day`` (default: the latest analysed day).
 
     ``pinned`` (from :func:`pinned_versions`) reads the tables as they were at a past point, so
     a scorecard can be shown again exactly as it was computed then.
@@ -234,66 +226,52 @@ def scorecard(
     killed = kills.to_pylist()[0] if kills.num_rows else None
 
     order = _order(exp)
-    main = sorted((r for r in rows if r["segment"] == ALL_SEGMENT), key=order)
-    srm_all = [r for r in srm if r["segment"] == ALL_SEGMENT]
-    card: dict[str, Any] = {
-        "experiment_id": experiment_id,
-        "as_of": day.isoformat(),
-        "status": exp.status,
-        "decision": main[0]["decision"] if main else _decision_without_metrics(srm_all),
-        "srm": {
-            "p_value": srm_all[0]["p_value"] if srm_all else None,
-            "flagged": bool(srm_all and srm_all[0]["flagged"]),
-            "counts": {r["variant"]: r["units"] for r in srm_all},
-        },
-        "metrics": [_metric_entry(r) for r in main],
-        "killed": None
+    verdicts = sorted((MetricVerdict.from_gold(r) for r in rows), key=order)
+    main = tuple(v for v in verdicts if v.segment == ALL_SEGMENT)
+    srm_by_segment: dict[str, list[dict]] = {}
+    for r in srm:
+        srm_by_segment.setdefault(r["segment"], []).append(r)
+    srm_all = Srm.from_gold(srm_by_segment.get(ALL_SEGMENT, []))
+    # The decision is the one stored with the rows; with no rows nothing was judged but the SRM.
+    verdict = (
+        _stored_decision(rows)
+        if main
+        else decision.decide(exp, (), srm_all.flagged, has_ended=False)
+    )
+    segments = sorted({v.segment for v in verdicts} - {ALL_SEGMENT})
+    return Scorecard(
+        experiment_id=experiment_id,
+        as_of=day,
+        status=exp.status,
+        decision=verdict,
+        srm=srm_all,
+        metrics=main,
+        analysis=AnalysisRule.of(exp),
+        killed=None
         if killed is None
-        else {
-            "at": killed["killed_at"].isoformat(),
-            "by": killed["by"],
-            "reason": killed["reason"],
-        },
-        "analysis": {
-            "alpha": exp.analysis.alpha,
-            "sequential": exp.analysis.sequential,
-            "correction": exp.analysis.correction,
-            "decision_p_value": "always-valid (sequential)"
-            if exp.analysis.sequential
-            else "fixed-horizon",
-        },
-        "plan": _plan(exp, stats, day),
-    }
-    if pinned is not None:
-        card["read_at_versions"] = dict(pinned)
-    segments = sorted({r["segment"] for r in rows} - {ALL_SEGMENT})
-    if segments:
-        card["segments"] = [
-            {
-                "segment": s,
-                "exploratory": True,
-                "srm": next(
-                    (
-                        {"p_value": r["p_value"], "flagged": r["flagged"]}
-                        for r in srm
-                        if r["segment"] == s
-                    ),
-                    None,
-                ),
-                "metrics": [_metric_entry(r) for r in sorted(rows, key=order) if r["segment"] == s],
-            }
+        else Killed(at=killed["killed_at"], by=killed["by"], reason=killed["reason"]),
+        plan=tuple(_plan(exp, stats, day)),
+        segments=tuple(
+            SegmentScorecard(
+                segment=s,
+                srm=Srm.from_gold(srm_by_segment[s]) if s in srm_by_segment else None,
+                metrics=tuple(v for v in verdicts if v.segment == s),
+            )
             for s in segments
-        ]
-    return card
+        ),
+        read_at_versions=None if pinned is None else dict(pinned),
+    )
 
 
-def _decision_without_metrics(srm: list[dict]) -> str:
-    return "invalid" if any(r["flagged"] for r in srm) else "keep_running"
+def _stored_decision(rows: list[dict]) -> str:
+    """The decision stored on an experiment's gold.experiment_results rows of a day (one value)."""
+    return next(r["decision"] for r in rows if r["segment"] == ALL_SEGMENT)
 
 
-def to_json(card: dict[str, Any]) -> str:
+def to_json(card: Scorecard | Mapping[str, Any]) -> str:
     """The scorecard as JSON; NaN can never appear (``allow_nan=False`` guards it)."""
-    return json.dumps(card, indent=2, allow_nan=False, default=str)
+    face = card.as_json() if isinstance(card, Scorecard) else card
+    return json.dumps(face, indent=2, allow_nan=False, default=str)
 
 
 # ---- text --------------------------------------------------------------------------------
@@ -309,57 +287,56 @@ def _p(x: float | None) -> str:
     return f"{x:.2g}" if x >= 0.001 else f"{x:.0e}"
 
 
-def render(card: dict[str, Any]) -> str:
+def render(card: Scorecard | Mapping[str, Any]) -> str:
     """A terminal scorecard: SRM, decision, one line per metric and variant.
 
     The lift shown is the one decisions read: CUPED where it applies, with the always-valid 95%
-    interval; the fixed-horizon p-value is labelled "fixed p" and is not for peeking.
+    interval; the fixed-horizon p-value is labelled "fixed p" and is not for peeking. ``card`` is
+    the typed scorecard or its JSON face.
     """
-    srm = card["srm"]
-    counts = "/".join(str(v) for v in srm["counts"].values()) or "0"
-    flag = "SRM FLAGGED" if srm["flagged"] else "no SRM"
+    if not isinstance(card, Scorecard):
+        card = Scorecard.from_json(card)
+    srm = card.srm
+    counts = "/".join(str(v) for v in srm.counts.values()) or "0"
+    flag = "SRM FLAGGED" if srm.flagged else "no SRM"
+    killed = card.killed
     lines = [
-        f"{card['experiment_id']}  as of {card['as_of']}  status {card['status']}  "
-        f"decision: {card['decision'].upper()}",
-        f"  units {counts}  {flag} (p={_p(srm['p_value'])})"
-        + (
-            f"  KILLED {card['killed']['at'][:16]} by {card['killed']['by']}"
-            if card["killed"]
-            else ""
-        ),
+        f"{card.experiment_id}  as of {card.as_of.isoformat()}  status {card.status}  "
+        f"decision: {card.decision.upper()}",
+        f"  units {counts}  {flag} (p={_p(srm.p_value)})"
+        + (f"  KILLED {killed.at.isoformat()[:16]} by {killed.by}" if killed else ""),
         f"  {'metric':<18}{'role':<10}{'variant':<11}{'lift':>7}  {'always-valid CI':<17}"
         f"{'adj p':>7} {'fixed p':>8}  cuped",
     ]
-    if card.get("read_at_versions"):
-        pins = ", ".join(f"{t} v{v}" for t, v in card["read_at_versions"].items() if v is not None)
+    if card.read_at_versions:
+        pins = ", ".join(f"{t} v{v}" for t, v in card.read_at_versions.items() if v is not None)
         lines.insert(2, f"  as computed then: {pins}")
-    for m in card["metrics"]:
-        seq = m["sequential"]["relative"]
-        fixed = (m["cuped"] or m)["relative"]
-        ci = f"[{_pct(seq['ci_low'])}, {_pct(seq['ci_high'])}]"
+    for m in card.metrics:
+        seq = m.sequential_relative
+        ci = f"[{_pct(seq.ci_low)}, {_pct(seq.ci_high)}]"
         tail = ""
-        if m["cuped"] is not None and m["cuped"]["variance_reduction"] is not None:
-            tail = f"  -{m['cuped']['variance_reduction']:.0%} var"
-        if "guardrail" in m:
-            g = m["guardrail"]
-            tail += f"  guardrail ±{g['margin']:.0%}: {'BREACHED' if g['breached'] else 'ok'}"
-        star = " *" if m.get("significant") else ""
+        if m.cuped is not None and m.cuped.variance_reduction is not None:
+            tail = f"  -{m.cuped.variance_reduction:.0%} var"
+        g = m.shown_guardrail
+        if g is not None:
+            tail += f"  guardrail ±{g.margin:.0%}: {'BREACHED' if g.breached else 'ok'}"
+        star = " *" if m.significant else ""
         lines.append(
-            f"  {m['metric']:<18}{m['role']:<10}{m['variant']:<11}{_pct(seq['effect']):>7}  "
-            f"{ci:<17}{_p(m['p_value_adjusted']):>7} {_p(fixed['p_value']):>8}{tail}{star}"
+            f"  {m.metric:<18}{m.role:<10}{m.variant:<11}{_pct(seq.effect):>7}  "
+            f"{ci:<17}{_p(m.p_value_adjusted):>7} {_p(m.fixed_relative.p_value):>8}{tail}{star}"
         )
-    for plan in card.get("plan", []):
-        if plan["days_more"] is not None:
+    for plan in card.plan:
+        if plan.days_more is not None:
             lines.append(
-                f"  plan: {plan['metric']} needs {plan['units_per_arm_needed']} units per arm for a "
-                f"{plan['mde_target']:.1%} MDE: about {plan['days_more']} more day(s)"
+                f"  plan: {plan.metric} needs {plan.units_per_arm_needed} units per arm for a "
+                f"{plan.mde_target:.1%} MDE: about {plan.days_more} more day(s)"
             )
-        elif plan["mde_now"] is not None:
+        elif plan.mde_now is not None:
             lines.append(
-                f"  plan: {plan['metric']} can detect {plan['mde_now']:.1%} now "
-                f"({plan['units_per_arm']} units per arm, fixed horizon, 80% power)"
+                f"  plan: {plan.metric} can detect {plan.mde_now:.1%} now "
+                f"({plan.units_per_arm} units per arm, fixed horizon, 80% power)"
             )
-    if card.get("segments"):
-        names = ", ".join(s["segment"] for s in card["segments"])
+    if card.segments:
+        names = ", ".join(s.segment for s in card.segments)
         lines.append(f"  exploratory segments (not for decisions): {names}")
     return "\n".join(lines)

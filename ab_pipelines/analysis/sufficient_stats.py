@@ -50,12 +50,20 @@ import contextlib
 import datetime as dt
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
 from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, release, run_models
+from ab_pipelines.analysis.state import (
+    ANALYSED_STATUSES,
+    ExperimentState,
+    analysis_window,
+    kills,
+    states_of_day,
+    with_provenance,
+)
 from ab_pipelines.config.models import EventAgg, Experiment, Metric
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake, partition_value
@@ -63,7 +71,6 @@ from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
     GOLD_SUFFICIENT_STATS,
-    OPS_KILLS,
 )
 
 __all__ = [
@@ -79,7 +86,6 @@ __all__ = [
     "write_day",
 ]
 
-ANALYSED_STATUSES = ("running", "stopped")
 PERSISTED_MODELS = ("first_exposures", "unit_sides")
 ALL_SEGMENT = "all"
 
@@ -102,11 +108,13 @@ class ExperimentStats:
 
 @dataclass(frozen=True)
 class DayStats:
-    """What :func:`write_day` wrote: the per-experiment results and the table version."""
+    """What :func:`write_day` wrote: the per-experiment results, the table version, and the
+    state of every experiment started by the day (:mod:`ab_pipelines.analysis.state`)."""
 
     day: dt.date
     experiments: tuple[ExperimentStats, ...]
     version: int
+    states: Mapping[str, ExperimentState] = field(default_factory=dict)
 
 
 def _ts_literal(t: dt.datetime) -> str:
@@ -220,15 +228,11 @@ def model_vars(
     """Every var of the SQL models for ``exp`` on ``day`` (see dbt_like_sql/README.md)."""
     metrics = list(metrics)
     day_end = _midnight(day + dt.timedelta(days=1))
-    cutoff = day_end
-    if exp.end_date is not None:
-        cutoff = min(cutoff, _midnight(exp.end_date + dt.timedelta(days=1)))
-    if killed_at is not None:
-        cutoff = min(cutoff, killed_at.astimezone(dt.UTC).replace(tzinfo=None))
+    window = analysis_window(exp, day, killed_at)  # the population rule, written once there
     return {
         "unit": exp.unit,
-        "start_ts": _ts_literal(_midnight(exp.start_date)),
-        "cutoff_ts": _ts_literal(cutoff),
+        "start_ts": _ts_literal(window.start),
+        "cutoff_ts": _ts_literal(window.cutoff),
         "day_end_ts": _ts_literal(day_end),
         "lookback_days": exp.analysis.cuped_lookback_days,
         "overrides": sorted(exp.overrides),
@@ -310,6 +314,7 @@ def experiment_stats(
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))
+    stats = with_provenance(stats, None)  # set by write_day, which knows the day's state
     stats = stats.select(GOLD_SUFFICIENT_STATS.schema.names).cast(GOLD_SUFFICIENT_STATS.schema)
     return ExperimentStats(experiment_id, day, stats, _unit_counts(exp, counts), int(crossovers))
 
@@ -323,24 +328,26 @@ def _unit_counts(exp: Experiment, rows: Iterable[Any]) -> dict[str, dict[str, in
 
 
 def kill_times(lake: Lake) -> dict[str, dt.datetime]:
-    """experiment id -> when it was killed (ops.kills)."""
-    rows = lake.read_arrow(OPS_KILLS, columns=["experiment_id", "killed_at"]).to_pylist()
-    return {r["experiment_id"]: r["killed_at"] for r in rows}
+    """experiment id -> when it was killed (ops.kills, through :func:`~.state.kills`)."""
+    return {exp_id: k.at for exp_id, k in kills(lake).items()}
 
 
 def write_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DayStats:
-    """Compute every running or stopped experiment started by ``day``; replace partition ``day``.
+    """Compute every experiment analysed on ``day`` (running or stopped, started by then, see
+    :func:`~.state.states_of_day`); replace partition ``day``.
 
-    A re-run replaces the partition with the same rows (the inputs of a day are fixed).
+    Each row carries the registry sha and config version of the experiment's state that day. A
+    re-run replaces the partition with the same rows (the inputs of a day are fixed).
     """
-    kills = kill_times(lake)
-    results = tuple(
-        experiment_stats(spark, lake, registry, e.id, day, killed_at=kills.get(e.id))
-        for e in sorted(registry.experiments.values(), key=lambda e: e.id)
-        if e.status in ANALYSED_STATUSES and e.start_date <= day
-    )
+    states = states_of_day(lake, registry, day)
+    results = []
+    for s in states.values():
+        if not s.analysed:
+            continue
+        r = experiment_stats(spark, lake, registry, s.experiment_id, day, killed_at=s.killed_at)
+        results.append(replace(r, stats=with_provenance(r.stats, s)))
     table = pa.concat_tables(
         [GOLD_SUFFICIENT_STATS.schema.empty_table(), *(r.stats for r in results)]
     )
     version = lake.write_arrow(GOLD_SUFFICIENT_STATS, table, replace=[{"day": day.isoformat()}])
-    return DayStats(day, results, version)
+    return DayStats(day, tuple(results), version, states)

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, Schema
+from deltalake import DeltaTable, Field, Schema
 from deltalake.exceptions import CommitFailedError, DeltaError
 from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
@@ -173,11 +173,17 @@ class Lake:
         if not self.exists(spec):
             empty = spec.schema.empty_table()
             return empty.select(list(columns)) if columns else empty
-        out = self.dataset(spec, version).to_table(
-            filter=filter, columns=list(columns or spec.schema.names)
-        )
-        schema = pa.schema([spec.schema.field(n) for n in out.column_names])
-        return out.cast(schema)
+        wanted = list(columns or spec.schema.names)
+        ds = self.dataset(spec, version)
+        stored = set(ds.schema.names)
+        out = ds.to_table(filter=filter, columns=[n for n in wanted if n in stored])
+        # A column the spec gained after this snapshot was written reads as nulls.
+        for n in wanted:
+            if n not in stored:
+                field = spec.schema.field(n)
+                out = out.append_column(field, pa.nulls(out.num_rows, field.type))
+        schema = pa.schema([spec.schema.field(n) for n in wanted])
+        return out.select(wanted).cast(schema)
 
     def file_uris(
         self, spec: TableSpec, partitions: Iterable[PartitionValues] | None = None
@@ -440,6 +446,8 @@ class Lake:
         overwrite_all: bool,
     ) -> int:
         table = self.table(spec)
+        if _add_missing_columns(table, spec):
+            table = self.table(spec)
         removes: list[RemoveAction] = []
         if overwrite_all or replace is not None:
             now = _now_ms()
@@ -460,6 +468,21 @@ class Lake:
             partition_filters=_read_predicate(spec, replace, overwrite_all),
         )
         return self.table(spec).version()
+
+
+def _add_missing_columns(table: DeltaTable, spec: TableSpec) -> bool:
+    """Schema evolution: add the spec's columns the table lacks (nullable; old rows read null).
+
+    A table written before a column joined its spec keeps its files; only the log's schema grows.
+    Returns whether columns were added.
+    """
+    stored = set(table.schema().to_arrow().names)
+    missing = [f for f in spec.schema if f.name not in stored]
+    if not missing:
+        return False
+    fields = Schema.from_arrow(pa.schema(missing)).fields
+    table.alter.add_columns([Field(f.name, f.type, nullable=True) for f in fields])
+    return True
 
 
 COMMIT_ATTEMPTS = 20

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ab_pipelines.events.schema import PARSED_SCHEMA
 
-__all__ = ["STAT_FIELDS", "TABLES", "TableSpec", "table_spec"]
+__all__ = ["PROVENANCE", "STAT_FIELDS", "TABLES", "TableSpec", "table_spec"]
 
 
 @dataclass(frozen=True)
@@ -241,6 +241,11 @@ OPS_NOTIFICATIONS = TableSpec(
     "retried until delivered, so a notifier that is down loses nothing.",
 )
 
+# What produced a gold row (ab_pipelines.analysis.state): the sha of the experiment's registry
+# content it was computed with, and the edge config version serving at the end of its day. Null
+# on rows written before these columns existed (the lake adds missing columns on write and read).
+PROVENANCE = (("registry_sha", pa.string()), ("config_version", pa.int64()))
+
 # The sufficient statistics of one (metric, variant): n and the RatioMoments sums.
 STAT_FIELDS = (
     "n",
@@ -269,13 +274,15 @@ GOLD_SUFFICIENT_STATS = TableSpec(
             ("variant", pa.string()),
             ("segment", pa.string()),  # "all", or "<attribute>=<value>" (exploratory)
             *((f, pa.int64() if f == "n" else pa.float64()) for f in STAT_FIELDS),
+            *PROVENANCE,
             ("day", pa.date32()),
         ]
     ),
     partition_by=("day",),
     keys=("experiment_id", "metric", "variant", "segment"),
     description="Per analysis day, experiment, metric, variant and segment: the sufficient statistics "
-    "(RatioMoments fields; a mean metric has den = 1), cumulative from the start date.",
+    "(RatioMoments fields; a mean metric has den = 1), cumulative from the start date, with the "
+    "registry sha and config version they were computed under.",
 )
 
 
@@ -313,13 +320,15 @@ GOLD_EXPERIMENT_RESULTS = TableSpec(
             ("guardrail_bound", pa.float64()),
             ("guardrail_breached", pa.bool_()),
             ("decision", pa.string()),  # the experiment's decision that day (same on every row)
+            *PROVENANCE,
             ("day", pa.date32()),
         ]
     ),
     partition_by=("day",),
     keys=("experiment_id", "metric", "variant", "segment"),
     description="Per analysis day, experiment, metric, non-baseline variant and segment: raw, CUPED and "
-    "always-valid estimates, the adjusted p-value, guardrail fields and the experiment's decision.",
+    "always-valid estimates, the adjusted p-value, guardrail fields and the experiment's decision, "
+    "with the registry sha and config version they were computed under.",
 )
 GOLD_SRM = TableSpec(
     "gold",
@@ -364,6 +373,38 @@ GOLD_HEALTH = TableSpec(
     "pre-exposure imbalance of each metric's CUPED covariate.",
 )
 
+OPS_EXPERIMENT_DAYS = TableSpec(
+    "ops",
+    "experiment_days",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("status", pa.string()),  # killed (by the day's end) | the registry's status
+            ("registry_status", pa.string()),  # draft | in_review | approved | running | stopped
+            ("analysed", pa.bool_()),  # running or stopped in the registry, and started
+            ("ended", pa.bool_()),  # stopped, killed, or the day is on/after end_date
+            ("start_date", pa.date32()),
+            ("end_date", pa.date32()),
+            ("window_start", _TS),  # first exposures in [window_start, min(window_end, kill_cut))
+            ("window_end", _TS),  # min(day + 1, end_date + 1)
+            ("kill_cut", _TS),  # the kill time when it falls inside the window
+            ("killed_at", _TS),  # who/when/why of a kill in effect by the day's end
+            ("killed_by", pa.string()),
+            ("kill_reason", pa.string()),
+            *PROVENANCE,
+            ("config_sha", pa.string()),  # the content_sha of that config version's payload
+            ("variants", pa.list_(pa.string())),  # analysed, in order: the first is the baseline
+            ("weights", pa.list_(pa.float64())),
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id",),
+    description="One row per analysis day and experiment (started by then): status with who/when/why "
+    "of a kill, the analysis window, the registry sha and config version in force, the variants and "
+    "weights analysed (ab_pipelines.analysis.state).",
+)
+
 TABLES: dict[str, TableSpec] = {
     t.qualified: t
     for t in (
@@ -381,6 +422,7 @@ TABLES: dict[str, TableSpec] = {
         GOLD_EXPERIMENT_RESULTS,
         GOLD_SRM,
         GOLD_HEALTH,
+        OPS_EXPERIMENT_DAYS,
     )
 }
 

@@ -6,7 +6,7 @@ empty, so it yields no condition):
 
 | kind | severity | experiment_id | subject | holds when |
 | --- | --- | --- | --- | --- |
-| ``guardrail_breach`` | critical | the experiment | ``metric/variant`` | a segment-"all" row of gold.experiment_results has ``guardrail_breached`` |
+| ``guardrail_breach`` | critical | the experiment | ``metric/variant`` | a segment-"all" verdict of gold.experiment_results (:class:`~ab_pipelines.analysis.decision.MetricVerdict`) has its guardrail breached |
 | ``srm`` | critical | the experiment | ``""`` | gold.srm segment "all" is flagged |
 | ``crossovers`` | warning | the experiment | ``""`` | gold.health check "crossovers" is flagged |
 | ``dq_failed`` | critical | ``""`` | ``table.check`` | an ops.dq_results row of the day did not pass |
@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ab_pipelines.analysis.decision import ALL_SEGMENT, MetricVerdict, Srm
 from ab_pipelines.analysis.sufficient_stats import kill_times
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
@@ -60,7 +61,6 @@ CONDITION_KINDS: tuple[str, ...] = (
     "dq_failed",
     "no_exposures",
 )
-ALL_SEGMENT = "all"
 _SAMPLE_CHARS = 500
 
 
@@ -131,17 +131,18 @@ def running_on(exp: Experiment, day: dt.date, kill: dt.datetime | None = None) -
 
 
 def _guardrail_breaches(lake: Lake, day: dt.date) -> list[Condition]:
-    where = (
-        _on_day(day)
-        & (pc.field("segment") == ALL_SEGMENT)
-        & (pc.field("guardrail_breached") == pa.scalar(True))
-    )
+    """The breached guardrails of the day's scorecards (segment "all"), one condition each."""
+    where = _on_day(day) & (pc.field("segment") == ALL_SEGMENT)
     out = []
     for r in lake.read_arrow(GOLD_EXPERIMENT_RESULTS, filter=where).to_pylist():
+        v = MetricVerdict.from_gold(r)
+        if not v.breached:
+            continue
+        assert v.guardrail is not None
         effect, bound, margin = (
-            num(r["seq_rel_effect"]),
-            num(r["guardrail_bound"]),
-            num(r["guardrail_margin"]),
+            num(v.sequential_relative.effect),
+            num(v.guardrail.bound),
+            num(v.guardrail.margin),
         )
         sign = "+" if bound is not None and bound > 0 else "-"
         limit = "n/a" if margin is None else f"{sign}{margin:.2%}"
@@ -150,26 +151,20 @@ def _guardrail_breaches(lake: Lake, day: dt.date) -> list[Condition]:
                 kind="guardrail_breach",
                 severity=CRITICAL,
                 experiment_id=r["experiment_id"],
-                subject=f"{r['metric']}/{r['variant']}",
+                subject=f"{v.metric}/{v.variant}",
                 effect=effect,
                 bound=bound,
                 margin=margin,
                 message=(
-                    f"{r['experiment_id']}: guardrail {r['metric']} is breached by variant "
-                    f"{r['variant']} on {day}: relative change {_pct(effect)} vs {r['baseline']}, "
+                    f"{r['experiment_id']}: guardrail {v.metric} is breached by variant "
+                    f"{v.variant} on {day}: relative change {_pct(effect)} vs {v.baseline}, "
                     f"its always-valid bound {_pct(bound)} lies beyond the {limit} margin."
                 ),
                 detail=json_safe(
                     {
-                        "metric": r["metric"],
-                        "variant": r["variant"],
-                        "baseline": r["baseline"],
-                        "n_baseline": r["n_baseline"],
-                        "n_variant": r["n_variant"],
-                        "mean_baseline": r["mean_baseline"],
-                        "mean_variant": r["mean_variant"],
-                        "seq_rel_ci_low": r["seq_rel_ci_low"],
-                        "seq_rel_ci_high": r["seq_rel_ci_high"],
+                        **v.arms(),
+                        "seq_rel_ci_low": v.sequential_relative.ci_low,
+                        "seq_rel_ci_high": v.sequential_relative.ci_high,
                         "decision": r["decision"],
                     }
                 ),
@@ -185,10 +180,10 @@ def _srm(lake: Lake, day: dt.date) -> list[Condition]:
         by_exp[r["experiment_id"]].append(r)
     out = []
     for exp_id, rows in sorted(by_exp.items()):
-        if not any(r["flagged"] for r in rows):
+        srm = Srm.from_gold(rows)
+        if not srm.flagged:
             continue
-        p = num(rows[0]["p_value"])
-        counts = {r["variant"]: r["units"] for r in rows}
+        p = num(srm.p_value)
         shown = ", ".join(
             f"{r['variant']} {r['units']} (expected {r['expected']:.0f})" for r in rows
         )
@@ -204,7 +199,7 @@ def _srm(lake: Lake, day: dt.date) -> list[Condition]:
                 ),
                 detail=json_safe(
                     {
-                        "counts": counts,
+                        "counts": dict(srm.counts),
                         "expected": {r["variant"]: r["expected"] for r in rows},
                         "weights": {r["variant"]: r["weight"] for r in rows},
                         "statistic": rows[0]["statistic"],

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ab_pipelines.analysis.scorecard import analysed_days
-from ab_pipelines.analysis.sufficient_stats import kill_times
+from ab_pipelines.analysis.state import experiment_state
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.safety.alerts import (
@@ -78,7 +78,6 @@ def auto_kill(
     """Kill every ``auto_kill`` experiment whose guardrail breach is confirmed on its latest look."""
     from ab_pipelines.config.publish import kill
 
-    killed = kill_times(lake)
     breaches: dict[str, Alert] = {}
     for a in open_alerts(lake):
         if a.kind == "guardrail_breach" and a.last_seen_day == day:
@@ -86,7 +85,11 @@ def auto_kill(
     out = []
     for exp_id, alert in sorted(breaches.items()):
         exp = registry.experiments.get(exp_id)
-        if exp is None or not exp.auto_kill or exp_id in killed or exp.status != "running":
+        if exp is None or not exp.auto_kill:
+            continue
+        state = experiment_state(lake, registry, exp_id, day)
+        # Killed at any time (also since the day ended) is killed: a kill is never repeated.
+        if state.kill is not None or state.registry_status != "running":
             continue
         days = analysed_days(lake, exp_id)
         if not days or days[-1] != day:

@@ -23,25 +23,25 @@ except ScorecardError as exc:
     st.error(str(exc))
     st.stop()
 
-decision = card["decision"]
+decision = card.decision
 banner = {"ship": st.success, "keep_running": st.info, "inconclusive": st.info}.get(
     decision, st.error
 )
-status = "killed" if card.get("killed") else card["status"]
+status = "killed" if card.killed else card.status
 banner(
-    f"**Decision: {decision}** as of {card['as_of']} (status {status}). "
+    f"**Decision: {decision}** as of {card.as_of.isoformat()} (status {status}). "
     f"{data.DECISION_TEXT.get(decision, '')}"
 )
-srm = card["srm"]
-counts = " · ".join(f"{v} {n:,}" for v, n in srm["counts"].items())
-p = "n/a" if srm["p_value"] is None else f"{srm['p_value']:.3g}"
-if srm["flagged"]:
+srm = card.srm
+counts = " · ".join(f"{v} {n:,}" for v, n in srm.counts.items())
+p = "n/a" if srm.p_value is None else f"{srm.p_value:.3g}"
+if srm.flagged:
     st.error(f"**SRM flagged** (p = {p}): {counts}. The split does not match the weights.")
 else:
     st.markdown(f"**SRM ok** (p = {p}): {counts}")
-if card.get("killed"):
-    k = card["killed"]
-    st.warning(f"**Killed** at {k['at']} by {k['by']}: {k['reason']}")
+if card.killed:
+    k = card.killed
+    st.warning(f"**Killed** at {k.at.isoformat()} by {k.by}: {k.reason}")
 
 left, right = st.columns(2)
 estimate = left.radio(
@@ -62,9 +62,9 @@ intervals = right.radio(
 )
 cuped, sequential = estimate == "CUPED", intervals.startswith("always")
 st.caption(
-    f"Decisions read the {card['analysis']['decision_p_value']} p-value, adjusted by "
-    f"{card['analysis']['correction']} over primary and secondary metrics (α = "
-    f"{card['analysis']['alpha']}). Colours: the interval shown lies wholly on the metric's "
+    f"Decisions read the {card.analysis.decision_p_value} p-value, adjusted by "
+    f"{card.analysis.correction} over primary and secondary metrics (α = "
+    f"{card.analysis.alpha}). Colours: the interval shown lies wholly on the metric's "
     "good side (green), bad side (red), or spans 0 (grey)."
 )
 

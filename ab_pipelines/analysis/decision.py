@@ -1,0 +1,646 @@
+"""The decision, once: which estimate a decision rests on, the rules, and the typed scorecard.
+
+Every choice between estimates is made here and nowhere else (docs/analysis.md, "The decision"):
+
+- **CUPED or raw** (:func:`cuped_applies`): CUPED where a pre-period exists and its covariate
+  varies in some arm; the fixed-horizon estimate is then the CUPED one (:func:`fixed_horizon`).
+- **Sequential or fixed horizon** (:func:`decision_estimate`): the relative lift's always-valid
+  estimate when ``analysis.sequential``, else the fixed-horizon one.
+- **The family** (:func:`in_family`, :func:`adjust`): primary and secondary metrics of segment
+  "all", adjusted by ``analysis.correction``; significant when the adjusted p < α.
+- **Guardrail non-inferiority** (:func:`guardrail_check`): the always-valid harm-side bound of the
+  relative change against the margin, whatever ``sequential`` says.
+- **The rule** (:func:`decide`): ``invalid`` (SRM flagged), ``rollback``, ``ship``,
+  ``inconclusive``, ``keep_running``, first match wins.
+
+The scorecard (:class:`Scorecard`, :class:`MetricVerdict`, :class:`Estimate`, ...) is what every
+face renders: ``abp results`` (text and JSON, :meth:`Scorecard.as_json` is CONTRACTS section 4),
+the safety conditions and the dashboard. :meth:`MetricVerdict.from_gold` is the one reading of a
+gold.experiment_results row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ab_pipelines.config.models import Experiment
+from ab_pipelines.stats import adjust_pvalues, guardrail_bound, guardrail_breached
+
+__all__ = [
+    "ALL_SEGMENT",
+    "DECISIONS",
+    "DECISION_TEXT",
+    "AnalysisRule",
+    "Cuped",
+    "Estimate",
+    "Guardrail",
+    "Killed",
+    "MetricVerdict",
+    "PlanEntry",
+    "Scorecard",
+    "SegmentScorecard",
+    "Srm",
+    "Standing",
+    "adjust",
+    "better",
+    "cuped_applies",
+    "decide",
+    "decision_estimate",
+    "fixed_horizon",
+    "guardrail_check",
+    "in_family",
+    "is_significant",
+    "view_estimate",
+]
+
+ALL_SEGMENT = "all"
+DECISIONS = ("keep_running", "ship", "rollback", "inconclusive", "invalid")
+#: what a decision means, in one sentence each.
+DECISION_TEXT = {
+    "keep_running": "Keep running: no variant wins or loses on the primary metrics yet.",
+    "ship": "Ship: a variant is significantly better on every primary metric.",
+    "rollback": "Roll back: a guardrail is breached, or a primary metric is significantly worse.",
+    "inconclusive": "Inconclusive: the experiment has ended without a winner.",
+    "invalid": "Invalid: the split is broken (sample ratio mismatch); do not trust these results.",
+}
+
+T = TypeVar("T")
+
+
+def _num(x: Any) -> float | None:
+    """A float, or None for None/NaN/inf (a scorecard never holds NaN)."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+# ---- the choices ---------------------------------------------------------------------------
+
+
+def cuped_applies(
+    lookback_days: int, base_pre_sum_sq: float, arm_pre_sum_sq: float, cuped_effect: float
+) -> bool:
+    """Whether a comparison's CUPED estimate stands: a pre-period, a covariate that varies, a number.
+
+    Example:
+        >>> cuped_applies(14, 3.0, 0.0, 0.1), cuped_applies(0, 3.0, 2.0, 0.1)
+        (True, False)
+    """
+    has_pre = lookback_days > 0 and (base_pre_sum_sq > 0 or arm_pre_sum_sq > 0)
+    return bool(has_pre and np.isfinite(cuped_effect))
+
+
+def fixed_horizon(raw: T, cuped: T | None) -> T:
+    """The fixed-horizon estimate: CUPED where it applies (``cuped`` is not None), else raw."""
+    return raw if cuped is None else cuped
+
+
+def decision_estimate(raw: T, cuped: T | None, always_valid: T, sequential: bool) -> T:
+    """The estimate a decision reads: always-valid when ``sequential``, else the fixed horizon's.
+
+    The always-valid estimate is itself on CUPED where CUPED applies (the pipeline computes it so).
+
+    Example:
+        >>> decision_estimate("raw", "cuped", "seq", True), decision_estimate("raw", None, "seq", False)
+        ('seq', 'raw')
+    """
+    return always_valid if sequential else fixed_horizon(raw, cuped)
+
+
+def view_estimate(
+    raw: T, cuped: T | None, always_valid: T, *, want_cuped: bool, want_sequential: bool
+) -> tuple[T, str]:
+    """The estimate a reader asked to see (CUPED or raw, always-valid or fixed), and its label.
+
+    Only the always-valid estimate on CUPED is stored where CUPED applies, so asking for raw
+    always-valid there shows it, labelled so.
+    """
+    has_cuped = cuped is not None
+    if want_sequential:
+        label = "always-valid, CUPED" if has_cuped else "always-valid, raw"
+        if has_cuped and not want_cuped:
+            label += " (raw not stored)"
+        return always_valid, label
+    if want_cuped and cuped is not None:
+        return cuped, "fixed-horizon, CUPED"
+    return raw, "fixed-horizon, raw" + (" (no pre-period)" if want_cuped else "")
+
+
+def better(relative_effect: float | None, higher_is_better: bool) -> bool | None:
+    """Whether a relative effect points the metric's good way; None for no effect (None or 0)."""
+    if relative_effect is None or relative_effect == 0:
+        return None
+    return (relative_effect > 0) == higher_is_better
+
+
+def in_family(role: str, segment: str) -> bool:
+    """Whether a row is in the multiple-testing family: primary or secondary, segment "all"."""
+    return segment == ALL_SEGMENT and role in ("primary", "secondary")
+
+
+def adjust(p_values: Sequence[float | None], correction: str) -> list[float | None]:
+    """The family's decision p-values adjusted by ``correction`` (``holm``, ``bh`` or ``none``)."""
+    # A p-value of exactly 0 counts as missing, as it always has (kept: the numbers must not move).
+    p = np.array([x or np.nan for x in p_values], dtype=float)
+    adj = p if correction == "none" else adjust_pvalues(p, method=correction)
+    return [_num(q) for q in adj]
+
+
+def is_significant(p_value_adjusted: float | None, alpha: float) -> bool:
+    """Significant: the adjusted p-value exists and lies below α."""
+    return p_value_adjusted is not None and p_value_adjusted < alpha
+
+
+# ---- the typed scorecard -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimate: the effect, its interval and p-value (None where it cannot be computed)."""
+
+    effect: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    p_value: float | None = None
+
+    @classmethod
+    def from_gold(cls, row: Mapping[str, Any], prefix: str) -> Estimate:
+        """The ``{prefix}_effect``, ``_ci_low``, ``_ci_high``, ``_p_value`` columns of a row."""
+        return cls(
+            row[f"{prefix}_effect"],
+            row[f"{prefix}_ci_low"],
+            row[f"{prefix}_ci_high"],
+            row[f"{prefix}_p_value"],
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Estimate:
+        return cls(d["effect"], d["ci_low"], d["ci_high"], d["p_value"])
+
+    def as_json(self) -> dict[str, float | None]:
+        return {
+            "effect": self.effect,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "p_value": self.p_value,
+        }
+
+
+@dataclass(frozen=True)
+class Cuped:
+    """The CUPED estimates of a comparison (θ pooled over both arms) and the variance they cut."""
+
+    theta: float | None
+    variance_reduction: float | None
+    absolute: Estimate
+    relative: Estimate
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "theta": self.theta,
+            "variance_reduction": self.variance_reduction,
+            "absolute": self.absolute.as_json(),
+            "relative": self.relative.as_json(),
+        }
+
+
+@dataclass(frozen=True)
+class Guardrail:
+    """Non-inferiority of a guardrail: the always-valid harm-side bound against the margin."""
+
+    margin: float | None
+    bound: float | None
+    breached: bool | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {"margin": self.margin, "bound": self.bound, "breached": self.breached}
+
+
+def guardrail_check(
+    margin: float, low: float | None, high: float | None, higher_is_better: bool
+) -> Guardrail:
+    """The guardrail verdict from the always-valid relative interval ``[low, high]``.
+
+    Breached when the harm-side bound lies beyond ``margin`` (CONTRACTS section 5); a missing
+    bound is never a breach.
+
+    Example:
+        >>> guardrail_check(0.02, 0.03, 0.05, higher_is_better=False).breached
+        True
+    """
+    low_, high_ = (np.nan if x is None else x for x in (low, high))
+    return Guardrail(
+        margin=margin,
+        bound=_num(guardrail_bound(low_, high_, higher_is_better)),
+        breached=bool(guardrail_breached(low_, high_, margin, higher_is_better)),
+    )
+
+
+@dataclass(frozen=True)
+class MetricVerdict:
+    """One metric × non-baseline variant × segment: its estimates and where the decision stands.
+
+    ``guardrail`` is set wherever the metric has a margin (the check ran); the JSON face shows it
+    on guardrail rows only (CONTRACTS section 4).
+    """
+
+    metric: str
+    role: str
+    variant: str
+    baseline: str
+    segment: str
+    n_baseline: int | None
+    n_variant: int | None
+    mean_baseline: float | None
+    mean_variant: float | None
+    absolute: Estimate
+    relative: Estimate
+    cuped: Cuped | None
+    sequential_absolute: Estimate
+    sequential_relative: Estimate
+    p_value_adjusted: float | None = None
+    significant: bool | None = None
+    guardrail: Guardrail | None = None
+
+    @classmethod
+    def from_gold(cls, row: Mapping[str, Any]) -> MetricVerdict:
+        """A gold.experiment_results row (or one being built) as a verdict."""
+        cuped = None
+        if row["cuped_theta"] is not None:
+            cuped = Cuped(
+                theta=row["cuped_theta"],
+                variance_reduction=row["cuped_variance_reduction"],
+                absolute=Estimate.from_gold(row, "cuped_abs"),
+                relative=Estimate.from_gold(row, "cuped_rel"),
+            )
+        guard = None
+        if row["guardrail_margin"] is not None or row["role"] == "guardrail":
+            guard = Guardrail(
+                row["guardrail_margin"], row["guardrail_bound"], row["guardrail_breached"]
+            )
+        return cls(
+            metric=row["metric"],
+            role=row["role"],
+            variant=row["variant"],
+            baseline=row["baseline"],
+            segment=row["segment"],
+            n_baseline=row["n_baseline"],
+            n_variant=row["n_variant"],
+            mean_baseline=row["mean_baseline"],
+            mean_variant=row["mean_variant"],
+            absolute=Estimate.from_gold(row, "abs"),
+            relative=Estimate.from_gold(row, "rel"),
+            cuped=cuped,
+            sequential_absolute=Estimate.from_gold(row, "seq_abs"),
+            sequential_relative=Estimate.from_gold(row, "seq_rel"),
+            p_value_adjusted=row["p_value_adjusted"],
+            significant=row["significant"],
+            guardrail=guard,
+        )
+
+    @classmethod
+    def from_json(cls, e: Mapping[str, Any], segment: str = ALL_SEGMENT) -> MetricVerdict:
+        """A metric entry of the JSON face back as a verdict."""
+        base, var = e["baseline"], e["variant"]
+        c, g = e.get("cuped"), e.get("guardrail")
+        return cls(
+            metric=e["metric"],
+            role=e["role"],
+            variant=var,
+            baseline=base,
+            segment=segment,
+            n_baseline=e["n"].get(base),
+            n_variant=e["n"].get(var),
+            mean_baseline=e["mean"].get(base),
+            mean_variant=e["mean"].get(var),
+            absolute=Estimate.from_json(e["absolute"]),
+            relative=Estimate.from_json(e["relative"]),
+            cuped=None
+            if c is None
+            else Cuped(
+                c["theta"],
+                c["variance_reduction"],
+                Estimate.from_json(c["absolute"]),
+                Estimate.from_json(c["relative"]),
+            ),
+            sequential_absolute=Estimate.from_json(e["sequential"]["absolute"]),
+            sequential_relative=Estimate.from_json(e["sequential"]["relative"]),
+            p_value_adjusted=e.get("p_value_adjusted"),
+            significant=e.get("significant"),
+            guardrail=None if g is None else Guardrail(g["margin"], g["bound"], g["breached"]),
+        )
+
+    def arms(self) -> dict[str, Any]:
+        """Which comparison this is, and both arms' units and means (for details and tables)."""
+        return {
+            "metric": self.metric,
+            "variant": self.variant,
+            "baseline": self.baseline,
+            "n_baseline": self.n_baseline,
+            "n_variant": self.n_variant,
+            "mean_baseline": self.mean_baseline,
+            "mean_variant": self.mean_variant,
+        }
+
+    @property
+    def fixed_relative(self) -> Estimate:
+        """The fixed-horizon relative estimate: CUPED where it applies (the "fixed p")."""
+        return fixed_horizon(self.relative, None if self.cuped is None else self.cuped.relative)
+
+    def decision_relative(self, sequential: bool) -> Estimate:
+        """The relative estimate the decision reads under the experiment's ``sequential``."""
+        cuped = None if self.cuped is None else self.cuped.relative
+        return decision_estimate(self.relative, cuped, self.sequential_relative, sequential)
+
+    def view(self, want_cuped: bool, want_sequential: bool) -> tuple[Estimate, str]:
+        """The relative estimate a reader asked for, and its label (:func:`view_estimate`)."""
+        cuped = None if self.cuped is None else self.cuped.relative
+        return view_estimate(
+            self.relative,
+            cuped,
+            self.sequential_relative,
+            want_cuped=want_cuped,
+            want_sequential=want_sequential,
+        )
+
+    @property
+    def breached(self) -> bool:
+        """Whether this row's guardrail is breached."""
+        return bool(self.guardrail is not None and self.guardrail.breached)
+
+    @property
+    def shown_guardrail(self) -> Guardrail | None:
+        """The guardrail as the faces show it: on guardrail rows only."""
+        return self.guardrail if self.role == "guardrail" else None
+
+    def standing(self, higher_is_better: bool) -> Standing:
+        """What the decision rule reads of this row."""
+        return Standing(
+            metric=self.metric,
+            role=self.role,
+            variant=self.variant,
+            significant=bool(self.significant),
+            better=better(self.sequential_relative.effect, higher_is_better),
+            breached=self.breached,
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        """The metric entry of CONTRACTS section 4."""
+        base, var = self.baseline, self.variant
+        entry: dict[str, Any] = {
+            "metric": self.metric,
+            "role": self.role,
+            "variant": var,
+            "baseline": base,
+            "n": {base: self.n_baseline, var: self.n_variant},
+            "mean": {base: self.mean_baseline, var: self.mean_variant},
+            "absolute": self.absolute.as_json(),
+            "relative": self.relative.as_json(),
+            "cuped": None if self.cuped is None else self.cuped.as_json(),
+            "sequential": {
+                "absolute": self.sequential_absolute.as_json(),
+                "relative": self.sequential_relative.as_json(),
+            },
+            "p_value_adjusted": self.p_value_adjusted,
+            "significant": self.significant,
+        }
+        if self.shown_guardrail is not None:
+            entry["guardrail"] = self.shown_guardrail.as_json()
+        return entry
+
+
+# ---- the rule ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Standing:
+    """What the decision rule reads of one (metric, variant) of segment "all"."""
+
+    metric: str
+    role: str
+    variant: str
+    significant: bool
+    better: bool | None
+    breached: bool
+
+
+def decide(
+    exp: Experiment, standings: Iterable[Standing], srm_flagged: bool, has_ended: bool
+) -> str:
+    """The experiment's decision (CONTRACTS section 4), first match wins.
+
+    ``invalid`` (SRM flagged on segment "all"); ``rollback`` (a guardrail breached, or a primary
+    metric significantly worse for some variant); ``ship`` (some variant significantly better on
+    every primary metric; never without primary metrics); ``inconclusive`` (ended); else
+    ``keep_running``.
+    """
+    if srm_flagged:
+        return "invalid"
+    rows = list(standings)
+    if any(r.breached for r in rows):
+        return "rollback"
+    primary = [r for r in rows if r.role == "primary"]
+    if any(r.significant and r.better is False for r in primary):
+        return "rollback"
+    for vid in exp.variant_ids[1:]:
+        mine = [r for r in primary if r.variant == vid]
+        if mine and all(r.significant and r.better for r in mine):
+            return "ship"
+    return "inconclusive" if has_ended else "keep_running"
+
+
+# ---- the scorecard -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Srm:
+    """The sample ratio test of one segment: p-value, flag and analysed units per variant."""
+
+    p_value: float | None = None
+    flagged: bool = False
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_gold(cls, rows: Sequence[Mapping[str, Any]]) -> Srm:
+        """gold.srm rows of one experiment, day and segment (one per variant)."""
+        return cls(
+            p_value=rows[0]["p_value"] if rows else None,
+            flagged=any(bool(r["flagged"]) for r in rows),
+            counts={r["variant"]: r["units"] for r in rows},
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {"p_value": self.p_value, "flagged": self.flagged, "counts": dict(self.counts)}
+
+
+@dataclass(frozen=True)
+class Killed:
+    """The kill switch: when, by whom, why."""
+
+    at: dt.datetime
+    by: str
+    reason: str
+
+    def as_json(self) -> dict[str, str]:
+        return {"at": self.at.isoformat(), "by": self.by, "reason": self.reason}
+
+
+@dataclass(frozen=True)
+class AnalysisRule:
+    """The experiment's decision settings: α, sequential or fixed horizon, the correction."""
+
+    alpha: float
+    sequential: bool
+    correction: str
+
+    @classmethod
+    def of(cls, exp: Experiment) -> AnalysisRule:
+        return cls(exp.analysis.alpha, exp.analysis.sequential, exp.analysis.correction)
+
+    @property
+    def decision_p_value(self) -> str:
+        return "always-valid (sequential)" if self.sequential else "fixed-horizon"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "alpha": self.alpha,
+            "sequential": self.sequential,
+            "correction": self.correction,
+            "decision_p_value": self.decision_p_value,
+        }
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """How far a primary metric is from the MDE: units per arm and days still needed."""
+
+    metric: str
+    units_per_arm: int
+    mde_now: float | None
+    mde_target: float | None
+    units_per_arm_needed: int | None = None
+    days_more: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "units_per_arm": self.units_per_arm,
+            "mde_now": self.mde_now,
+            "mde_target": self.mde_target,
+            "units_per_arm_needed": self.units_per_arm_needed,
+            "days_more": self.days_more,
+        }
+
+
+@dataclass(frozen=True)
+class SegmentScorecard:
+    """An exploratory segment: its SRM and metric rows, never part of the decision."""
+
+    segment: str
+    srm: Srm | None
+    metrics: tuple[MetricVerdict, ...]
+
+    @classmethod
+    def from_json(cls, seg: Mapping[str, Any]) -> SegmentScorecard:
+        srm = seg.get("srm")
+        return cls(
+            segment=seg["segment"],
+            srm=None if srm is None else Srm(srm["p_value"], srm["flagged"]),
+            metrics=tuple(MetricVerdict.from_json(e, seg["segment"]) for e in seg["metrics"]),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "segment": self.segment,
+            "exploratory": True,
+            "srm": None
+            if self.srm is None
+            else {"p_value": self.srm.p_value, "flagged": self.srm.flagged},
+            "metrics": [m.as_json() for m in self.metrics],
+        }
+
+
+@dataclass(frozen=True, eq=False)
+class Scorecard(Mapping[str, Any]):
+    """An experiment's scorecard on one day: what ``abp results``, the alerts and the dashboard show.
+
+    Also a read-only mapping over its JSON face (:meth:`as_json`, CONTRACTS section 4):
+    ``card["decision"]`` reads it, and a scorecard equals another, or a dict, with the same face.
+    """
+
+    experiment_id: str
+    as_of: dt.date
+    status: str
+    decision: str
+    srm: Srm
+    metrics: tuple[MetricVerdict, ...]
+    analysis: AnalysisRule
+    killed: Killed | None = None
+    plan: tuple[PlanEntry, ...] = ()
+    segments: tuple[SegmentScorecard, ...] = ()
+    read_at_versions: Mapping[str, int | None] | None = None
+
+    @property
+    def guardrails(self) -> tuple[MetricVerdict, ...]:
+        return tuple(m for m in self.metrics if m.role == "guardrail")
+
+    @property
+    def breaches(self) -> tuple[MetricVerdict, ...]:
+        """The rows of segment "all" whose guardrail is breached."""
+        return tuple(m for m in self.metrics if m.breached)
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object of ``abp results --json`` (CONTRACTS section 4), keys in their order."""
+        out: dict[str, Any] = {
+            "experiment_id": self.experiment_id,
+            "as_of": self.as_of.isoformat(),
+            "status": self.status,
+            "decision": self.decision,
+            "srm": self.srm.as_json(),
+            "metrics": [m.as_json() for m in self.metrics],
+            "killed": None if self.killed is None else self.killed.as_json(),
+            "analysis": self.analysis.as_json(),
+            "plan": [p.as_json() for p in self.plan],
+        }
+        if self.read_at_versions is not None:
+            out["read_at_versions"] = dict(self.read_at_versions)
+        if self.segments:
+            out["segments"] = [s.as_json() for s in self.segments]
+        return out
+
+    @classmethod
+    def from_json(cls, card: Mapping[str, Any]) -> Scorecard:
+        """The JSON face (:meth:`as_json`) back as a scorecard."""
+        killed = card.get("killed")
+        a = card["analysis"]
+        srm = card["srm"]
+        return cls(
+            experiment_id=card["experiment_id"],
+            as_of=dt.date.fromisoformat(card["as_of"]),
+            status=card["status"],
+            decision=card["decision"],
+            srm=Srm(srm["p_value"], srm["flagged"], dict(srm["counts"])),
+            metrics=tuple(MetricVerdict.from_json(e) for e in card["metrics"]),
+            analysis=AnalysisRule(a["alpha"], a["sequential"], a["correction"]),
+            killed=None
+            if killed is None
+            else Killed(dt.datetime.fromisoformat(killed["at"]), killed["by"], killed["reason"]),
+            plan=tuple(PlanEntry(**p) for p in card.get("plan") or ()),
+            segments=tuple(SegmentScorecard.from_json(s) for s in card.get("segments") or ()),
+            read_at_versions=card.get("read_at_versions"),
+        )
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_json()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_json())
+
+    def __len__(self) -> int:
+        return len(self.as_json())
