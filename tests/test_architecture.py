@@ -6,18 +6,16 @@
 - ``ab_pipelines.stats`` imports neither Spark, pandas, Dagster nor deltalake, also through the
   library modules it imports, so an analyst can use it in a notebook.
 
-Every import counts, also one inside a function (the lazy imports the CLI uses) or under
-``TYPE_CHECKING``. The SDK's own rule (the standard library, mmh3 and cryptography only) is in the
+Every import counts, also one inside a function (the lazy imports the CLI uses); imports under
+``TYPE_CHECKING`` (annotations only) do not. The walker is the SDK tests' one
+(``tests/contracts/sdk_imports.py``). The SDK's own rule (the standard library, mmh3 and cryptography only) is in the
 SDK's tests.
 """
 
 from __future__ import annotations
 
-import ast
-from dataclasses import dataclass
-from pathlib import Path
-
 from ab_pipelines.settings import REPO_ROOT
+from tests.contracts.sdk_imports import Import, imports_of
 
 LIBRARY = REPO_ROOT / "ab_pipelines"
 
@@ -25,45 +23,13 @@ NOT_IN_LIBRARY = ("dagster", "streamlit", "assets", "jobs", "streamlit_app")
 NOT_IN_STATS = ("pyspark", "pandas", "dagster", "deltalake")
 
 
-@dataclass(frozen=True)
-class Import:
-    module: str  # the importing module, e.g. ab_pipelines.cli
-    line: int
-    target: str  # the imported module, e.g. dagster._core.storage.tags
-
-    def __str__(self) -> str:
-        path = self.module.replace(".", "/")
-        return f"{path}.py line {self.line}: imports {self.target}"
-
-
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(REPO_ROOT).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _imports(path: Path) -> list[Import]:
-    """Every module ``path`` imports, with its line (relative imports made absolute)."""
-    module = _module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    out = []
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.Import):
-            out += [Import(module, node.lineno, a.name) for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join([*base, node.module] if node.module else base)
-            else:
-                target = node.module or ""
-            out.append(Import(module, node.lineno, target))
-            # `from ab_pipelines import stats` imports the module ab_pipelines.stats
-            out += [Import(module, node.lineno, f"{target}.{a.name}") for a in node.names]
-    return out
-
-
 def _library() -> dict[str, list[Import]]:
-    return {_module_name(p): _imports(p) for p in sorted(LIBRARY.rglob("*.py"))}
+    """Every library module's imports (the SDK tests' walker: lazy and relative ones too)."""
+    out = {}
+    for path in sorted(LIBRARY.rglob("*.py")):
+        parts = path.relative_to(REPO_ROOT).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = None
+    return {name: imports_of(name) for name in out}
 
 
 def _is(target: str, roots: tuple[str, ...]) -> bool:
@@ -75,7 +41,10 @@ def _report(imports: list[Import]) -> list[str]:
     first = {}
     for i in imports:
         first.setdefault((i.module, i.line), i)
-    return [str(first[k]) for k in sorted(first)]
+    return [
+        f"{first[k].module.replace('.', '/')}.py line {first[k].line}: imports {first[k].target}"
+        for k in sorted(first)
+    ]
 
 
 def test_the_library_imports_no_dagster_streamlit_assets_or_jobs():
@@ -100,21 +69,14 @@ def test_stats_imports_no_spark_pandas_dagster_or_deltalake():
     assert not bad, "ab_pipelines.stats must not import these:\n" + "\n".join(bad)
 
 
-def test_the_walk_sees_function_level_and_relative_imports(tmp_path, monkeypatch):
+def test_the_walk_sees_function_level_and_relative_imports():
     """The checker itself: a lazy import inside a function and a relative import are found."""
-    import tests.test_architecture as me
-
-    root = tmp_path / "repo"
-    pkg = root / "ab_pipelines" / "x"
-    pkg.mkdir(parents=True)
-    (pkg / "__init__.py").write_text("")
-    (pkg / "y.py").write_text(
+    source = (
         "import os\n\ndef run():\n    from jobs.definitions import defs\n"
         "    return defs\n\nfrom . import z\nfrom ..stats import srm\n"
     )
-    monkeypatch.setattr(me, "REPO_ROOT", root)
-    found = {(i.line, i.target) for i in _imports(pkg / "y.py")}
+    found = {(i.line, i.target) for i in imports_of("ab_pipelines.x.y", source)}
     assert (4, "jobs.definitions") in found
-    assert (7, "ab_pipelines.x.z") in found
+    assert (7, "ab_pipelines.x") in found
     assert (8, "ab_pipelines.stats.srm") in found
     assert _is("jobs.definitions", NOT_IN_LIBRARY) and not _is("jobsworth", NOT_IN_LIBRARY)
