@@ -8,8 +8,8 @@
 
 Every import counts, also one inside a function (the lazy imports the CLI uses); imports under
 ``TYPE_CHECKING`` (annotations only) do not. The walker is the SDK tests' one
-(``tests/contracts/sdk_imports.py``). The SDK's own rule (the standard library, mmh3 and cryptography only) is in the
-SDK's tests.
+(``tests/contracts/sdk_imports.py``). The SDK's own rule (the standard library, mmh3 and
+cryptography only) is in the SDK's tests.
 """
 
 from __future__ import annotations
