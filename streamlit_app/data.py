@@ -31,6 +31,7 @@ from ab_pipelines.analysis.decision import (
     view_estimate,
 )
 from ab_pipelines.analysis.scorecard import analysed_days, read_scorecard
+from ab_pipelines.analysis.state import kills as kill_records
 from ab_pipelines.config.approvals import content_sha
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.config.publish import current_payload
@@ -150,10 +151,6 @@ def decision_estimate(
 # ---- overview ----------------------------------------------------------------------------------
 
 
-def _killed(lake: Lake) -> dict[str, dict]:
-    return {r["experiment_id"]: r for r in lake.read_arrow(OPS_KILLS).to_pylist()}
-
-
 def _days_running(exp: Experiment, as_of: dt.date | None, killed_at: dt.datetime | None) -> int:
     if as_of is None:
         return 0
@@ -220,7 +217,7 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
     )
     exposures = {r["experiment_id"]: r["exposures_sum"] for r in exposed}
     dq = lake.read_arrow(OPS_DQ_RESULTS, columns=["day", "passed"]).to_pylist()
-    killed = _killed(lake)
+    killed = kill_records(lake)
 
     rows = []
     for exp in registry.experiments.values():
@@ -249,7 +246,7 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
                 "owner": exp.owner,
                 "start_date": exp.start_date,
                 "as_of": as_of,
-                "days_running": _days_running(exp, as_of, kill["killed_at"] if kill else None),
+                "days_running": _days_running(exp, as_of, kill.at if kill else None),
                 "exposures": int(exposures.get(exp.id) or 0),
                 "units": sum(srm_now.counts.values()) if srm_now.counts else None,
                 "srm": "no data"

@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from ab_pipelines.analysis import decision
 from ab_pipelines.analysis.decision import ALL_SEGMENT, DECISIONS, MetricVerdict, Srm, Standing
+from ab_pipelines.analysis.state import has_ended
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, GOLD_HEALTH, GOLD_SRM
 from ab_pipelines.stats import (
@@ -67,15 +68,9 @@ def _roles(exp: Experiment) -> dict[str, str]:
 
 
 def ended(exp: Experiment, day: dt.date, killed_at: dt.datetime | None) -> bool:
-    """Whether the experiment no longer takes new units on ``day``: stopped, killed, or past its end."""
-    if exp.status == "stopped":
-        return True
-    if exp.end_date is not None and day >= exp.end_date:
-        return True
-    if killed_at is not None:
-        day_end = dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
-        return killed_at.astimezone(dt.UTC) < day_end
-    return False
+    """Whether the experiment no longer takes new units on ``day``: stopped, killed, or past its
+    end (the experiment state's rule, :func:`ab_pipelines.analysis.state.has_ended`)."""
+    return has_ended(exp.status, exp.end_date, day, killed_at)
 
 
 # ---- SRM ---------------------------------------------------------------------------------

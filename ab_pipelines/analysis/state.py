@@ -143,6 +143,18 @@ def analysis_window(
     return AnalysisWindow(_midnight(exp.start_date), end, cut)
 
 
+def has_ended(
+    registry_status: str, end_date: dt.date | None, day: dt.date, killed_at: dt.datetime | None
+) -> bool:
+    """No longer takes new units on ``day``: stopped, killed by the day's end, or the day is on or
+    after ``end_date`` (the decision then says ``inconclusive`` rather than waiting)."""
+    if registry_status == "stopped":
+        return True
+    if end_date is not None and day >= end_date:
+        return True
+    return killed_at is not None and _utc(killed_at) < _day_end(day)
+
+
 @dataclass(frozen=True)
 class ExperimentState:
     """One experiment on analysis day ``day``: what the analysis, safety, CLI and dashboard ask.
@@ -178,11 +190,8 @@ class ExperimentState:
 
     @property
     def ended(self) -> bool:
-        """No longer takes new units on ``day``: stopped, killed by the day's end, or the day is
-        on or after ``end_date`` (the decision then says ``inconclusive`` rather than waiting)."""
-        if self.registry_status == "stopped" or self.status == "killed":
-            return True
-        return self.end_date is not None and self.day >= self.end_date
+        """No longer takes new units on ``day`` (:func:`has_ended`)."""
+        return has_ended(self.registry_status, self.end_date, self.day, self.killed_at)
 
     @property
     def running(self) -> bool:

@@ -73,7 +73,6 @@ from ab_pipelines.safety.conditions import (
     CONDITION_KINDS,
     Condition,
     conditions_for_day,
-    running_on,
     stopped_experiments,
 )
 from ab_pipelines.safety.notify import (
@@ -122,6 +121,5 @@ __all__ = [
     "reconcile",
     "reconcile_day",
     "record_run_failure",
-    "running_on",
     "stopped_experiments",
 ]

@@ -10,7 +10,7 @@ empty, so it yields no condition):
 | ``srm`` | critical | the experiment | ``""`` | gold.srm segment "all" is flagged |
 | ``crossovers`` | warning | the experiment | ``""`` | gold.health check "crossovers" is flagged |
 | ``dq_failed`` | critical | ``""`` | ``table.check`` | an ops.dq_results row of the day did not pass |
-| ``no_exposures`` | warning | the experiment | ``""`` | a running experiment (see :func:`running_on`) has no exposure with event_date = day in silver.exposure_counts |
+| ``no_exposures`` | warning | the experiment | ``""`` | a running experiment (``ExperimentState.running``) has no exposure with event_date = day in silver.exposure_counts |
 
 Experiments that are stopped or killed by ``day`` (:func:`stopped_experiments`) still get their
 gold conditions here; ``reconcile`` ignores them and closes their alerts.
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,8 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ab_pipelines.analysis.decision import ALL_SEGMENT, MetricVerdict, Srm
-from ab_pipelines.analysis.sufficient_stats import kill_times
-from ab_pipelines.config.models import Experiment
+from ab_pipelines.analysis.state import kills, states_of_day
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import (
@@ -39,7 +37,7 @@ from ab_pipelines.lake.tables import (
     SILVER_EXPOSURE_COUNTS,
 )
 from ab_pipelines.quality.results import failed_checks
-from ab_pipelines.safety._util import as_utc, json_safe, num
+from ab_pipelines.safety._util import json_safe, num
 
 __all__ = [
     "CONDITION_KINDS",
@@ -47,7 +45,6 @@ __all__ = [
     "Condition",
     "WARNING",
     "conditions_for_day",
-    "running_on",
     "stopped_experiments",
 ]
 
@@ -98,33 +95,15 @@ def _g(x: float | None) -> str:
 # ---- experiment state ---------------------------------------------------------------------
 
 
-def _day_end(day: dt.date) -> dt.datetime:
-    return dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC) + dt.timedelta(days=1)
-
-
-def _killed_by(kills: Mapping[str, dt.datetime], exp_id: str, day: dt.date) -> bool:
-    t = kills.get(exp_id)
-    return t is not None and t < _day_end(day)
-
-
 def stopped_experiments(lake: Lake, registry: Registry, day: dt.date) -> set[str]:
-    """Experiments whose alerts close on ``day``: status stopped, or killed before ``day`` ended.
+    """Experiments whose alerts close on ``day``: status stopped, or killed before ``day`` ended
+    (``analysis.state``'s kill rule).
 
     A kill of an experiment no longer in the registry counts too.
     """
-    kills = kill_times(lake)
     out = {e.id for e in registry.experiments.values() if e.status == "stopped"}
-    out |= {exp_id for exp_id in kills if _killed_by(kills, exp_id, day)}
+    out |= {exp_id for exp_id, kill in kills(lake).items() if kill.by_end_of(day)}
     return out
-
-
-def running_on(exp: Experiment, day: dt.date, kill: dt.datetime | None = None) -> bool:
-    """Status running, started by ``day``, not past its end date, not killed before ``day`` ended."""
-    if exp.status != "running" or exp.start_date > day:
-        return False
-    if exp.end_date is not None and day > exp.end_date:
-        return False
-    return kill is None or as_utc(kill) >= _day_end(day)
 
 
 # ---- the kinds ----------------------------------------------------------------------------
@@ -261,12 +240,8 @@ def _dq_failed(lake: Lake, day: dt.date) -> list[Condition]:
 
 
 def _no_exposures(lake: Lake, registry: Registry, day: dt.date) -> list[Condition]:
-    kills = kill_times(lake)
-    running = [
-        e
-        for e in sorted(registry.experiments.values(), key=lambda e: e.id)
-        if running_on(e, day, kills.get(e.id))
-    ]
+    states = states_of_day(lake, registry, day)
+    running = [registry.experiments[i] for i, s in sorted(states.items()) if s.running]
     if not running:
         return []
     counts = lake.read_arrow(
