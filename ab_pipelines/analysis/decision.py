@@ -492,6 +492,38 @@ class Killed:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """What produced a day's rows: the experiment's registry content sha and the config version
+    in force (stamped on the gold rows by ``analysis.state``), beside today's registry sha.
+
+    ``changed_since``: the experiment's definition (its plan) changed after that day was computed;
+    None when either sha is unknown (rows written before provenance was recorded).
+    """
+
+    registry_sha: str | None
+    config_version: int | None
+    current_registry_sha: str | None = None
+
+    @property
+    def changed_since(self) -> bool | None:
+        if self.registry_sha is None or self.current_registry_sha is None:
+            return None
+        return self.registry_sha != self.current_registry_sha
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "registry_sha": self.registry_sha,
+            "config_version": self.config_version,
+            "current_registry_sha": self.current_registry_sha,
+            "changed_since": self.changed_since,
+        }
+
+    @classmethod
+    def from_json(cls, face: Mapping[str, Any]) -> Provenance:
+        return cls(face["registry_sha"], face["config_version"], face["current_registry_sha"])
+
+
+@dataclass(frozen=True)
 class AnalysisRule:
     """The experiment's decision settings: α, sequential or fixed horizon, the correction."""
 
@@ -585,6 +617,7 @@ class Scorecard(Mapping[str, Any]):
     plan: tuple[PlanEntry, ...] = ()
     segments: tuple[SegmentScorecard, ...] = ()
     read_at_versions: Mapping[str, int | None] | None = None
+    provenance: Provenance | None = None
 
     @property
     def guardrails(self) -> tuple[MetricVerdict, ...]:
@@ -612,6 +645,8 @@ class Scorecard(Mapping[str, Any]):
             out["read_at_versions"] = dict(self.read_at_versions)
         if self.segments:
             out["segments"] = [s.as_json() for s in self.segments]
+        if self.provenance is not None:
+            out["provenance"] = self.provenance.as_json()
         return out
 
     @classmethod
@@ -634,6 +669,7 @@ class Scorecard(Mapping[str, Any]):
             plan=tuple(PlanEntry(**p) for p in card.get("plan") or ()),
             segments=tuple(SegmentScorecard.from_json(s) for s in card.get("segments") or ()),
             read_at_versions=card.get("read_at_versions"),
+            provenance=Provenance.from_json(card["provenance"]) if card.get("provenance") else None,
         )
 
     def __getitem__(self, key: str) -> Any:

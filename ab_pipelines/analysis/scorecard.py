@@ -24,11 +24,13 @@ from ab_pipelines.analysis.decision import (
     Killed,
     MetricVerdict,
     PlanEntry,
+    Provenance,
     Scorecard,
     SegmentScorecard,
     Srm,
 )
 from ab_pipelines.analysis.plan import PlanError, metric_moments
+from ab_pipelines.analysis.state import registry_sha
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
@@ -260,7 +262,21 @@ def read_scorecard(
             for s in segments
         ),
         read_at_versions=None if pinned is None else dict(pinned),
+        provenance=_provenance(registry, exp, rows or stats),
     )
+
+
+def _provenance(registry: Registry, exp: Experiment, rows: list[dict]) -> Provenance | None:
+    """The registry sha and config version the day's rows were computed under (one value per
+    experiment and day), beside today's registry sha; None without rows."""
+    if not rows:
+        return None
+    first = rows[0]
+    try:
+        now = registry_sha(registry, exp)
+    except (KeyError, OSError, ValueError):
+        now = None
+    return Provenance(first.get("registry_sha"), first.get("config_version"), now)
 
 
 def _stored_decision(rows: list[dict]) -> str:
@@ -311,6 +327,14 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
     if card.read_at_versions:
         pins = ", ".join(f"{t} v{v}" for t, v in card.read_at_versions.items() if v is not None)
         lines.insert(2, f"  as computed then: {pins}")
+    prov = card.provenance
+    if prov is not None and prov.registry_sha is not None:
+        line = (
+            f"  plan: registry sha {prov.registry_sha[:12]}, config version {prov.config_version}"
+        )
+        if prov.changed_since:
+            line += f"; the plan has changed since (now {prov.current_registry_sha[:12]})"
+        lines.insert(2, line)
     for m in card.metrics:
         seq = m.sequential_relative
         ci = f"[{_pct(seq.ci_low)}, {_pct(seq.ci_high)}]"

@@ -42,6 +42,19 @@ else:
 if card.killed:
     k = card.killed
     st.warning(f"**Killed** at {k.at.isoformat()} by {k.by}: {k.reason}")
+prov = card.provenance
+if prov is not None and prov.registry_sha is not None:
+    plan_line = (
+        f"Computed under registry sha `{prov.registry_sha[:12]}` and config version "
+        f"{prov.config_version}."
+    )
+    if prov.changed_since:
+        st.warning(
+            f"{plan_line} **The plan has changed since** (the experiment's definition is now "
+            f"`{prov.current_registry_sha[:12]}`): these numbers follow the plan of that day."
+        )
+    else:
+        st.caption(plan_line)
 
 left, right = st.columns(2)
 estimate = left.radio(

@@ -197,3 +197,36 @@ def test_a_scorecard_can_be_read_again_as_it_was_computed(analysed, registry):
     assert out.exit_code == 2 and "nothing had been analysed yet" in out.output
     out = runner.invoke(main, ["results", EXP, "--as-of", "2026-11-05T08:00"])
     assert out.exit_code == 2 and "has no zone" in out.output
+
+
+def test_a_past_day_shows_the_plan_it_was_computed_under(home, registry_copy):
+    """Rows stamped with the registry sha and config version of their day: the scorecard shows
+    them, and says so once the experiment's definition has changed since."""
+    from ab_pipelines.analysis.scorecard import read_scorecard
+    from ab_pipelines.analysis.state import experiment_state, with_provenance
+    from ab_pipelines.config import load_registry
+
+    registry = load_registry(registry_copy)
+    lake, rng = Lake(home), np.random.default_rng(5)
+    exp = registry.experiments[EXP]
+    state = experiment_state(lake, registry, EXP, D1)
+    stats = gold_rows(D1, 2000, rng, lift=0.1)
+    results = experiment_results(exp, registry.metrics, D1, stats, False)
+    replace = [{"day": D1.isoformat()}]
+    lake.write_arrow(GOLD_SUFFICIENT_STATS, with_provenance(stats, state), replace=replace)
+    lake.write_arrow(GOLD_EXPERIMENT_RESULTS, with_provenance(results, state), replace=replace)
+
+    card = read_scorecard(lake, registry, EXP, D1)
+    assert card.provenance.registry_sha == state.registry_sha
+    assert card.provenance.config_version == state.config_version
+    assert card.provenance.changed_since is False
+    assert f"plan: registry sha {state.registry_sha[:12]}" in render(card)
+    assert json.loads(to_json(card))["provenance"]["changed_since"] is False
+
+    path = registry_copy / "experiments" / f"{EXP}.yaml"
+    path.write_text(path.read_text().replace("Clearer copy", "Shorter copy"))
+    changed = load_registry(registry_copy)
+    card = read_scorecard(lake, changed, EXP, D1)
+    assert card.provenance.registry_sha == state.registry_sha  # the day's, not today's
+    assert card.provenance.changed_since is True
+    assert "the plan has changed since" in render(card)
