@@ -63,7 +63,8 @@ def _source_copy(dest):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO_ROOT / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(REPO_ROOT / "ab_pipelines", dest / "ab_pipelines", ignore=ignore)
+    for package in ("ab_pipelines", "assets", "jobs", "streamlit_app"):
+        shutil.copytree(REPO_ROOT / package, dest / package, ignore=ignore)
     return dest
 
 
@@ -100,3 +101,8 @@ def test_the_sdk_installs_alone_and_passes_the_corpus(tmp_path):
     assert [m for m in got["modules"] if m in PLATFORM] == []
     assert "pip install 'ab-pipelines[kafka]'" in got["kafka"], got["kafka"]
     assert list((tmp_path / "raw" / "exposures").glob("date=*/exposures+0+0.jsonl"))
+
+    # the platform's command on the SDK alone: one sentence naming the extra, no traceback
+    abp = _run(str(VENV / "bin" / "abp"), "--help")
+    assert abp.returncode == 1, abp
+    assert "pip install 'ab-pipelines[platform]'" in abp.stderr and "Traceback" not in abp.stderr
