@@ -7,8 +7,8 @@ Two steps (``ab_pipelines.analysis.day``):
   in ``gold/sufficient_stats``; the same pass writes ``gold/srm`` and ``gold/health``. The
   intermediate models are Spark views inside the run (not stored): their assets carry the SQL.
 - ``gold/experiment_results`` (numpy, no Spark): estimates, adjusted p-values, guardrails and the
-  decision, from the sufficient statistics and the SRM test; the same step writes
-  ``ops/experiment_days``, the state each experiment was decided in.
+  decision, from the sufficient statistics and the SRM test; the same step writes the table
+  ``ops.experiment_days``, the state each experiment was decided in.
 """
 
 import datetime as dt
@@ -22,6 +22,7 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     TimeWindowPartitionMapping,
+    asset,
     multi_asset,
 )
 
@@ -167,34 +168,18 @@ def analysis_sql(context: AssetExecutionContext, lake: LakeResource):
     yield MaterializeResult(asset_key=asset_key(GOLD_HEALTH), metadata=health_meta)
 
 
-@multi_asset(
-    name="experiment_results",
-    specs=[
-        AssetSpec(
-            asset_key(GOLD_EXPERIMENT_RESULTS),
-            deps=[asset_key(GOLD_SUFFICIENT_STATS), asset_key(GOLD_SRM)],
-            description=GOLD_EXPERIMENT_RESULTS.description,
-            group_name="gold",
-            owners=[OWNER],
-            kinds={"numpy", "delta"},
-            code_version=_CODE,
-        ),
-        AssetSpec(
-            asset_key(OPS_EXPERIMENT_DAYS),
-            deps=[asset_key(GOLD_SUFFICIENT_STATS)],
-            description=OPS_EXPERIMENT_DAYS.description,
-            group_name="gold",
-            owners=[OWNER],
-            kinds={"delta"},
-            code_version=_CODE,
-        ),
-    ],
+@asset(
+    key=asset_key(GOLD_EXPERIMENT_RESULTS),
+    deps=[asset_key(GOLD_SUFFICIENT_STATS), asset_key(GOLD_SRM)],
     partitions_def=daily_partitions,
     backfill_policy=BackfillPolicy.single_run(),
-    can_subset=False,
+    group_name="gold",
+    owners=[OWNER],
+    kinds={"numpy", "delta"},
+    code_version=_CODE,
     description=GOLD_EXPERIMENT_RESULTS.description,
 )
-def experiment_results(context: AssetExecutionContext, lake: LakeResource):
+def experiment_results(context: AssetExecutionContext, lake: LakeResource) -> MaterializeResult:
     """Per analysis day: estimates, adjusted p-values, guardrails and each experiment's decision,
     and the state each experiment was decided in (ops/experiment_days)."""
     days = [dt.date.fromisoformat(k) for k in context.partition_keys]
@@ -206,8 +191,7 @@ def experiment_results(context: AssetExecutionContext, lake: LakeResource):
         context.log.info(f"{day}: decisions {s.decisions}")
     meta = table_metadata(lake.lake, GOLD_EXPERIMENT_RESULTS, days)
     meta["decisions_last_day"] = MetadataValue.json(decisions)
-    yield MaterializeResult(asset_key=asset_key(GOLD_EXPERIMENT_RESULTS), metadata=meta)
-    yield MaterializeResult(
-        asset_key=asset_key(OPS_EXPERIMENT_DAYS),
-        metadata=table_metadata(lake.lake, OPS_EXPERIMENT_DAYS, days),
-    )
+    # ops.experiment_days is written by the same step (one table beside the results, not an
+    # asset of its own: a data engineer can still re-materialize gold/experiment_results alone)
+    meta["experiment_days_path"] = MetadataValue.path(str(lake.lake.path(OPS_EXPERIMENT_DAYS)))
+    return MaterializeResult(metadata=meta)
