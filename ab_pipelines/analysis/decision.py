@@ -146,8 +146,9 @@ def in_family(role: str, segment: str) -> bool:
 
 def adjust(p_values: Sequence[float | None], correction: str) -> list[float | None]:
     """The family's decision p-values adjusted by ``correction`` (``holm``, ``bh`` or ``none``)."""
-    # A p-value of exactly 0 counts as missing, as it always has (kept: the numbers must not move).
-    p = np.array([x or np.nan for x in p_values], dtype=float)
+    # Only a missing p-value is missing: one of exactly 0 (an effect so large that the tail
+    # underflows) is the most significant of all (it used to be read as missing, silently).
+    p = np.array([np.nan if x is None else x for x in p_values], dtype=float)
     adj = p if correction == "none" else adjust_pvalues(p, method=correction)
     return [_num(q) for q in adj]
 

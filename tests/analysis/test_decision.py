@@ -99,6 +99,19 @@ def test_adjust_by_the_correction_and_significance_below_alpha():
     assert not d.is_significant(None, 0.05)
 
 
+def test_a_p_value_of_exactly_zero_is_the_most_significant_not_missing():
+    """An effect so large that the normal tail underflows gives p = 0.0: it must stay 0 through
+    the correction and count as significant (it was once read as missing, silently)."""
+    from scipy import stats
+
+    p0 = float(stats.norm.sf(40.0))
+    assert p0 == 0.0
+    for correction in ("none", "holm", "bh"):
+        adj = d.adjust([p0, 0.03, None], correction)
+        assert adj[0] == 0.0 and adj[2] is None, (correction, adj)
+        assert d.is_significant(adj[0], 0.05)
+
+
 def test_guardrail_non_inferiority_reads_the_harm_side_bound():
     # lower is better (page load): harm is an increase; the bound is the interval's low end
     assert d.guardrail_check(0.02, 0.03, 0.05, False) == Guardrail(0.02, 0.03, True)
