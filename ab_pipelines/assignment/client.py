@@ -428,13 +428,21 @@ class Client:
         """Offer a new payload; True if it was installed, False if refused (logged) or unchanged."""
         return bool(self._offer(envelope_or_dict, source, trusted=trusted))
 
+    def install(
+        self, data: Mapping | str | bytes, source: str = "payload", *, trusted: bool = False
+    ) -> bool:
+        """Decode, verify and install a payload: True if installed, False if that version is
+        held already. Raises ConfigError saying why it is refused (the held config stays);
+        unlike ``load_payload`` nothing is logged, for a caller that reports refusals itself."""
+        return self._install(self._decode(data, trusted), source)
+
     def _offer(
         self, data: Mapping | str | bytes, source: str, *, trusted=False, log_once=False
     ) -> bool | None:
         """Decode, verify and install: True if installed, False if already held, None if refused.
         ``log_once`` (the follower) logs a reason once until a version is installed."""
         try:
-            installed = self._install(self._decode(data, trusted), source)
+            installed = self.install(data, source, trusted=trusted)
         except ConfigError as exc:
             reason = str(exc)
             if log_once:

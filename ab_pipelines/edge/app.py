@@ -96,7 +96,7 @@ class Edge:
             public_key=key, exposure_sink=self.exposure_sink, exposure_memory=EXPOSURE_MEMORY
         )
         self.watcher = ConfigWatcher(
-            self.home.edge / "config.json", self.client, key, self.settings.watch_seconds
+            self.home.edge / "config.json", self.client, self.settings.watch_seconds
         )
         self.watcher.start()
         self._end_streams_on_signal()

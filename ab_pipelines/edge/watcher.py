@@ -2,9 +2,9 @@
 comes from").
 
 ``ConfigWatcher`` looks at ``$ABP_HOME/edge/config.json`` every ``watch_seconds`` (a ``stat``:
-inode, mtime_ns, size). A changed file is read and offered to the SDK's own decode path (a
-``Client`` with the edge's public key verifies the signature and the schema); a version that goes
-back, or an old number with other content, is refused too. A refused file costs one log line and
+inode, mtime_ns, size). A changed file is read and installed through the SDK's own path
+(``Client.install``: signature, schema, and the rule that a version never goes back nor an old
+number comes with other content). A refused file costs one log line and
 one count (``abp_edge_config_refused_total``) and the last good version keeps serving; the same
 bad file is not logged again until it changes. A file caught half-written by a writer that does
 not replace atomically (its ``stat`` moved while it was read) is read again on the next look, not
@@ -57,14 +57,12 @@ class ConfigWatcher:
     Args:
         path: the signed config file (``$ABP_HOME/edge/config.json``).
         client: the worker's serving Client (without a config yet); every version goes into it.
-        public_key: what ``client`` verifies with (a key object), used for the check too.
         watch_seconds: seconds between two looks at the file.
     """
 
-    def __init__(self, path: Path, client: Client, public_key, watch_seconds: float) -> None:
+    def __init__(self, path: Path, client: Client, watch_seconds: float) -> None:
         self.path = Path(path)
         self.client = client
-        self.public_key = public_key
         self.watch_seconds = watch_seconds
         self.current: ServedConfig | None = None
         self.changed = asyncio.Event()  # set (and replaced) when a new version is served
@@ -103,24 +101,13 @@ class ConfigWatcher:
         if self.current is not None and raw == self.current.raw:
             return False
         try:
-            # The SDK's decode path: signature, then schema (Client.from_payload raises on both).
-            cfg = Client.from_payload(raw, public_key=self.public_key).config
+            # The SDK's own path: signature, schema, then its version rule (a version that goes
+            # back, or an old number with other content, is refused; the same one is no news).
+            if not self.client.install(raw, source=str(self.path)):
+                return False
         except ConfigError as exc:
             return self._refuse(seen, str(exc))
-        held = self.current
-        if held is not None:
-            if cfg.version < held.version:
-                return self._refuse(
-                    seen, f"version {cfg.version} goes back from the served version {held.version}"
-                )
-            if cfg.version == held.version:
-                if cfg.content_sha != held.content_sha:
-                    return self._refuse(
-                        seen, f"version {cfg.version} is already served with different content"
-                    )
-                return False  # the same version written again: nothing new to serve
-        if not self.client.load_payload(raw, source=str(self.path)):
-            return self._refuse(seen, "the serving client did not take it")  # logged by the SDK
+        cfg = self.client.config  # this watcher is the serving client's only installer
         self.current = ServedConfig.of(raw, cfg.version, cfg.content_sha)
         metrics.CONFIG_VERSION.set(cfg.version)
         log.info("edge config version %d served (from %s)", cfg.version, self.path)
