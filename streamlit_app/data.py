@@ -31,9 +31,10 @@ from ab_pipelines.analysis.decision import (
     view_estimate,
 )
 from ab_pipelines.analysis.scorecard import analysed_days, read_scorecard
+from ab_pipelines.analysis.state import ExperimentState, states_of_day
 from ab_pipelines.analysis.state import kills as kill_records
 from ab_pipelines.config.approvals import content_sha
-from ab_pipelines.config.models import Experiment, Metric
+from ab_pipelines.config.models import Metric
 from ab_pipelines.config.publish import current_payload
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.contracts.approval import approval_of
@@ -151,15 +152,6 @@ def decision_estimate(
 # ---- overview ----------------------------------------------------------------------------------
 
 
-def _days_running(exp: Experiment, as_of: dt.date | None, killed_at: dt.datetime | None) -> int:
-    if as_of is None:
-        return 0
-    last = min(
-        d for d in (as_of, exp.end_date, killed_at.date() if killed_at else None) if d is not None
-    )
-    return max((last - exp.start_date).days + 1, 0)
-
-
 _OVERVIEW_COLUMNS = (
     "experiment",
     "name",
@@ -189,6 +181,7 @@ _OVERVIEW_COLUMNS = (
     SILVER_EXPOSURE_COUNTS,
     OPS_DQ_RESULTS,
     OPS_KILLS,
+    OPS_AUDIT_LOG,
     registry=True,
 )
 def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
@@ -217,12 +210,16 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
     )
     exposures = {r["experiment_id"]: r["exposures_sum"] for r in exposed}
     dq = lake.read_arrow(OPS_DQ_RESULTS, columns=["day", "passed"]).to_pylist()
+    states: dict[dt.date, dict[str, ExperimentState]] = {}  # as_of -> states_of_day, read once
+    for as_of in set(latest.values()):
+        states[as_of] = states_of_day(lake, registry, as_of)
     killed = kill_records(lake)
 
     rows = []
     for exp in registry.experiments.values():
         as_of = latest.get(exp.id)
         kill = killed.get(exp.id)
+        state = states[as_of].get(exp.id) if as_of is not None else None
         mine = [r for r in results if r["experiment_id"] == exp.id and r["day"] == as_of]
         srm_now = Srm.from_gold(
             [r for r in srm if r["experiment_id"] == exp.id and r["day"] == as_of]
@@ -246,7 +243,7 @@ def experiments_overview(lake: Lake, registry: Registry) -> pd.DataFrame:
                 "owner": exp.owner,
                 "start_date": exp.start_date,
                 "as_of": as_of,
-                "days_running": _days_running(exp, as_of, kill.at if kill else None),
+                "days_running": state.days_running if state is not None else 0,
                 "exposures": int(exposures.get(exp.id) or 0),
                 "units": sum(srm_now.counts.values()) if srm_now.counts else None,
                 "srm": "no data"

@@ -30,7 +30,7 @@ from ab_pipelines.analysis.decision import (
     Srm,
 )
 from ab_pipelines.analysis.plan import PlanError, metric_moments
-from ab_pipelines.analysis.state import registry_sha
+from ab_pipelines.analysis.state import experiment_state, registry_sha
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
@@ -38,7 +38,7 @@ from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
-    OPS_KILLS,
+    OPS_EXPERIMENT_DAYS,
 )
 from ab_pipelines.settings import settings
 from ab_pipelines.stats import days_needed, mde_for, sample_size
@@ -75,7 +75,7 @@ def analysed_days(
     return sorted(set(t.column("day").to_pylist()))
 
 
-_PINNED_TABLES = (GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_KILLS)
+_PINNED_TABLES = (GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_EXPERIMENT_DAYS)
 
 
 def pinned_versions(
@@ -107,6 +107,29 @@ def pinned_versions(
     if version is not None:
         pinned[GOLD_EXPERIMENT_RESULTS.qualified] = version
     return pinned
+
+
+def _kill_of_day(
+    lake: Lake,
+    registry: Registry,
+    experiment_id: str,
+    day: dt.date,
+    pinned: Mapping[str, int | None] | None,
+) -> Killed | None:
+    """The kill in effect by the end of ``day``, from the state the analysis stored that day
+    (``ops.experiment_days``, read as pinned); a day analysed before that table existed gets
+    its state from :func:`~ab_pipelines.analysis.state.experiment_state`."""
+    where = (pc.field("experiment_id") == experiment_id) & (pc.field("day") == day)
+    rows = _read(lake, OPS_EXPERIMENT_DAYS, pinned, filter=where).to_pylist()
+    if rows:
+        r = rows[0]
+        if r["killed_at"] is None:
+            return None
+        return Killed(at=r["killed_at"], by=r["killed_by"], reason=r["kill_reason"])
+    kill = experiment_state(lake, registry, experiment_id, day).kill
+    if kill is None or not kill.by_end_of(day):
+        return None
+    return Killed(at=kill.at, by=kill.by, reason=kill.reason)
 
 
 def _read(lake: Lake, spec, pinned: Mapping[str, int | None] | None, **kw) -> pa.Table:
@@ -224,8 +247,7 @@ def read_scorecard(
         for r in _read(lake, GOLD_SUFFICIENT_STATS, pinned, filter=where).to_pylist()
         if r["segment"] == ALL_SEGMENT
     ]
-    kills = _read(lake, OPS_KILLS, pinned, filter=pc.field("experiment_id") == experiment_id)
-    killed = kills.to_pylist()[0] if kills.num_rows else None
+    killed = _kill_of_day(lake, registry, experiment_id, day, pinned)
 
     order = _order(exp)
     verdicts = sorted((MetricVerdict.from_gold(r) for r in rows), key=order)
@@ -249,9 +271,7 @@ def read_scorecard(
         srm=srm_all,
         metrics=main,
         analysis=AnalysisRule.of(exp),
-        killed=None
-        if killed is None
-        else Killed(at=killed["killed_at"], by=killed["by"], reason=killed["reason"]),
+        killed=killed,
         plan=tuple(_plan(exp, stats, day)),
         segments=tuple(
             SegmentScorecard(

@@ -202,6 +202,15 @@ class ExperimentState:
         return self.end_date is None or self.day <= self.end_date
 
     @property
+    def days_running(self) -> int:
+        """Days it took units by the end of ``day``: from its start to the earliest of ``day``,
+        ``end_date`` and the day of a kill that had taken effect (0 before its start)."""
+        last = min(d for d in (self.day, self.end_date) if d is not None)
+        if self.kill is not None and self.kill.by_end_of(self.day):
+            last = min(last, _utc(self.kill.at).date())
+        return max((last - self.start_date).days + 1, 0)
+
+    @property
     def config_version(self) -> int | None:
         return None if self.config is None else self.config.version
 

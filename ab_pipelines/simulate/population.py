@@ -15,7 +15,6 @@ import numpy as np
 
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
-from ab_pipelines.contracts.hashing import bucket, layer_buckets, pick_variant, variant_ranges
 
 __all__ = [
     "COUNTRIES",
@@ -100,48 +99,39 @@ def make_population(users: int, seed: int) -> Population:
 
 
 def registry_assigner(registry: Registry | None = None) -> Assigner:
-    """An assigner that follows CONTRACTS section 6 on the registry, without kills or a sticky store.
+    """An assigner that asks the SDK (CONTRACTS section 6), on the registry, without kills or a
+    sticky store: the rules live once, in :class:`~ab_pipelines.assignment.Client`.
 
-    Order: a forced override wins; a stopped experiment returns its ``shipped_variant`` (else the
-    baseline); an experiment that is not running, or whose targeting does not match, returns None;
-    then the hash (layer membership, then the variant over the full 10,000 buckets; outside a layer,
-    the variant ranges scaled by the allocation). When ``registry`` is given, its definition of the
-    experiment wins over the one passed in (the SDK will later replace this with the published config).
+    Each experiment is compiled as the publisher compiles it (``compile_experiment``) into an
+    unsigned payload that a trusted SDK client evaluates: a forced override wins; a stopped
+    experiment returns its ``shipped_variant`` (else the baseline); an experiment that is not
+    running or stopped, or whose targeting does not match, returns None; then the hash. When
+    ``registry`` is given, its definition of the experiment wins over the one passed in (as the
+    SDK reads the published config, not the caller's copy).
     """
+    from ab_pipelines.assignment.client import Client
+    from ab_pipelines.config.publish import compile_experiment
+    from ab_pipelines.contracts.payload import build_payload
 
-    # id(experiment) -> (experiment, variant ranges, layer bounds, targeting), computed once.
-    compiled: dict[int, tuple] = {}
+    # id(experiment) -> (experiment, its one-experiment client), built once per definition.
+    clients: dict[int, tuple[Experiment, Client]] = {}
 
-    def rules(exp: Experiment) -> tuple:
-        hit = compiled.get(id(exp))
+    def client_of(exp: Experiment) -> Client:
+        hit = clients.get(id(exp))
         if hit is None or hit[0] is not exp:
-            weights = [v.weight for v in exp.variants]
-            targeting = {k: {str(a) for a in allowed} for k, allowed in exp.targeting.items()}
-            if exp.layer is not None:
-                layer = layer_buckets(exp.layer_range or (0.0, 1.0))
-                hit = (exp, variant_ranges(weights), layer, targeting)
-            else:
-                hit = (exp, variant_ranges(weights, exp.allocation), None, targeting)
-            compiled[id(exp)] = hit
-        return hit
+            entries = {exp.id: compile_experiment(exp, killed=False)}
+            payload = build_payload(entries, version=1, published_at=None)
+            hit = (exp, Client.from_payload(payload, trusted=True))
+            clients[id(exp)] = hit
+        return hit[1]
 
     def assign(experiment: Experiment, unit: str, attributes: Mapping[str, str]) -> str | None:
         exp = registry.experiments.get(experiment.id, experiment) if registry else experiment
-        forced = exp.overrides.get(unit)
-        if forced is not None:
-            return forced
-        if exp.status == "stopped":
-            return exp.shipped_variant or exp.baseline
-        if exp.status != "running":
-            return None
-        _, ranges, layer, targeting = rules(exp)
-        for key, allowed in targeting.items():
-            if str(attributes.get(key)) not in allowed:
-                return None
-        if layer is not None and not layer[0] <= bucket(exp.layer, unit) < layer[1]:
-            return None  # the same test as hashing.in_layer, with the bounds computed once
-        i = pick_variant(ranges, bucket(exp.hash_salt, unit))
-        return None if i is None else exp.variants[i].id
+        if exp.status not in ("running", "stopped"):
+            return None  # not in a published config: the SDK never sees it
+        if exp.unit != "user_id":
+            attributes = {**attributes, exp.unit: unit}
+        return client_of(exp).assign(unit, exp.id, attributes)
 
     return assign
 

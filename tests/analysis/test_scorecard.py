@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -230,3 +231,24 @@ def test_a_past_day_shows_the_plan_it_was_computed_under(home, registry_copy):
     assert card.provenance.registry_sha == state.registry_sha  # the day's, not today's
     assert card.provenance.changed_since is True
     assert "the plan has changed since" in render(card)
+
+
+def test_a_days_scorecard_shows_the_kill_in_effect_that_day(analysed, home, registry_copy):
+    """The kill comes from that day's state: stored in ops.experiment_days when the analysis
+    wrote it, else from experiment_state; a kill after the day is not on that day's card."""
+    from ab_pipelines.analysis.state import states_of_day, write_states
+    from ab_pipelines.config import load_registry
+    from ab_pipelines.config.publish import kill, publish
+
+    registry = load_registry(registry_copy)
+    noon = dt.datetime.combine(D1 + dt.timedelta(days=1), dt.time(12), tzinfo=dt.UTC)
+    publish(home, registry_copy, now=noon - dt.timedelta(days=2))
+    kill(home, EXP, reason="harm", by="ops@example.com", now=noon)
+    before, after = (scorecard(analysed, registry, EXP, d) for d in (D1, D2))
+    assert before["killed"] is None  # state computed: the kill came after D1 ended
+    assert after["killed"]["by"] == "ops@example.com" and after["killed"]["reason"] == "harm"
+    # Stored state wins: as the analysis of D2 saw it (here: written before the kill existed).
+    states = states_of_day(analysed, registry, D2)
+    stored = {EXP: dataclasses.replace(states[EXP], kill=None)}
+    write_states(analysed, D2, stored)
+    assert scorecard(analysed, registry, EXP, D2)["killed"] is None

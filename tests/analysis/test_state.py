@@ -91,6 +91,15 @@ def test_state_of_a_killed_experiment_before_on_and_after_the_kill_day(published
     assert sum(on.weights) == pytest.approx(1.0)
 
 
+def test_days_running_stop_at_the_kill_day_and_count_on_before_it(published):
+    lake, registry, _ = published
+    start = registry.experiments["hero_video"].start_date
+    days = {d: experiment_state(lake, registry, "hero_video", d).days_running for d in (D1, D2, D3)}
+    assert days[D1] == (D1 - start).days + 1  # the kill (D2) had not taken effect yet
+    assert days[D2] == days[D3] == (D2 - start).days + 1
+    assert experiment_state(lake, registry, "hero_video", start - dt.timedelta(1)).days_running == 0
+
+
 def test_config_version_in_force_is_the_last_published_by_the_day_end(published):
     lake, registry, _ = published
     versions = config_versions(lake)
