@@ -138,9 +138,27 @@ def _peer_metric(kind: str, entry: dict, sides: list[dict], winsorize: float | N
             "num": num,
             "den": den,
             "window_days": num["window_days"],
+            "window_start_days": num.get("window_start_days", 0),
+            "maturity_days": _maturity(entry, sides),
             "winsorize": winsorize,
         }
-    return {**sides[entry["side"]], "id": entry["id"], "kind": kind, "winsorize": winsorize}
+    return {
+        **sides[entry["side"]],
+        "id": entry["id"],
+        "kind": kind,
+        "winsorize": winsorize,
+        "maturity_days": _maturity(entry, sides),
+    }
+
+
+def _maturity(entry: dict, sides: list[dict]) -> int | None:
+    """Days after first exposure by which the metric's sides have ended (it then counts the unit);
+    None when it counts every unit at once (the SQL models' ``mature_sides``)."""
+    ends = [
+        (sides[k].get("window_start_days") or 0) + sides[k]["window_days"]
+        for k in entry.get("mature_sides", [])
+    ]
+    return max(ends) if ends else None
 
 
 def peer_spec(data: BenchData, day: dt.date, reps: int) -> dict:

@@ -52,13 +52,27 @@ def aggregate(agg, cond):
 
 def value_end(m):
     if m["window_days"]:
-        return f"LEAST(u.day_end, u.first_ts + INTERVAL {int(m['window_days'])} DAY)"
+        end = int(m.get("window_start_days") or 0) + int(m["window_days"])
+        return f"LEAST(u.day_end, u.first_ts + INTERVAL {end} DAY)"
     return "u.day_end"
+
+
+def value_start(m):
+    start = int(m.get("window_start_days") or 0)
+    return f"u.first_ts + INTERVAL {start} DAY" if start else "u.first_ts"
+
+
+def mature(m):
+    """The condition on a per_unit row for the metric to count the unit (its window has ended),
+    or None when every unit counts (no window, or include_maturing)."""
+    if not m.get("maturity_days"):
+        return None
+    return f"first_ts + INTERVAL {int(m['maturity_days'])} DAY <= day_end"
 
 
 def metric_columns(m):
     """(num, den, pre_num, pre_den) expressions of one metric over the joined rows."""
-    post = f"e.ts >= u.first_ts AND e.ts < {value_end(m)}"
+    post = f"e.ts >= {value_start(m)} AND e.ts < {value_end(m)}"
     pre = "e.ts < u.first_ts"
     if m["kind"] == "ratio":
         n, d = m["num"], m["den"]
@@ -110,7 +124,8 @@ def experiment_sql(x):
           AND ts < TIMESTAMPTZ {lit(x["day_end_ts"])}
           AND event IN ({", ".join(lit(e) for e in events)})
     )
-    SELECT u.unit, u.variant, {", ".join(cols)}
+    SELECT u.unit, u.variant, MIN(u.first_ts) AS first_ts, MIN(u.day_end) AS day_end,
+           {", ".join(cols)}
     FROM units AS u
     LEFT JOIN ev AS e
       ON e.user_id = u.unit
@@ -121,11 +136,13 @@ def experiment_sql(x):
     selects = []
     for i, m in enumerate(x["metrics"]):
         num, pre_num = f"m{i}_num", f"m{i}_pre_num"
+        where = f" WHERE {mature(m)}" if mature(m) else ""
         if m.get("winsorize") is not None and m["kind"] != "proportion":
             p = float(m["winsorize"])
-            num = f"LEAST(m{i}_num, (SELECT quantile_cont(m{i}_num, {p}) FROM per_unit))"
+            num = f"LEAST(m{i}_num, (SELECT quantile_cont(m{i}_num, {p}) FROM per_unit{where}))"
             pre_num = (
-                f"LEAST(m{i}_pre_num, (SELECT quantile_cont(m{i}_pre_num, {p}) FROM per_unit))"
+                f"LEAST(m{i}_pre_num, "
+                f"(SELECT quantile_cont(m{i}_pre_num, {p}) FROM per_unit{where}))"
             )
         values = {"num": num, "den": f"m{i}_den", "pre_num": pre_num, "pre_den": f"m{i}_pre_den"}
         sums = ", ".join(
@@ -134,7 +151,7 @@ def experiment_sql(x):
         )
         selects.append(
             f"SELECT {lit(m['id'])} AS metric, variant, COUNT(*) AS n, {sums} "
-            f"FROM per_unit GROUP BY variant"
+            f"FROM per_unit{where} GROUP BY variant"
         )
     return per_unit, " UNION ALL ".join(selects)
 

@@ -8,9 +8,23 @@
 {%- for key, value in side.where.items() %} AND get_json_object(e.properties, {{ ('$.' ~ key) | sql }}) = {{ value | sql }}{% endfor %})
 {%- endmacro %}
 
-{#- The end of a unit's window for one metric side: D + 1 day, or earlier with window_days. -#}
+{#- The start of a unit's window for one metric side: its first exposure, window_start_days later
+    with a window (a retention day: window_start_days 7, window_days 1). -#}
+{% macro value_start(side) -%}
+{% if side.window_start_days %}u.first_ts + INTERVAL {{ side.window_start_days | sql }} DAYS{% else %}u.first_ts{% endif %}
+{%- endmacro %}
+
+{#- The end of a unit's window for one metric side: D + 1 day, or earlier with window_days (the
+    window ends window_start_days + window_days after first exposure). -#}
 {% macro value_end(side) -%}
-{% if side.window_days %}LEAST(u.day_end_ts, u.first_ts + INTERVAL {{ side.window_days | sql }} DAYS){% else %}u.day_end_ts{% endif %}
+{% if side.window_days %}LEAST(u.day_end_ts, u.first_ts + INTERVAL {{ (side.window_start_days + side.window_days) | sql }} DAYS){% else %}u.day_end_ts{% endif %}
+{%- endmacro %}
+
+{#- Whether a unit's whole window for one metric side has ended by D + 1 day (half-open: a window
+    ending exactly at D + 1 day is complete); TRUE without a window. An aggregate, for unit_sides,
+    whose rows are grouped by the unit (u.first_ts and u.day_end_ts are the same on all of them). -#}
+{% macro window_ended(side) -%}
+{% if side.window_days %}MIN(u.first_ts) + INTERVAL {{ (side.window_start_days + side.window_days) | sql }} DAYS <= MIN(u.day_end_ts){% else %}TRUE{% endif %}
 {%- endmacro %}
 
 {#- The per-unit aggregate (sum of values, count, or any = 0/1) of the events meeting `condition`;
@@ -62,13 +76,29 @@ GROUP BY u.unit
 
 {#- One row per unit and metric from the wide rows of `sides` (unit_sides): the caller gives,
     per metric, ", 'id', num, den, pre_num, pre_den" (Spark's stack). The columns are those of
-    every metric template: metric, unit, variant, num, den, pre_num, pre_den; no metric, no rows. -#}
+    every metric template: metric, unit, variant, num, den, pre_num, pre_den, mature; no metric,
+    no rows.
+    `mature`: whether the unit counts for the metric on day D. A metric entry's `mature_sides`
+    (metric_vars) lists the sides whose s<k>_mature it waits for (a ratio: both); empty (no window,
+    or include_maturing) means always TRUE. Only the flags some metric waits for are carried
+    through the stack. -#}
 {% macro unpivot(metrics, sides) -%}
-SELECT metric, unit, variant, num, den, pre_num, pre_den
+{%- set waiting = metrics | selectattr('mature_sides') | list %}
+{%- set flags = waiting | map(attribute='mature_sides') | sum(start=[]) | unique | list %}
+SELECT metric, unit, variant, num, den, pre_num, pre_den,
+    {% if waiting -%}
+    CASE metric
+        {%- for m in waiting %} WHEN {{ m.id | sql }} THEN {% for k in m.mature_sides %}{% if not loop.first %} AND {% endif %}s{{ k }}_mature{% endfor %}{% endfor %}
+        ELSE TRUE END
+    {%- else -%}
+    TRUE
+    {%- endif %} AS mature
 FROM (
     SELECT
         unit,
         variant,
+        {% for k in flags %}s{{ k }}_mature,
+        {% endfor -%}
         {% if metrics -%}
         stack({{ metrics | length }}{{ caller() }}) AS (metric, num, den, pre_num, pre_den)
         {%- else -%}

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from ab_pipelines.analysis.decision import (
     ALL_SEGMENT,
     DECISION_TEXT,
+    Estimate,
     MetricVerdict,
     PlanEntry,
     Scorecard,
@@ -324,13 +325,26 @@ _SCORE_COLUMNS = (
     "margin",
     "bound",
     "breached",
+    "chance_to_win",
+    "risk_control",
+    "risk_variant",
+    "bayes_call",
+    "maturing",
 )
 
 
 def _entry_row(
-    v: MetricVerdict, metrics: Mapping[str, Metric], cuped: bool, sequential: bool
+    v: MetricVerdict,
+    metrics: Mapping[str, Metric],
+    cuped: bool,
+    sequential: bool,
+    bayesian: bool = False,
 ) -> dict[str, Any]:
     est, label = v.view(cuped, sequential)
+    b = v.bayesian
+    if bayesian and b is not None:  # the posterior (on CUPED where it applies) and its interval
+        est = Estimate(b.effect, b.ci_low, b.ci_high, None)
+        label = "Bayesian posterior" + (", CUPED" if v.cuped is not None else ", raw")
     metric = metrics.get(v.metric)
     higher = metric.higher_is_better if metric is not None else True
     guard = v.shown_guardrail
@@ -350,6 +364,11 @@ def _entry_row(
         "margin": None if guard is None else guard.margin,
         "bound": None if guard is None else guard.bound,
         "breached": None if guard is None else guard.breached,
+        "chance_to_win": None if b is None else b.chance_to_win,
+        "risk_control": None if b is None else b.risk_control,
+        "risk_variant": None if b is None else b.risk_variant,
+        "bayes_call": None if b is None else b.call,
+        "maturing": v.maturing,
     }
 
 
@@ -376,15 +395,19 @@ def scorecard_rows(
     metrics: Mapping[str, Metric],
     cuped: bool,
     sequential: bool,
+    bayesian: bool = False,
 ) -> pd.DataFrame:
     """One row per metric and variant of the scorecard (segment "all"), in the chosen view.
 
     ``lift``, ``ci_low``, ``ci_high`` and ``p_value`` are the relative estimate of the view
     (:meth:`MetricVerdict.view`); ``p_value_adjusted`` and ``significant`` are the decision's,
     whatever the view; ``verdict`` colours the lift by its interval and the metric's desired
-    direction. ``card`` is the typed scorecard, or its JSON face.
+    direction. ``bayesian``: the Bayesian posterior and credible interval instead (an experiment
+    on the Bayesian engine); ``chance_to_win``, ``risk_control``, ``risk_variant`` and
+    ``bayes_call`` are filled wherever the rows have them. ``card`` is the typed scorecard, or
+    its JSON face.
     """
-    rows = [_entry_row(v, metrics, cuped, sequential) for v in _verdicts(card)]
+    rows = [_entry_row(v, metrics, cuped, sequential, bayesian) for v in _verdicts(card)]
     return _frame(rows, _SCORE_COLUMNS)
 
 
@@ -393,6 +416,7 @@ def segment_rows(
     metrics: Mapping[str, Metric],
     cuped: bool,
     sequential: bool,
+    bayesian: bool = False,
 ) -> pd.DataFrame:
     """The exploratory segment rows of the scorecard, with each segment's SRM: never for decisions."""
     rows = []
@@ -403,7 +427,7 @@ def segment_rows(
                     "segment": seg.segment,
                     "segment_srm_p_value": None if seg.srm is None else seg.srm.p_value,
                     "segment_srm_flagged": None if seg.srm is None else seg.srm.flagged,
-                    **_entry_row(v, metrics, cuped, sequential),
+                    **_entry_row(v, metrics, cuped, sequential, bayesian),
                 }
             )
     return _frame(rows, ("segment", "segment_srm_p_value", "segment_srm_flagged", *_SCORE_COLUMNS))

@@ -225,6 +225,11 @@ def style_rows(frame: pd.DataFrame) -> Any:
     }
     if "variance_reduction" in frame:
         fmt["variance_reduction"] = lambda x: "n/a" if pd.isna(x) else f"{x:.0%}"
+    if "chance_to_win" in frame:
+        fmt["chance_to_win"] = lambda x: "n/a" if pd.isna(x) else f"{x:.1%}"
+    for col in ("risk_control", "risk_variant"):
+        if col in frame:
+            fmt[col] = lambda x: "n/a" if pd.isna(x) else f"{x:.2%}"
     return frame.style.apply(colours, axis=1).format(fmt)
 
 

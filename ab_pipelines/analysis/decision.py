@@ -10,6 +10,12 @@ Every choice between estimates is made here and nowhere else (docs/analysis.md, 
   "all", adjusted by ``analysis.correction``; significant when the adjusted p < α.
 - **Guardrail non-inferiority** (:func:`guardrail_check`): the always-valid harm-side bound of the
   relative change against the margin, whatever ``sequential`` says.
+- **The engine** (:func:`significant`, :func:`engine_effect`): ``analysis.engine`` frequentist
+  (the adjusted p-value above) or bayesian (GrowthBook's: a metric decides when its chance to
+  win passes ``chance_to_win_threshold`` and the risk of the arm chosen is at most
+  ``risk_threshold``, the call stored per row as ``bayes_call``; no multiple-testing
+  adjustment, as in GrowthBook). Guardrails keep the always-valid non-inferiority check under
+  both engines: safety does not change with the engine.
 - **The rule** (:func:`decide`): ``invalid`` (SRM flagged), ``rollback``, ``ship``,
   ``inconclusive``, ``keep_running``, first match wins.
 
@@ -36,6 +42,7 @@ __all__ = [
     "DECISIONS",
     "DECISION_TEXT",
     "AnalysisRule",
+    "Bayesian",
     "Cuped",
     "Estimate",
     "Guardrail",
@@ -51,10 +58,12 @@ __all__ = [
     "cuped_applies",
     "decide",
     "decision_estimate",
+    "engine_effect",
     "fixed_horizon",
     "guardrail_check",
     "in_family",
     "is_significant",
+    "significant",
     "view_estimate",
 ]
 
@@ -158,6 +167,31 @@ def is_significant(p_value_adjusted: float | None, alpha: float) -> bool:
     return p_value_adjusted is not None and p_value_adjusted < alpha
 
 
+def significant(exp: Experiment, p_value_adjusted: float | None, bayes_call: str | None) -> bool:
+    """Whether a family row decides, under the experiment's engine: the adjusted p-value below α
+    (frequentist), or the Bayesian call is ``ship`` or ``rollback`` (bayesian).
+
+    Example:
+        >>> from ab_pipelines.config.models import Analysis
+        >>> e = Experiment(id="e", name="e", owner="o", start_date=dt.date(2026, 1, 1),
+        ...                variants=[{"id": "a", "weight": 0.5}, {"id": "b", "weight": 0.5}],
+        ...                analysis=Analysis(engine="bayesian"))
+        >>> significant(e, 0.001, "keep_running"), significant(e, 0.5, "ship")
+        (False, True)
+    """
+    if exp.analysis.engine == "bayesian":
+        return bayes_call in ("ship", "rollback")
+    return is_significant(p_value_adjusted, exp.analysis.alpha)
+
+
+def engine_effect(
+    exp: Experiment, sequential_relative: float | None, bayes_relative: float | None
+) -> float | None:
+    """The relative effect whose sign says better or worse under the experiment's engine: the
+    posterior mean (bayesian), else the always-valid estimate."""
+    return bayes_relative if exp.analysis.engine == "bayesian" else sequential_relative
+
+
 # ---- the typed scorecard -------------------------------------------------------------------
 
 
@@ -209,6 +243,38 @@ class Cuped:
             "absolute": self.absolute.as_json(),
             "relative": self.relative.as_json(),
         }
+
+
+@dataclass(frozen=True)
+class Bayesian:
+    """The Bayesian engine's posterior of the relative lift (CUPED where it applies): its mean,
+    credible interval, chance to win (in the metric's good direction), the expected loss of
+    keeping the baseline and of shipping the variant (relative to the baseline mean), and the
+    call of the engine's rule (``ship``, ``rollback``, ``keep_running``)."""
+
+    effect: float | None
+    ci_low: float | None
+    ci_high: float | None
+    chance_to_win: float | None
+    risk_control: float | None
+    risk_variant: float | None
+    call: str | None
+
+    _FIELDS = ("effect", "ci_low", "ci_high", "chance_to_win", "risk_control", "risk_variant")
+
+    @classmethod
+    def from_gold(cls, row: Mapping[str, Any]) -> Bayesian | None:
+        """The ``bayes_*`` columns; None on rows written before they existed."""
+        if row.get("bayes_call") is None:
+            return None
+        return cls(*(row[f"bayes_{f}"] for f in cls._FIELDS), row["bayes_call"])
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> Bayesian | None:
+        return None if d is None else cls(*(d[f] for f in cls._FIELDS), d["call"])
+
+    def as_json(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self._FIELDS} | {"call": self.call}
 
 
 @dataclass(frozen=True)
@@ -268,6 +334,9 @@ class MetricVerdict:
     p_value_adjusted: float | None = None
     significant: bool | None = None
     guardrail: Guardrail | None = None
+    bayesian: Bayesian | None = None
+    maturing_baseline: int | None = None
+    maturing_variant: int | None = None
 
     @classmethod
     def from_gold(cls, row: Mapping[str, Any]) -> MetricVerdict:
@@ -303,6 +372,9 @@ class MetricVerdict:
             p_value_adjusted=row["p_value_adjusted"],
             significant=row["significant"],
             guardrail=guard,
+            bayesian=Bayesian.from_gold(row),
+            maturing_baseline=row.get("maturing_baseline"),
+            maturing_variant=row.get("maturing_variant"),
         )
 
     @classmethod
@@ -335,6 +407,9 @@ class MetricVerdict:
             p_value_adjusted=e.get("p_value_adjusted"),
             significant=e.get("significant"),
             guardrail=None if g is None else Guardrail(g["margin"], g["bound"], g["breached"]),
+            bayesian=Bayesian.from_json(e.get("bayesian")),
+            maturing_baseline=(e.get("maturing") or {}).get(base),
+            maturing_variant=(e.get("maturing") or {}).get(var),
         )
 
     def arms(self) -> dict[str, Any]:
@@ -391,8 +466,9 @@ class MetricVerdict:
             breached=self.breached,
         )
 
-    def as_json(self) -> dict[str, Any]:
-        """The metric entry of CONTRACTS section 4."""
+    def as_json(self, bayesian: bool = False) -> dict[str, Any]:
+        """The metric entry of CONTRACTS section 4; with ``bayesian`` (the experiment's engine),
+        also the posterior under key ``bayesian``."""
         base, var = self.baseline, self.variant
         entry: dict[str, Any] = {
             "metric": self.metric,
@@ -413,7 +489,16 @@ class MetricVerdict:
         }
         if self.shown_guardrail is not None:
             entry["guardrail"] = self.shown_guardrail.as_json()
+        if bayesian:
+            entry["bayesian"] = None if self.bayesian is None else self.bayesian.as_json()
+        if self.maturing:
+            entry["maturing"] = {base: self.maturing_baseline, var: self.maturing_variant}
         return entry
+
+    @property
+    def maturing(self) -> int:
+        """Units of both arms not counted yet because the metric's window had not ended."""
+        return (self.maturing_baseline or 0) + (self.maturing_variant or 0)
 
 
 # ---- the rule ------------------------------------------------------------------------------
@@ -531,22 +616,57 @@ class AnalysisRule:
     alpha: float
     sequential: bool
     correction: str
+    engine: str = "frequentist"
+    chance_to_win_threshold: float | None = None
+    risk_threshold: float | None = None
 
     @classmethod
     def of(cls, exp: Experiment) -> AnalysisRule:
-        return cls(exp.analysis.alpha, exp.analysis.sequential, exp.analysis.correction)
+        a = exp.analysis
+        if a.engine == "bayesian":
+            return cls(
+                a.alpha,
+                a.sequential,
+                a.correction,
+                a.engine,
+                a.chance_to_win_threshold,
+                a.risk_threshold,
+            )
+        return cls(a.alpha, a.sequential, a.correction)
+
+    @property
+    def bayesian(self) -> bool:
+        return self.engine == "bayesian"
 
     @property
     def decision_p_value(self) -> str:
+        if self.bayesian:
+            return "none (Bayesian: chance to win and risk decide)"
         return "always-valid (sequential)" if self.sequential else "fixed-horizon"
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "alpha": self.alpha,
             "sequential": self.sequential,
             "correction": self.correction,
             "decision_p_value": self.decision_p_value,
+            "engine": self.engine,
         }
+        if self.bayesian:
+            out["chance_to_win_threshold"] = self.chance_to_win_threshold
+            out["risk_threshold"] = self.risk_threshold
+        return out
+
+    @classmethod
+    def from_json(cls, a: Mapping[str, Any]) -> AnalysisRule:
+        return cls(
+            a["alpha"],
+            a["sequential"],
+            a["correction"],
+            a.get("engine", "frequentist"),
+            a.get("chance_to_win_threshold"),
+            a.get("risk_threshold"),
+        )
 
 
 @dataclass(frozen=True)
@@ -588,14 +708,14 @@ class SegmentScorecard:
             metrics=tuple(MetricVerdict.from_json(e, seg["segment"]) for e in seg["metrics"]),
         )
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, bayesian: bool = False) -> dict[str, Any]:
         return {
             "segment": self.segment,
             "exploratory": True,
             "srm": None
             if self.srm is None
             else {"p_value": self.srm.p_value, "flagged": self.srm.flagged},
-            "metrics": [m.as_json() for m in self.metrics],
+            "metrics": [m.as_json(bayesian) for m in self.metrics],
         }
 
 
@@ -637,7 +757,7 @@ class Scorecard(Mapping[str, Any]):
             "status": self.status,
             "decision": self.decision,
             "srm": self.srm.as_json(),
-            "metrics": [m.as_json() for m in self.metrics],
+            "metrics": [m.as_json(self.analysis.bayesian) for m in self.metrics],
             "killed": None if self.killed is None else self.killed.as_json(),
             "analysis": self.analysis.as_json(),
             "plan": [p.as_json() for p in self.plan],
@@ -645,7 +765,7 @@ class Scorecard(Mapping[str, Any]):
         if self.read_at_versions is not None:
             out["read_at_versions"] = dict(self.read_at_versions)
         if self.segments:
-            out["segments"] = [s.as_json() for s in self.segments]
+            out["segments"] = [s.as_json(self.analysis.bayesian) for s in self.segments]
         if self.provenance is not None:
             out["provenance"] = self.provenance.as_json()
         return out
@@ -663,7 +783,7 @@ class Scorecard(Mapping[str, Any]):
             decision=card["decision"],
             srm=Srm(srm["p_value"], srm["flagged"], dict(srm["counts"])),
             metrics=tuple(MetricVerdict.from_json(e) for e in card["metrics"]),
-            analysis=AnalysisRule(a["alpha"], a["sequential"], a["correction"]),
+            analysis=AnalysisRule.from_json(a),
             killed=None
             if killed is None
             else Killed(dt.datetime.fromisoformat(killed["at"]), killed["by"], killed["reason"]),

@@ -32,7 +32,10 @@ from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, GOLD_HEALTH, GOLD_
 from ab_pipelines.stats import (
     DEFAULT_SEQUENTIAL_TUNING,
     Moments,
+    Prior,
     RatioMoments,
+    bayesian_compare,
+    bayesian_decision,
     compare,
     srm_test,
 )
@@ -205,6 +208,8 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
             row = {
                 "n_baseline": int(c.base["n"]),
                 "n_variant": int(c.arm["n"]),
+                "maturing_baseline": c.base.get("maturing"),
+                "maturing_variant": c.arm.get("maturing"),
                 "mean_baseline": _num(raw[False].mean_a[j]),
                 "mean_variant": _num(raw[False].mean_b[j]),
                 **_estimates("abs", raw[False], j),
@@ -220,6 +225,54 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
                     **_estimates("cuped_rel", cup[True], j),
                 )
             out[i] = row
+    return out
+
+
+def _prior(metric: Metric) -> Prior | None:
+    """The metric's informative prior on the relative lift, or None (GrowthBook's flat prior)."""
+    return None if metric.prior is None else Prior.normal(metric.prior.mean, metric.prior.sd)
+
+
+def _bayes_cells(cells: list[_Cell], exp: Experiment, cuped: list[bool]) -> list[dict]:
+    """The Bayesian engine's posterior of every cell's relative lift (CUPED where ``cuped[i]``)
+    and its call under the experiment's thresholds; one vectorized call per group of cells that
+    share a kind, a prior and a direction."""
+    out: list[dict] = [{} for _ in cells]
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(cells):
+        key = (c.metric.kind == "ratio", c.metric.prior, c.metric.higher_is_better, cuped[i])
+        groups.setdefault(key, []).append(i)
+    for (ratio, _, higher_is_better, with_cuped), idx in groups.items():
+        a = _moments([cells[i].base for i in idx], ratio)
+        b = _moments([cells[i].arm for i in idx], ratio)
+        r = bayesian_compare(
+            a,
+            b,
+            relative=True,
+            cuped=with_cuped,
+            prior=_prior(cells[idx[0]].metric),
+            alpha=exp.analysis.alpha,
+            higher_is_better=higher_is_better,
+        )
+        calls = np.atleast_1d(
+            bayesian_decision(r, exp.analysis.chance_to_win_threshold, exp.analysis.risk_threshold)
+        )
+        fields = np.broadcast_arrays(
+            *(np.atleast_1d(x) for x in (r.effect, r.ci_low, r.ci_high, r.chance_to_win)),
+            np.atleast_1d(r.risk_control),
+            np.atleast_1d(r.risk_treatment),
+        )
+        for j, i in enumerate(idx):
+            effect, low, high, win, risk_c, risk_v = (float(f[j]) for f in fields)
+            out[i] = {
+                "bayes_effect": _num(effect),
+                "bayes_ci_low": _num(low),
+                "bayes_ci_high": _num(high),
+                "bayes_chance_to_win": _num(win),
+                "bayes_risk_control": _num(risk_c),
+                "bayes_risk_variant": _num(risk_v),
+                "bayes_call": str(calls[j]),
+            }
     return out
 
 
@@ -272,10 +325,12 @@ def experiment_results(
         if seg == ALL_SEGMENT or (mid, base_id, seg) in by_key or (mid, vid, seg) in by_key
     ]
     estimates = _compare_cells(cells, exp)
+    bayes = _bayes_cells(cells, exp, [est.get("cuped_theta") is not None for est in estimates])
     rows = []
-    for c, est in zip(cells, estimates, strict=True):
+    for c, est, post in zip(cells, estimates, bayes, strict=True):
         row = {name: None for name in GOLD_EXPERIMENT_RESULTS.schema.names}
         row.update(est)
+        row.update(post)
         row.update(
             experiment_id=exp.id,
             metric=c.metric.id,
@@ -285,7 +340,10 @@ def experiment_results(
             segment=c.segment,
             exploratory=c.segment != ALL_SEGMENT,
             day=day,
-            _better=decision.better(est.get("seq_rel_effect"), c.metric.higher_is_better),
+            _better=decision.better(
+                decision.engine_effect(exp, est.get("seq_rel_effect"), post.get("bayes_effect")),
+                c.metric.higher_is_better,
+            ),
         )
         if c.metric.id in margins:
             g = decision.guardrail_check(
@@ -305,7 +363,7 @@ def experiment_results(
         p = [MetricVerdict.from_gold(r).decision_relative(sequential).p_value for r in family]
         for r, q in zip(family, decision.adjust(p, exp.analysis.correction), strict=True):
             r["p_value_adjusted"] = q
-            r["significant"] = decision.is_significant(q, exp.analysis.alpha)
+            r["significant"] = decision.significant(exp, q, r["bayes_call"])
     verdict = decide(exp, rows, srm_is_flagged, ended(exp, day, killed_at))
     for r in rows:
         r["decision"] = verdict

@@ -317,6 +317,10 @@ def _pct(x: float | None) -> str:
     return "   n/a" if x is None else f"{x:+.1%}"
 
 
+def _share(x: float | None, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}%}"
+
+
 def _p(x: float | None) -> str:
     if x is None:
         return "n/a"
@@ -355,6 +359,9 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
         if prov.changed_since:
             line += f"; the plan has changed since (now {prov.current_registry_sha[:12]})"
         lines.insert(2, line)
+    if card.analysis.bayesian:
+        lines[-1:] = _bayesian_lines(card)  # the frequentist header is the last line so far
+        return _render_tail(card, lines)
     for m in card.metrics:
         seq = m.sequential_relative
         ci = f"[{_pct(seq.ci_low)}, {_pct(seq.ci_high)}]"
@@ -369,6 +376,47 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
             f"  {m.metric:<18}{m.role:<10}{m.variant:<11}{_pct(seq.effect):>7}  "
             f"{ci:<17}{_p(m.p_value_adjusted):>7} {_p(m.fixed_relative.p_value):>8}{tail}{star}"
         )
+    return _render_tail(card, lines)
+
+
+def _bayesian_lines(card: Scorecard) -> list[str]:
+    """The metric lines of a Bayesian scorecard: posterior lift, credible interval, chance to win
+    and the risk of each choice (relative to the baseline mean)."""
+    rule = card.analysis
+    level = 1 - rule.alpha
+    lines = [
+        f"  engine: Bayesian (ship when chance to win > {rule.chance_to_win_threshold:.0%} and "
+        f"risk <= {rule.risk_threshold:.2%}; flat prior unless the metric sets one)",
+        f"  {'metric':<18}{'role':<10}{'variant':<11}{'lift':>7}  {f'{level:.0%} credible':<17}"
+        f"{'win':>7} {'risk A/B':>15}  call",
+    ]
+    for m in card.metrics:
+        b = m.bayesian
+        if b is None:
+            lines.append(f"  {m.metric:<18}{m.role:<10}{m.variant:<11}  (no Bayesian columns)")
+            continue
+        ci = f"[{_pct(b.ci_low)}, {_pct(b.ci_high)}]"
+        risk = f"{_share(b.risk_control, 2)}/{_share(b.risk_variant, 2)}"
+        tail = ""
+        g = m.shown_guardrail
+        if g is not None:
+            tail = f"  guardrail ±{g.margin:.0%}: {'BREACHED' if g.breached else 'ok'}"
+        star = " *" if m.significant else ""
+        lines.append(
+            f"  {m.metric:<18}{m.role:<10}{m.variant:<11}{_pct(b.effect):>7}  "
+            f"{ci:<17}{_share(b.chance_to_win, 1):>7} {risk:>15}  {b.call}{tail}{star}"
+        )
+    return lines
+
+
+def _render_tail(card: Scorecard, lines: list[str]) -> str:
+    """The maturing, plan and segment lines every scorecard ends with."""
+    for m in card.metrics:
+        if m.maturing:
+            lines.append(
+                f"  maturing: {m.metric} ({m.variant}) leaves out {m.maturing_baseline or 0}/"
+                f"{m.maturing_variant or 0} units whose window has not ended yet (not counted)"
+            )
     for plan in card.plan:
         if plan.days_more is not None:
             lines.append(

@@ -11,8 +11,14 @@ are CONTRACTS section 3 ("Semantics"):
   D + late_arrival_days] are read (see :func:`arrival_partitions`);
 - the population: units whose first exposure lies in [start_date, min(D + 1, end_date + 1, kill
   time)), overridden units and crossovers (seen in more than one variant) excluded;
-- values over [first exposure, min(D + 1, first exposure + window_days)), covariates over
-  [first exposure − lookback days, first exposure); a unit without events has 0.
+- values over [first exposure, D + 1 day), or with a window (``window_days`` = N,
+  ``window_start_days`` = S) over [first exposure + S days, first exposure + S + N days);
+  covariates over [first exposure − lookback days, first exposure); a unit without events has 0;
+- maturity: a windowed metric counts a unit on day D only when its whole window has ended,
+  first exposure + S + N days <= D + 1 day; the others are *maturing*: left out of n and the
+  sums, counted in the ``maturing`` column. ``include_maturing: true`` counts them with the part
+  of the window seen by D + 1 day (the window then ends at min(D + 1 day, first exposure + S +
+  N days)).
 
 Units (``Experiment.unit``). With ``unit: user_id`` (the default) a unit is a user_id. Otherwise
 the unit of an exposure is ``get_json_object(attributes, '$.<unit>')`` (JSON text, e.g. ``T1``,
@@ -22,7 +28,7 @@ in-window exposure under that unit value (the distinct (unit, user_id) pairs, mo
 ``unit_members``); a user_id seen under two unit values counts towards both.
 
 Winsorizing (``Metric.winsorize`` = p). An upper cap only, per metric, computed over the
-analysed units of day D in segment "all", variants pooled: a ``mean`` or ``ratio`` metric's num is
+analysed units of day D in segment "all" that count for the metric (not maturing), variants pooled: a ``mean`` or ``ratio`` metric's num is
 capped at ``percentile(num, p)`` and its pre_num (the CUPED covariate) at ``percentile(pre_num,
 p)``, each on its own values; denominators are never capped; for ``proportion`` (0/1 values) it
 is a no-op. Spark's exact ``percentile`` interpolates linearly (numpy.percentile's default with
@@ -38,8 +44,10 @@ unit still counts once per attribute). Segment rows are exploratory; "all" is th
 
 Output (:class:`ExperimentStats`). ``stats`` has one row for every segment present ("all" always,
 a label when it has units) × every metric of the experiment × every configured variant (plus any
-other variant an analysed unit has): n = 0 and all sums 0.0 where there are no units. Rows are
-ordered by segment ("all" first, then labels ascending), metric id, variant id. ``units`` counts
+other variant an analysed unit has): n = 0 and all sums 0.0 where there are no units (or only
+maturing ones); ``maturing`` counts the analysed units left out of n because the metric's window
+had not ended by D + 1 day (n + maturing = the analysed units). Rows are ordered by segment
+("all" first, then labels ascending), metric id, variant id. ``units`` counts
 the analysed units by segment and variant with the same completeness; ``crossovers`` counts the
 crossover units (segment "all").
 """
@@ -137,12 +145,22 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     """The template vars of a set of metrics: ``sides``, ``mean_metrics``, ``proportion_metrics``,
     ``ratio_metrics`` and ``winsorize``.
 
-    ``sides`` lists the distinct (event, where, agg, window_days) the metrics read, each computed
-    once per unit by unit_sides, with ``filter``: sides with the same (event, where) share a
-    number, which names their event filter (``m<filter>`` in unit_sides). A metric entry is its
-    ``id`` and its side(s) by index (``side``, or ``num_side`` and ``den_side`` for a ratio). A ratio side filters on the metric's ``where`` and
-    its own (the side's keys win). ``winsorize`` lists ``{id, p}`` of the mean and ratio metrics
-    with a cap (a proportion is 0/1: never capped).
+    ``sides`` lists the distinct (event, where, agg, window_start_days, window_days) the metrics
+    read, each computed once per unit by unit_sides, with ``filter``: sides with the same (event,
+    where) share a number, which names their event filter (``m<filter>`` in unit_sides). A metric
+    entry is its ``id``, its side(s) by index (``side``, or ``num_side`` and ``den_side`` for a
+    ratio) and ``mature_sides``: the sides whose window must have ended for a unit to count
+    (empty: every unit counts, no window or ``include_maturing``; a ratio waits for both). A ratio
+    side filters on the metric's ``where`` and its own (the side's keys win). ``winsorize`` lists
+    ``{id, p}`` of the mean and ratio metrics with a cap (a proportion is 0/1: never capped).
+
+    Example:
+        >>> v = metric_vars([Metric(id="retained_d7", kind="proportion", event="page_view",
+        ...                         window_start_days=7, window_days=1)])
+        >>> v["sides"][0]["window_start_days"], v["sides"][0]["window_days"]
+        (7, 1)
+        >>> v["proportion_metrics"]
+        [{'id': 'retained_d7', 'side': 0, 'mature_sides': [0]}]
     """
     out: dict[str, list[dict]] = {
         "sides": [],
@@ -154,12 +172,13 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     index: dict[str, int] = {}
     filters: dict[str, int] = {}
 
-    def side_of(event: str, agg: str, where: Mapping[str, Any], window_days) -> int:
+    def side_of(event: str, agg: str, where: Mapping[str, Any], m: Metric) -> int:
         side = {
             "event": event,
             "agg": agg,
             "where": {k: _json_text(v) for k, v in where.items()},
-            "window_days": window_days,
+            "window_start_days": m.window_start_days,
+            "window_days": m.window_days,
         }
         key = json.dumps(side, sort_keys=True)
         if key not in index:
@@ -176,9 +195,12 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
             parts: dict[str, EventAgg] = {"num": m.numerator, "den": m.denominator}
             for key, part in parts.items():
                 where = {**m.where, **part.where}
-                entry[f"{key}_side"] = side_of(part.event, part.agg, where, m.window_days)
+                entry[f"{key}_side"] = side_of(part.event, part.agg, where, m)
+            sides = [entry["num_side"], entry["den_side"]]
         else:
-            entry["side"] = side_of(m.event, m.agg or "any", m.where, m.window_days)
+            entry["side"] = side_of(m.event, m.agg or "any", m.where, m)
+            sides = [entry["side"]]
+        entry["mature_sides"] = sides if m.maturity_days is not None else []
         out[f"{m.kind}_metrics"].append(entry)
         if m.winsorize is not None and m.kind != "proportion":
             out["winsorize"].append({"id": m.id, "p": m.winsorize})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = [
     "Analysis",
@@ -15,6 +15,7 @@ __all__ = [
     "ExperimentMetrics",
     "Guardrail",
     "Metric",
+    "Prior",
     "Variant",
     "STATUSES",
     "Status",
@@ -80,6 +81,13 @@ class Analysis(_Model):
     # their own results ("<attribute>=<value>", the rest "<attribute>=other"). Never decide.
     segments: list[str] = Field(default_factory=list)
     segment_top_n: int = Field(default=5, ge=1, le=50)
+    # The engine a decision rests on (docs/analysis.md, "Bayesian engine"): frequentist (adjusted
+    # p-values, always-valid when sequential) or bayesian (GrowthBook's: chance to win and risk).
+    engine: Literal["frequentist", "bayesian"] = "frequentist"
+    # Bayesian: a metric decides when its chance to win exceeds this (a loser below 1 - it) ...
+    chance_to_win_threshold: float = Field(default=0.95, gt=0.5, lt=1)
+    # ... and the expected loss of the arm chosen, relative to the baseline mean, is at most this.
+    risk_threshold: float = Field(default=0.0025, ge=0, lt=1)
 
 
 class Experiment(_Model):
@@ -161,6 +169,14 @@ class EventAgg(_Model):
     where: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+class Prior(_Model):
+    """An informative normal prior on a metric's relative lift (Bayesian engine): N(mean, sd²).
+    A metric without ``prior`` gets GrowthBook's default, a flat (improper) prior."""
+
+    mean: float = 0.0
+    sd: float = Field(default=0.3, gt=0)
+
+
 class Metric(_Model):
     """One metric, one file ``metrics/<id>.yaml``."""
 
@@ -172,9 +188,41 @@ class Metric(_Model):
     where: dict[str, str | int | float | bool] = Field(default_factory=dict)
     numerator: EventAgg | None = None
     denominator: EventAgg | None = None
+    # Conversion window (docs/analysis.md, "Conversion windows and retention"): only the events in
+    # [first exposure + window_start_days, + window_days more) count; "active on day 7" is
+    # window_start_days: 7, window_days: 1. Without window_days: every event since first exposure.
     window_days: int | None = Field(default=None, gt=0)
+    window_start_days: int = Field(default=0, ge=0)
+    # A windowed metric counts a unit only once its whole window has ended by the analysis day's
+    # end (the others are "maturing"); true counts them too, with the part of the window seen so
+    # far: a mix of short and full windows that understates the metric early on (GrowthBook
+    # issue 4353), kept for reproducing old numbers or watching a metric before any unit matures.
+    include_maturing: bool = False
     higher_is_better: bool = True
     winsorize: float | None = Field(default=None, gt=0, lt=1)
+    prior: Prior | None = None  # Bayesian engine only; None: flat
+
+    @field_validator("window_start_days", "include_maturing")
+    @classmethod
+    def _needs_a_window(cls, v: object, info: ValidationInfo) -> object:
+        # Only given values are checked (defaults are not validated); window_days failed on its
+        # own when it is not in info.data.
+        if v and "window_days" in info.data and info.data["window_days"] is None:
+            what = {
+                "window_start_days": "the window starts window_start_days after first exposure "
+                "and lasts window_days",
+                "include_maturing": "a metric without a window counts every unit at once",
+            }[info.field_name]
+            raise ValueError(f"{info.field_name} needs window_days: {what}")
+        return v
+
+    @property
+    def maturity_days(self) -> int | None:
+        """Days after first exposure by which a unit's window has ended and the unit counts; None
+        when every analysed unit counts at once (no window, or ``include_maturing``)."""
+        if self.window_days is None or self.include_maturing:
+            return None
+        return self.window_start_days + self.window_days
 
     def events(self) -> set[str]:
         """The metric_events.event names this metric reads."""

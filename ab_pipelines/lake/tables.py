@@ -274,6 +274,11 @@ GOLD_SUFFICIENT_STATS = TableSpec(
             ("variant", pa.string()),
             ("segment", pa.string()),  # "all", or "<attribute>=<value>" (exploratory)
             *((f, pa.int64() if f == "n" else pa.float64()) for f in STAT_FIELDS),
+            # Analysed units left out of n and the sums because the metric's window (window_days
+            # after window_start_days) had not ended by the day's end; 0 for a metric without a
+            # window or with include_maturing. n + maturing = the analysed units. Null on rows
+            # written before the column existed.
+            ("maturing", pa.int64()),
             *PROVENANCE,
             ("day", pa.date32()),
         ]
@@ -281,8 +286,9 @@ GOLD_SUFFICIENT_STATS = TableSpec(
     partition_by=("day",),
     keys=("experiment_id", "metric", "variant", "segment"),
     description="Per analysis day, experiment, metric, variant and segment: the sufficient statistics "
-    "(RatioMoments fields; a mean metric has den = 1), cumulative from the start date, with the "
-    "registry sha and config version they were computed under.",
+    "(RatioMoments fields; a mean metric has den = 1) of the units that count (a windowed metric: "
+    "those whose window has ended), cumulative from the start date, the units still maturing, and "
+    "the registry sha and config version they were computed under.",
 )
 
 
@@ -304,6 +310,10 @@ GOLD_EXPERIMENT_RESULTS = TableSpec(
             ("exploratory", pa.bool_()),  # segment rows: shown, never decide
             ("n_baseline", pa.int64()),
             ("n_variant", pa.int64()),
+            # Units left out because the metric's window had not ended (gold.sufficient_stats'
+            # maturing); 0 without a window, null on rows written before the column existed.
+            ("maturing_baseline", pa.int64()),
+            ("maturing_variant", pa.int64()),
             ("mean_baseline", pa.float64()),
             ("mean_variant", pa.float64()),
             *_estimate("abs"),  # fixed-horizon Welch, raw
@@ -314,6 +324,15 @@ GOLD_EXPERIMENT_RESULTS = TableSpec(
             *_estimate("cuped_rel"),
             *_estimate("seq_abs"),  # always-valid, on the CUPED estimate where CUPED applies
             *_estimate("seq_rel"),
+            # Bayesian engine (GrowthBook's), on the relative lift (CUPED where it applies),
+            # always computed; the decision reads them when analysis.engine is bayesian.
+            ("bayes_effect", pa.float64()),  # posterior mean
+            ("bayes_ci_low", pa.float64()),  # credible interval (1 - alpha)
+            ("bayes_ci_high", pa.float64()),
+            ("bayes_chance_to_win", pa.float64()),  # P(variant better), metric direction
+            ("bayes_risk_control", pa.float64()),  # expected loss keeping the baseline
+            ("bayes_risk_variant", pa.float64()),  # expected loss shipping the variant
+            ("bayes_call", pa.string()),  # ship | rollback | keep_running (the engine's rule)
             ("p_value_adjusted", pa.float64()),  # Holm/BH over primary+secondary x variants
             ("significant", pa.bool_()),  # what the decision reads
             ("guardrail_margin", pa.float64()),

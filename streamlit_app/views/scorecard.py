@@ -64,22 +64,38 @@ estimate = left.radio(
     key="estimate",
     help="CUPED adjusts for each unit's pre-exposure value of the metric (less variance).",
 )
+rule = card.analysis
+views = ["always-valid (sequential)", "fixed-horizon"]
+if rule.bayesian:
+    views.insert(0, "Bayesian (credible)")
 intervals = right.radio(
     "Intervals",
-    ["always-valid (sequential)", "fixed-horizon"],
-    index=0 if exp.analysis.sequential else 1,
+    views,
+    index=0 if rule.bayesian or exp.analysis.sequential else 1,
     horizontal=True,
     key="intervals",
     help="Always-valid intervals may be looked at every day; fixed-horizon ones only at the "
-    "planned end.",
+    "planned end; the Bayesian posterior's credible interval is what a Bayesian experiment "
+    "decides on.",
 )
 cuped, sequential = estimate == "CUPED", intervals.startswith("always")
-st.caption(
-    f"Decisions read the {card.analysis.decision_p_value} p-value, adjusted by "
-    f"{card.analysis.correction} over primary and secondary metrics (α = "
-    f"{card.analysis.alpha}). Colours: the interval shown lies wholly on the metric's "
-    "good side (green), bad side (red), or spans 0 (grey)."
-)
+bayesian = intervals.startswith("Bayesian")
+if rule.bayesian:
+    st.caption(
+        f"Bayesian engine: a metric decides when its chance to win exceeds "
+        f"{rule.chance_to_win_threshold:.0%} (loses below {1 - rule.chance_to_win_threshold:.0%}) "
+        f"and the risk (expected loss relative to the baseline mean) of the arm chosen is at most "
+        f"{rule.risk_threshold:.2%}; flat prior unless the metric sets one; no multiple-testing "
+        "adjustment. Guardrails keep the always-valid check. Colours: the interval shown lies "
+        "wholly on the metric's good side (green), bad side (red), or spans 0 (grey)."
+    )
+else:
+    st.caption(
+        f"Decisions read the {rule.decision_p_value} p-value, adjusted by "
+        f"{rule.correction} over primary and secondary metrics (α = "
+        f"{rule.alpha}). Colours: the interval shown lies wholly on the metric's "
+        "good side (green), bad side (red), or spans 0 (grey)."
+    )
 
 
 def labelled(frame):
@@ -93,15 +109,19 @@ def labelled(frame):
     return out
 
 
-rows = labelled(data.scorecard_rows(card, reg.metrics, cuped, sequential))
+rows = labelled(data.scorecard_rows(card, reg.metrics, cuped, sequential, bayesian))
+decides = (
+    ["chance_to_win", "risk_control", "risk_variant", "bayes_call"]
+    if rule.bayesian
+    else ["p_value", "p_value_adjusted"]
+)
 table_cols = [
     "metric",
     "variant",
     "lift",
     "interval",
     "verdict",
-    "p_value",
-    "p_value_adjusted",
+    *decides,
     "significant",
     "mean_baseline",
     "mean_variant",
@@ -111,13 +131,31 @@ table_cols = [
     "variance_reduction",
     "n_baseline",
     "n_variant",
+    "maturing",
 ]
 config = {
     "lift": st.column_config.TextColumn("lift", help="relative change vs the baseline"),
     "interval": st.column_config.TextColumn("interval", help="the interval of the view chosen"),
     "p_value": st.column_config.TextColumn("p", help="p-value of the estimate shown"),
     "p_value_adjusted": st.column_config.TextColumn("adjusted p", help="the decision's p-value"),
-    "significant": st.column_config.CheckboxColumn("significant", help="adjusted p < α"),
+    "significant": st.column_config.CheckboxColumn(
+        "significant", help="adjusted p < α (Bayesian: the engine's call is ship or rollback)"
+    ),
+    "chance_to_win": st.column_config.NumberColumn(
+        "chance to win", format="percent", help="P(variant better), in the metric's good direction"
+    ),
+    "risk_control": st.column_config.NumberColumn(
+        "risk: keep baseline", format="percent", help="expected loss, relative to the baseline"
+    ),
+    "risk_variant": st.column_config.NumberColumn(
+        "risk: ship variant", format="percent", help="expected loss, relative to the baseline"
+    ),
+    "bayes_call": st.column_config.TextColumn("call", help="the Bayesian engine's rule"),
+    "maturing": st.column_config.NumberColumn(
+        "maturing",
+        help="units of both arms not counted yet: the metric's window (window_days after "
+        "first exposure) had not ended by this day",
+    ),
     "mean_baseline": "baseline mean",
     "mean_variant": "variant mean",
     "desired": st.column_config.TextColumn("good if", help="the metric's desired direction"),
@@ -148,7 +186,8 @@ else:
     else:
         st.error("Guardrail breached: " + ", ".join(breached["row"]))
     st.caption("Red ticks: where harm beyond the margin starts.")
-    show(guards, [*table_cols[:5], "margin", "bound", "breached", *table_cols[8:13]])
+    tail = ["mean_baseline", "mean_variant", "desired", "role", "estimate"]
+    show(guards, [*table_cols[:5], "margin", "bound", "breached", *tail])
 
 st.subheader("How much longer")
 lines = data.plan_lines(card)
@@ -158,7 +197,7 @@ for line in lines:
     st.markdown(f"- {line}")
 
 st.subheader("Segments (exploratory)")
-segs = data.segment_rows(card, reg.metrics, cuped, sequential)
+segs = data.segment_rows(card, reg.metrics, cuped, sequential, bayesian)
 if segs.empty:
     st.caption("No segments: set `analysis.segments` (e.g. `[platform, country]`) to cut results.")
 else:

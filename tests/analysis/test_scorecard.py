@@ -252,3 +252,28 @@ def test_a_days_scorecard_shows_the_kill_in_effect_that_day(analysed, home, regi
     stored = {EXP: dataclasses.replace(states[EXP], kill=None)}
     write_states(analysed, D2, stored)
     assert scorecard(analysed, registry, EXP, D2)["killed"] is None
+
+
+def test_units_still_maturing_are_on_the_scorecard(home, registry):
+    """A windowed metric's units whose window has not ended are counted in gold.sufficient_stats
+    (``maturing``), carried to the results and shown: JSON ``maturing`` per arm, a text line."""
+    lake, rng = Lake(home), np.random.default_rng(5)
+    exp = registry.experiments[EXP]
+    stats = gold_rows(D1, 1500, rng, lift=0.0).to_pylist()
+    for r in stats:
+        r["maturing"] = (
+            {"control": 120, "treatment": 131}[r["variant"]] if r["metric"] == "orders" else 0
+        )
+    stats = pa.Table.from_pylist(stats, schema=GOLD_SUFFICIENT_STATS.schema)
+    results = experiment_results(exp, registry.metrics, D1, stats, False)
+    replace = [{"day": D1.isoformat()}]
+    lake.write_arrow(GOLD_SUFFICIENT_STATS, stats, replace=replace)
+    lake.write_arrow(
+        GOLD_SRM, srm_rows(exp, D1, {"all": {"control": 1500, "treatment": 1500}}), replace=replace
+    )
+    lake.write_arrow(GOLD_EXPERIMENT_RESULTS, results, replace=replace)
+    card = scorecard(lake, registry, EXP)
+    by_metric = {m["metric"]: m for m in card["metrics"]}
+    assert by_metric["orders"]["maturing"] == {"control": 120, "treatment": 131}
+    assert "maturing" not in by_metric["conversion"]
+    assert "maturing: orders (treatment) leaves out 120/131 units" in render(card)

@@ -205,3 +205,64 @@ def test_run_models_registers_views(spark, tmp_path):
     out = run_models(spark, load_models(tmp_path), {"k": 10}, {"numbers": numbers})
     assert sorted(r.y for r in out["doubled"].collect()) == [20, 30]
     assert spark.table("base").count() == 2
+
+
+_WINDOWED = [
+    Metric(id="ret", kind="proportion", event="pv", agg="any", window_start_days=7, window_days=1),
+    Metric(id="ord", kind="mean", event="buy", agg="count", window_days=7, winsorize=0.9),
+    Metric(
+        id="ord_all", kind="mean", event="buy", agg="count", window_days=7, include_maturing=True
+    ),
+    Metric(
+        id="aov",
+        kind="ratio",
+        numerator={"event": "buy", "agg": "sum"},
+        denominator={"event": "buy", "agg": "count"},
+        window_days=7,
+    ),
+    Metric(id="conv", kind="proportion", event="buy", agg="any"),
+]
+
+
+def test_metric_vars_windows_and_maturity():
+    v = metric_vars(_WINDOWED)
+    by_id = {m["id"]: m for k in ("mean", "proportion", "ratio") for m in v[f"{k}_metrics"]}
+    ret = v["sides"][by_id["ret"]["side"]]
+    assert (ret["window_start_days"], ret["window_days"]) == (7, 1)
+    # include_maturing reads the same side and does not wait for it; a ratio waits for both.
+    assert by_id["ord_all"]["side"] == by_id["ord"]["side"] == by_id["aov"]["den_side"]
+    assert by_id["ord"]["mature_sides"] == [by_id["ord"]["side"]]
+    assert by_id["ord_all"]["mature_sides"] == by_id["conv"]["mature_sides"] == []
+    assert by_id["aov"]["mature_sides"] == [by_id["aov"]["num_side"], by_id["aov"]["den_side"]]
+    # A window that starts later is a side of its own.
+    shifted = Metric(
+        id="x", kind="mean", event="buy", agg="count", window_days=7, window_start_days=1
+    )
+    assert len(metric_vars([*_WINDOWED, shifted])["sides"]) == len(v["sides"]) + 1
+
+
+def test_windows_render_into_the_one_join():
+    models = load_models(MODELS_DIR)
+    vars_ = _real_vars(metric_ids=[m.id for m in _WINDOWED], **metric_vars(_WINDOWED))
+    sql = {name: render(models[name], vars_) for name in topological_order(models)}
+    sides = sql["unit_sides"]
+    code = "\n".join(ln for ln in sides.splitlines() if not ln.startswith("--"))
+    assert code.count("JOIN") == 1  # the start offset and maturity come from the same rows
+    assert (
+        "e.ts >= u.first_ts + INTERVAL 7 DAYS AND e.ts < LEAST(u.day_end_ts, u.first_ts + "
+        "INTERVAL 8 DAYS)" in sides
+    )
+    assert "MIN(u.first_ts) + INTERVAL 8 DAYS <= MIN(u.day_end_ts) AS s0_mature" in sides
+    assert "MIN(u.first_ts) + INTERVAL 7 DAYS <= MIN(u.day_end_ts) AS s1_mature" in sides
+    assert "TRUE AS s3_mature" in sides  # conv: no window
+    assert "WHEN 'ret' THEN s0_mature" in sql["metric_proportion"]
+    assert "WHEN 'conv'" not in sql["metric_proportion"]
+    assert "WHEN 'ord' THEN s1_mature" in sql["metric_mean"]
+    assert "WHEN 'ord_all'" not in sql["metric_mean"]
+    assert "WHEN 'aov' THEN s2_mature AND s1_mature" in sql["metric_ratio"]
+    assert "WHERE metric = 'ord' AND mature" in sql["metric_values"]  # caps: counted units only
+    assert "AS maturing" in sql["sufficient_stats"]
+    # Without a windowed metric there is nothing to wait for.
+    plain = _real_vars(**metric_vars(_METRICS[:1]), metric_ids=["rev"])
+    assert "TRUE AS mature" in render(models["metric_mean"], plain)
+    assert "_mature," not in render(models["metric_mean"], plain)

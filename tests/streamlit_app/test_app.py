@@ -306,3 +306,29 @@ def test_warm_pages_render_in_under_two_seconds(dashboard_env):
         timings[name] = time.perf_counter() - start
         assert not at.exception, (name, at.exception)
     assert max(timings.values()) < 2.0, timings
+
+
+def test_a_bayesian_experiment_shows_chance_to_win_and_risk(demo, tmp_path, monkeypatch):
+    root = copy_registry(tmp_path / "registry")
+    path = root / "experiments" / "checkout_cta.yaml"
+    doc = yaml.safe_load(path.read_text())
+    doc["analysis"] = {**doc.get("analysis", {}), "engine": "bayesian"}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.setenv("ABP_HOME", str(demo.home.home))
+    monkeypatch.setenv("ABP_REGISTRY", str(root))
+    at = app("scorecard", "checkout_cta")
+    card = scorecard(Lake(demo.home), load_registry(root), "checkout_cta")
+    first = card["metrics"][0]["bayesian"]
+    assert card["analysis"]["engine"] == "bayesian" and first is not None
+    assert at.radio(key="intervals").value == "Bayesian (credible)"
+    assert "Bayesian engine: a metric decides when its chance to win exceeds 95%" in texts(at)
+    shown = at.dataframe[0].value
+    assert shown["lift"].iloc[0] == pytest.approx(first["effect"])
+    assert shown["chance_to_win"].iloc[0] == pytest.approx(first["chance_to_win"])
+    assert shown["risk_variant"].iloc[0] == pytest.approx(first["risk_variant"])
+    assert shown["bayes_call"].iloc[0] == first["call"]
+    assert "p_value_adjusted" not in shown.columns
+    at.radio(key="intervals").set_value("always-valid (sequential)").run()
+    assert at.dataframe[0].value["lift"].iloc[0] == pytest.approx(
+        card["metrics"][0]["sequential"]["relative"]["effect"]
+    )
