@@ -87,6 +87,12 @@ def metric_moments(rows: list[dict]) -> tuple[float, float, int]:
     """(mean, per-unit variance, n) of gold.sufficient_stats rows pooled; a ratio linearised."""
     n = sum(r["n"] for r in rows)
     if n < 2:
+        maturing = sum(r.get("maturing") or 0 for r in rows)
+        if maturing:
+            raise PlanError(
+                f"fewer than two units count yet: {maturing} are still maturing (the metric's "
+                "window has not ended for them; they count once it has)"
+            )
         raise PlanError("fewer than two analysed units")
     s = {k: sum(r[k] for r in rows) for k in ("num_sum", "num_sum_sq", "den_sum", "den_sum_sq")}
     cross = sum(r["num_den_sum"] for r in rows)
@@ -106,13 +112,14 @@ def _eligible_per_day(lake: Lake, registry: Registry, day: dt.date) -> float | N
     t = lake.read_arrow(
         GOLD_SUFFICIENT_STATS,
         filter=(pc.field("segment") == "all") & (pc.field("day") >= since),
-        columns=["experiment_id", "metric", "variant", "n", "day"],
+        columns=["experiment_id", "metric", "variant", "n", "maturing", "day"],
     ).to_pylist()
-    # units per (experiment, day): any one metric's n summed over variants (all metrics agree)
+    # units per (experiment, day): any one metric's analysed units summed over variants (all
+    # metrics agree once a windowed metric's units still maturing are added back)
     units: dict[tuple[str, dt.date], dict[str, int]] = {}
     for r in t:
         units.setdefault((r["experiment_id"], r["day"]), {}).setdefault(r["metric"], 0)
-        units[(r["experiment_id"], r["day"])][r["metric"]] += r["n"]
+        units[(r["experiment_id"], r["day"])][r["metric"]] += r["n"] + (r["maturing"] or 0)
     best = None
     for exp in registry.experiments.values():
         days = sorted(d for (e, d) in units if e == exp.id)

@@ -414,6 +414,7 @@ def health_rows(
         m = metrics[mid]
         mine = [r for r in main if r["metric"] == mid]
         n = sum(r["n"] for r in mine)
+        maturing = sum(r.get("maturing") or 0 for r in mine)  # window not ended yet
         nonzero = sum(r["num_sum_sq"] for r in mine) > 0
         if m.kind == "ratio":
             nonzero = nonzero and sum(r["den_sum_sq"] for r in mine) > 0
@@ -428,6 +429,7 @@ def health_rows(
                     f"no analysed unit has a value for {mid}: check its event name and filter"
                     if n > 0 and not nonzero
                     else f"{n} analysed units"
+                    + (f", {maturing} still maturing" if maturing else "")
                 ),
             )
         )
