@@ -21,11 +21,14 @@ Speed: at load, every running experiment hashed on ``user_id`` without targeting
 closure (``_fast_assigner``): salt prefix, overrides and a 10,000-entry bucket-to-variant table
 bound in, so that ``assign`` is one dict lookup, one encode, one mmh3 call and one tuple index
 (about 0.3 µs). With an exposure sink the client builds its own closures from the same tables,
-which also hand a variant from the hash to the client's ``_first_exposure`` (rule 8: dedupe, then
-the guarded ``sink.log``), the one function the full path reports through too. The closures are
-not used while the client has a sticky store; every other case goes through ``_evaluate``, the
-readable statement of the rules above, and the tests check both paths agree (variants, and the
-exact sequence of exposures) on the contract corpus and on random users.
+which also hand a variant from the hash to the client's reporter of that experiment (rule 8:
+dedupe, then the guarded ``sink.log``), the one function the full path reports through too
+(``_first_exposure``). The memory of rule 8 is a set of unit strings per experiment, so a first
+exposure allocates nothing the garbage collector tracks (with the Kafka sink's flat queue, no
+collection pauses a caller). The closures are not used while the client has a sticky store;
+every other case goes through ``_evaluate``, the readable statement of the rules above, and the
+tests check both paths agree (variants, and the exact sequence of exposures) on the contract
+corpus and on random users.
 
 A payload is refused (one error line on the ``ab_pipelines.sdk`` logger, last good config kept)
 when its signature, schema or version is wrong; the first load of ``from_*`` raises ConfigError.
@@ -116,20 +119,21 @@ def _bucket_table(
 
 # A client's first_exposure(experiment_id, unit, user_id, variant, attributes): rule 8.
 ExposureReporter = Callable[[str, str, str, str, Mapping[str, Any] | None], None]
+# The same for one experiment: report(unit, user_id, variant, attributes).
+ExperimentReporter = Callable[[str, str, str, Mapping[str, Any] | None], None]
 
 
 def _fast_assigner(
     exp: CompiledExperiment,
     table: tuple[str | None, ...],
-    first_exposure: ExposureReporter | None = None,
+    report: ExperimentReporter | None = None,
 ) -> Callable[..., str | None] | None:
     """``f(user_id, attributes=None)`` giving what ``_evaluate`` gives for a running experiment
     hashed on user_id without targeting, or None for the experiments it does not cover. With
-    ``first_exposure``, a variant from the hash (not an override) is also reported there, as
-    ``Client._assign`` reports it."""
+    ``report`` (the client's reporter of this experiment), a variant from the hash (not an
+    override) is also reported there, as ``Client._assign`` reports it."""
     if exp.fixed is not None or not exp.by_user or exp.targeting:
         return None
-    exp_id = exp.id
     # bucket()'s bytes, f"{salt}:{unit}" encoded with surrogatepass, built from two halves.
     prefix = f"{exp.salt}:".encode("utf-8", "surrogatepass")
     overrides = exp.overrides or None
@@ -155,8 +159,8 @@ def _fast_assigner(
         if layer is not None and not lo <= h(layer_prefix + key, 0, False) % BUCKETS < hi:
             return None
         v = table[h(prefix + key, 0, False) % BUCKETS]
-        if first_exposure is not None and v is not None:
-            first_exposure(exp_id, unit, unit, v, attributes)  # the unit is the user id here
+        if report is not None and v is not None:
+            report(unit, unit, v, attributes)  # the unit is the user id here
         return v
 
     return assign
@@ -225,7 +229,10 @@ class Client:
         self._first_exposure: ExposureReporter | None = None
         self._sticky = sticky
         self._exposure_sink = exposure_sink
-        self._exposed: set[tuple[str, str]] = set()
+        # Rule 8's memory: the units exposed so far, per experiment id (kept across configs),
+        # and (with exposure_memory) how many (unit, experiment) pairs that is in all.
+        self._exposed_units: dict[str, set[str]] = {}
+        self._exposed_count = [0]
         self._swap_lock = threading.Lock()
         self._refresh_lock = threading.Lock()
         self._source: str | None = None
@@ -263,45 +270,75 @@ class Client:
         now: the config's own closures without a sink, closures that report exposures with one,
         none with a sticky store."""
         cfg, sink = self._config, self._exposure_sink
-        report = None if cfg is None or sink is None else self._exposure_reporter(sink, cfg)
+        if cfg is None or sink is None:
+            report = reporter = None
+        else:
+            report, reporter = self._exposure_reporters(sink, cfg)
         if cfg is None or self._sticky is not None:
             fast = {}
-        elif report is None:
+        elif reporter is None:
             fast = cfg.fast
         else:
             fast = {
-                exp_id: _fast_assigner(cfg.experiments[exp_id], table, report)
+                exp_id: _fast_assigner(cfg.experiments[exp_id], table, reporter(exp_id))
                 for exp_id, table in cfg.fast_tables.items()
             }
         self._first_exposure, self._fast = report, fast
 
-    def _exposure_reporter(self, sink: ExposureSink, cfg: EdgeConfig) -> ExposureReporter:
+    def _exposure_reporters(
+        self, sink: ExposureSink, cfg: EdgeConfig
+    ) -> tuple[ExposureReporter, Callable[[str], ExperimentReporter]]:
         """Rule 8 for both paths: the first exposure of (unit, experiment) to ``sink.log``, with
         the version of ``cfg`` (the config the variant came from); a failing sink is logged once
-        and never raises into ``assign``."""
-        exposed, version, log_failure = self._exposed, cfg.version, self._log_io_once
-        limit = self._exposure_memory
+        and never raises into ``assign``. Returns ``first_exposure`` (any experiment) and
+        ``reporter(experiment_id)``, the same for one experiment, its memory bound in."""
+        memory, version, log_failure = self._exposed_units, cfg.version, self._log_io_once
+        limit, count = self._exposure_memory, self._exposed_count
+        reporters: dict[str, ExperimentReporter] = {}
+
+        def reporter(experiment_id: str) -> ExperimentReporter:
+            known = reporters.get(experiment_id)
+            if known is not None:
+                return known
+            seen = memory.setdefault(experiment_id, set())  # atomic: threads share one set
+
+            def report(unit, user_id, variant, attributes) -> None:
+                if unit in seen:
+                    return
+                if limit is not None:
+                    if count[0] >= limit:  # full: forget every pair (a unit may log again)
+                        for units in list(memory.values()):  # a snapshot: threads may add
+                            units.clear()
+                        count[0] = 0
+                    count[0] += 1
+                seen.add(unit)
+                try:
+                    sink.log(
+                        unit=unit,
+                        user_id=user_id,
+                        experiment_id=experiment_id,
+                        variant=variant,
+                        config_version=version,
+                        attributes=attributes,
+                    )
+                except Exception as exc:  # noqa: BLE001 - a sink failure never breaks assign
+                    log_failure("exposure sink", exc)
+
+            reporters[experiment_id] = report
+            return report
 
         def first_exposure(experiment_id, unit, user_id, variant, attributes) -> None:
-            key = (unit, experiment_id)
-            if key in exposed:
-                return
-            if limit is not None and len(exposed) >= limit:
-                exposed.clear()
-            exposed.add(key)
-            try:
-                sink.log(
-                    unit=unit,
-                    user_id=user_id,
-                    experiment_id=experiment_id,
-                    variant=variant,
-                    config_version=version,
-                    attributes=attributes,
-                )
-            except Exception as exc:  # noqa: BLE001 - a sink failure never breaks assign
-                log_failure("exposure sink", exc)
+            report = reporters.get(experiment_id)
+            if report is None:
+                report = reporter(experiment_id)
+            report(unit, user_id, variant, attributes)
 
-        return first_exposure
+        return first_exposure, reporter
+
+    @property
+    def _exposed(self) -> set[tuple[str, str]]:
+        """The (unit, experiment_id) pairs remembered as exposed, as a new set (for inspection)."""
+        return {(u, e) for e, units in list(self._exposed_units.items()) for u in list(units)}
 
     # ----------------------------------------------------------------- construction
 
@@ -725,7 +762,7 @@ class Client:
             out["decided_by"] = how
         out.setdefault("decided_by", None)
         eligible = how in _EXPOSED_PATHS
-        already = (unit, experiment_id) in self._exposed
+        already = unit in self._exposed_units.get(experiment_id, ())
         out["exposure_eligible"] = eligible
         out["exposure_already_logged"] = already
         out["exposure_logged"] = eligible and (already or self.exposure_sink is not None)

@@ -1,10 +1,14 @@
 """The SDK's Kafka producer: one delivery core for the topics ``exposures`` and ``metric_events``.
 
 The caller's side is an append to a bounded in-memory queue: the epoch time, the record key and
-a tuple of fields, nothing else (a few tenths of a µs). A daemon thread does the rest: it gives each event
-its id, formats its ISO ``ts``, serializes it (orjson) and hands it to an idempotent producer
-(``enable.idempotence``, ``acks=all``), whose record timestamp is the event time in milliseconds,
-so a connector files each record by its day. Nothing on the caller's side blocks or raises:
+the event's fields, nothing else (a few tenths of a µs). The queue holds them flat, ``2 + fields``
+slots per event put in by one atomic ``deque.extend``, so that a queued event is no object the
+garbage collector tracks: the callers' appends never trigger a collection, whose pause would land
+on a caller (with a tuple per waiting event: one collection every few hundred calls, tens of µs
+each, and a full one now and then over the whole queue). A daemon thread does the rest: it gives
+each event its id, formats its ISO ``ts``, serializes it (orjson) and hands it to an idempotent
+producer (``enable.idempotence``, ``acks=all``), whose record timestamp is the event time in
+milliseconds, so a connector files each record by its day. Nothing on the caller's side blocks or raises:
 
 - no broker yet (``ABP_KAFKA_BOOTSTRAP`` unset and no embedded broker of ``ABP_HOME`` running):
   events queue, the thread looks again every second, and delivers once a broker appears;
@@ -112,6 +116,7 @@ _PERMANENT = frozenset({2, 4, 10, 18, 87, -199, -186})  # INVALID_MSG(_SIZE), MS
 # RECORD_LIST_TOO_LARGE, INVALID_RECORD, _BAD_MSG, _INVALID_ARG
 _FATAL = -150
 _now = time.time
+_popleft = deque.popleft
 
 
 # ---- event ids and timestamps --------------------------------------------------------------
@@ -218,6 +223,7 @@ class EventProducer:
         topic: the Kafka topic (``exposures`` or ``metric_events``).
         build: ``build(event_id, ts, fields) -> dict``, the event value from what ``send`` was
             given (``ts`` is the ISO time); runs on the producer's thread.
+        fields: how many fields every event has (``len(fields)`` of each ``send``).
         bootstrap: ``host:port[,...]``; default ``ABP_KAFKA_BOOTSTRAP``, else the embedded
             broker recorded for ``home`` (looked for every second until one runs).
         home: the ABP_HOME whose embedded broker to use; default ``$ABP_HOME``.
@@ -236,6 +242,7 @@ class EventProducer:
         topic: str,
         build: Callable[[str, str, tuple], dict],
         *,
+        fields: int,
         bootstrap: str | None = None,
         home: str | os.PathLike | None = None,
         settings: KafkaSettings | None = None,
@@ -245,6 +252,8 @@ class EventProducer:
     ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if fields < 0:
+            raise ValueError("fields must be at least 0")
         self.topic = topic
         self.max_queue = max_queue
         self.exit_timeout = exit_timeout
@@ -260,9 +269,13 @@ class EventProducer:
             "on_delivery": self._on_delivery,
             "logger": _QuietLogger(),
         }
-        # the hot path's state: the callers append, the thread pops
+        # The hot path's state: the callers extend, the thread pops. An event is ``width``
+        # slots (epoch_s, key, *fields), put in by one extend(), which is atomic under the GIL;
+        # the deque is never replaced (KafkaExposureSink.log holds it), only cleared.
+        self._fields = fields
+        self.width = 2 + fields
         self._pending: deque = deque()
-        self._max = max_queue  # 0 once closed: every later event is dropped and counted
+        self._max_slots = max_queue * self.width  # 0 once closed: every later event is dropped
         self._dropped = 0
         self._drop_lock = threading.Lock()
         self._reset_delivery_state()
@@ -290,9 +303,15 @@ class EventProducer:
         """Queue one event (key = the record key, ``fields`` for ``build``, the event time in
         epoch seconds, default now); False when the queue is full and the event was dropped."""
         q = self._pending
-        if len(q) < self._max:
-            q.append((epoch_s or _now(), key, fields))
+        if len(q) < self._max_slots:
+            if len(fields) != self._fields:  # a programming error: it would shift the queue
+                raise ValueError(f"{self.topic} events have {self._fields} fields, not {fields!r}")
+            q.extend((epoch_s or _now(), key) + fields)
             return True
+        return self.drop()
+
+    def drop(self) -> bool:
+        """Count one event refused because the queue is full or closed; False."""
         with self._drop_lock:
             self._dropped += 1
         return False
@@ -301,8 +320,10 @@ class EventProducer:
     def stats(self) -> dict[str, int]:
         """``accepted``, ``sent``, ``queued``, ``retried``, ``dropped``, ``failed`` (events;
         ``retried`` counts sending attempts). ``accepted == sent + queued + failed``."""
-        waiting = len(self._pending)  # read before _taken: a record in between counts twice,
-        taken = self._taken  # never zero times, so flush never returns early
+        # Read before _taken, which the thread increments before it pops a record's first slot:
+        # a record in between counts twice, never zero times, so flush never returns early.
+        waiting = len(self._pending) // self.width
+        taken = self._taken
         sent, failed, retried = self._published
         return {
             "accepted": waiting + taken,
@@ -335,7 +356,7 @@ class EventProducer:
         if self._closed:
             return 0
         self.flush(timeout)
-        self._max = 0
+        self._max_slots = 0
         self._closed = True
         self._stop.set()
         self._thread.join(max(5.0, timeout))
@@ -348,8 +369,9 @@ class EventProducer:
             return left
         where = f"Kafka at {self._bootstrap}" if self._bootstrap else "no Kafka broker known"
         self._retire(purge=True)
-        left = len(self._pending) + len(self._retry)
-        self._taken += len(self._pending)
+        waiting = len(self._pending) // self.width
+        left = waiting + len(self._retry)
+        self._taken += waiting
         self._pending.clear()
         self._retry.clear()
         self._fail(left, f"undelivered at close ({where})")
@@ -396,7 +418,7 @@ class EventProducer:
         """In a forked child: the parent delivers what was queued; the child starts empty."""
         if self._client is not None:
             _forked_clients.append(self._client)  # destroying it would wait for dead threads
-        self._pending = deque()
+        self._pending.clear()  # in place: KafkaExposureSink.log holds this deque
         self._dropped = 0
         self._drop_lock = threading.Lock()
         self._reset_delivery_state()
@@ -489,15 +511,25 @@ class EventProducer:
             retry.popleft()
             moved += 1
         pending = self._pending
-        if not pending:
+        width = self.width
+        if len(pending) < width:
             return moved
         build, dumps, option = self._build, self._dumps, self._dumps_option
         prefix, seq, (sec, stamp) = self._id_prefix, self._id_seq, self._stamp
+        popleft, n, rest = pending.popleft, self._fields, (pending,) * self._fields
         produced = 0
         try:
-            while pending and moved < PUMP_BATCH:
-                self._taken += 1  # before the pop: stats() never misses the record
-                epoch_s, key, fields = pending.popleft()
+            while len(pending) >= width and moved < PUMP_BATCH:
+                self._taken += 1  # before the pops: stats() never misses the record
+                epoch_s = popleft()
+                key = popleft()
+                # explicit pops for the topics' widths: twice as fast as the generic map()
+                if n == 5:  # exposures
+                    fields = (popleft(), popleft(), popleft(), popleft(), popleft())
+                elif n == 4:  # metric events
+                    fields = (popleft(), popleft(), popleft(), popleft())
+                else:
+                    fields = tuple(map(_popleft, rest))  # in order: map calls left to right
                 try:
                     ts = int(epoch_s * 1000)
                     if ts // 1000 != sec:
@@ -681,8 +713,10 @@ class TopicProducer:
     """What the SDK's producers of one topic share: an :class:`EventProducer` (its arguments),
     its counters, ``flush`` and ``close``; subclasses add the call that builds their events."""
 
-    def __init__(self, topic: str, build: Callable[[str, str, tuple], dict], **producer_args):
-        self.producer = EventProducer(topic, build, **producer_args)
+    def __init__(
+        self, topic: str, build: Callable[[str, str, tuple], dict], fields: int, **producer_args
+    ):
+        self.producer = EventProducer(topic, build, fields=fields, **producer_args)
         self._send = self.producer.send
 
     def stats(self) -> dict[str, int]:
@@ -710,7 +744,7 @@ class Tracker(TopicProducer):
     """
 
     def __init__(self, *, topic: str = METRIC_TOPIC, **producer_args) -> None:
-        super().__init__(topic, metric_event, **producer_args)
+        super().__init__(topic, metric_event, 4, **producer_args)
 
     def track(
         self,
