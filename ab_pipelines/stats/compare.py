@@ -183,6 +183,32 @@ def _effect(arms: tuple, vals: tuple, relative: bool) -> tuple[Any, Any, Any]:
     return diff / s, var, df
 
 
+def _interval(
+    effect: Any,
+    var: Any,
+    df: Any,
+    n_a: Any,
+    n_b: Any,
+    valid: Any,
+    alpha: float,
+    sequential_tuning: float | None,
+) -> tuple[Any, Any, Any, Any, Any, Any]:
+    """(ok, effect, se, df, half-width, p-value) of an effect with variance ``var``: the Welch t
+    interval with ``df`` (fixed horizon) or the confidence sequence (``sequential_tuning``);
+    NaN where not ``valid``, an arm has n < 2, or the effect or its se is not a positive number.
+    Shared by :func:`compare` and the regression adjustment (``stats.regression``)."""
+    se = np.sqrt(var)
+    ok = valid & (n_a >= 2) & (n_b >= 2) & np.isfinite(effect) & np.isfinite(se) & (se > 0)
+    effect, se, df = (np.where(ok, x, np.nan) for x in (effect, se, df))
+    if sequential_tuning is None:
+        half = special.stdtrit(df, 1.0 - alpha / 2.0) * se
+        p = 2.0 * special.stdtr(df, -np.abs(effect / se))
+    else:
+        half = confidence_sequence_halfwidth(se, n_a + n_b, alpha, sequential_tuning)
+        p = always_valid_p_value(effect, se, n_a + n_b, alpha, sequential_tuning)
+    return ok, effect, se, df, half, p
+
+
 def compare(
     a: Moments | RatioMoments,
     b: Moments | RatioMoments,
@@ -240,16 +266,10 @@ def compare(
         theta = _theta(a, b, ratio, arms) if cuped else 0.0
         vals = tuple(_gradients(mu, theta, ratio, cuped) for _, mu, _ in arms)
         effect, var, df = _effect(arms, vals, relative)
-        se = np.sqrt(var)
         n_a, n_b = arms[0][0], arms[1][0]
-        ok = (n_a >= 2) & (n_b >= 2) & np.isfinite(effect) & np.isfinite(se) & (se > 0)
-        effect, se, df = (np.where(ok, x, np.nan) for x in (effect, se, df))
-        if sequential_tuning is None:
-            half = special.stdtrit(df, 1.0 - alpha / 2.0) * se
-            p = 2.0 * special.stdtr(df, -np.abs(effect / se))
-        else:
-            half = confidence_sequence_halfwidth(se, n_a + n_b, alpha, sequential_tuning)
-            p = always_valid_p_value(effect, se, n_a + n_b, alpha, sequential_tuning)
+        ok, effect, se, df, half, p = _interval(
+            effect, var, df, n_a, n_b, True, alpha, sequential_tuning
+        )
         extra: dict[str, Any] = {}
         if cuped:
             raw = tuple(_gradients(mu, 0.0, ratio, cuped) for _, mu, _ in arms)

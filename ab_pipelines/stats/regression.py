@@ -49,11 +49,17 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
-from scipy import special
 
-from ab_pipelines.stats.compare import Comparison, _arm, _effect, _quad, _theta, compare
+from ab_pipelines.stats.compare import (
+    Comparison,
+    _arm,
+    _effect,
+    _interval,
+    _quad,
+    _theta,
+    compare,
+)
 from ab_pipelines.stats.moments import Moments
-from ab_pipelines.stats.sequential import always_valid_p_value, confidence_sequence_halfwidth
 
 __all__ = ["RegressionMoments", "compare_adjusted", "compare_poststratified"]
 
@@ -279,15 +285,9 @@ def _comparison(
     **fields_: Any,
 ) -> Comparison:
     """Interval and p-value as compare computes them (Welch t, or the confidence sequence)."""
-    se = np.sqrt(var)
-    ok = valid & (n_a >= 2) & (n_b >= 2) & np.isfinite(effect) & np.isfinite(se) & (se > 0)
-    effect, se, df = (np.where(ok, x, np.nan) for x in (effect, se, df))
-    if sequential_tuning is None:
-        half = special.stdtrit(df, 1.0 - alpha / 2.0) * se
-        p = 2.0 * special.stdtr(df, -np.abs(effect / se))
-    else:
-        half = confidence_sequence_halfwidth(se, n_a + n_b, alpha, sequential_tuning)
-        p = always_valid_p_value(effect, se, n_a + n_b, alpha, sequential_tuning)
+    ok, effect, se, df, half, p = _interval(
+        effect, var, df, n_a, n_b, valid, alpha, sequential_tuning
+    )
     out = dict(
         effect=effect,
         se=se,
