@@ -28,9 +28,15 @@
 {%- endmacro %}
 
 {#- The per-unit aggregate (sum of values, count, or any = 0/1) of the events meeting `condition`;
-    0 when there are none, so units without events count as 0. DOUBLE from here on. -#}
+    0 when there are none, so units without events count as 0. DOUBLE from here on.
+    agg `values` (an event-level quantile metric): the values themselves, ARRAY<DOUBLE>, sorted so
+    that both engines give the same array ([] without events); a quantile needs every value. -#}
 {% macro aggregate(agg, condition) -%}
+{% if agg == 'values' -%}
+SORT_ARRAY(COLLECT_LIST(CASE WHEN {{ condition }} THEN e.value END))
+{%- else -%}
 CAST(COALESCE({% if agg == 'any' %}MAX{% else %}SUM{% endif %}(CASE WHEN {{ condition }} THEN {% if agg == 'sum' %}e.value{% else %}1{% endif %} END), 0) AS DOUBLE)
+{%- endif %}
 {%- endmacro %}
 
 {#- The metric events any of `sides` reads, each with one boolean per event filter, m<k>: whether

@@ -12,6 +12,14 @@
 -- plus any other variant an analysed unit has); n = 0 and sums 0.0 where there are no units (or
 -- only maturing ones).
 -- Ordered by segment ("all" first), metric, variant.
+--
+-- A quantile metric's row holds its companion moments in the columns above (the mean of the same
+-- values: unit level, the per-unit sum as a mean; event level, Σ values / Σ events as a ratio),
+-- so n, maturing and the health checks mean what they mean for every metric, and its
+-- QuantileMoments in the q_* columns (quantile_stats; NULL on the rows of other metrics):
+-- q_level (ν), q_n, q_n_star, q_value (Q̂), q_lower, q_upper, and at level event q_n_units,
+-- q_below_sum, q_below_sum_sq, q_events_sum, q_events_sum_sq, q_below_events_sum (NULL at level
+-- unit). An arm without values: q_n = 0, q_n_star = 100, the quantiles NULL, the sums 0.
 {% macro sums() -%}
         v.metric,
         v.variant,
@@ -85,6 +93,17 @@ variants AS (
 grid AS (
     SELECT segment, metric, variant
     FROM segments CROSS JOIN metrics CROSS JOIN variants
+),
+quantile_metrics AS (
+    {% for m in var('quantile_metrics') %}
+    {% if not loop.first %}UNION ALL{% endif %}
+    SELECT {{ m.id | sql }} AS metric, CAST({{ m.q | string | sql }} AS DOUBLE) AS q_level,
+           {{ (m.level == 'event') | sql }} AS clustered
+    {% else %}
+    SELECT CAST(NULL AS STRING) AS metric, CAST(NULL AS DOUBLE) AS q_level,
+           CAST(NULL AS BOOLEAN) AS clustered
+    WHERE FALSE
+    {% endfor %}
 )
 SELECT
     g.segment,
@@ -105,8 +124,24 @@ SELECT
     COALESCE(s.num_pre_num_sum, 0D) AS num_pre_num_sum,
     COALESCE(s.num_pre_den_sum, 0D) AS num_pre_den_sum,
     COALESCE(s.den_pre_num_sum, 0D) AS den_pre_num_sum,
-    COALESCE(s.den_pre_den_sum, 0D) AS den_pre_den_sum
+    COALESCE(s.den_pre_den_sum, 0D) AS den_pre_den_sum,
+    qm.q_level,
+    CASE WHEN qm.metric IS NOT NULL THEN COALESCE(q.n, 0) END AS q_n,
+    CASE WHEN qm.metric IS NOT NULL THEN COALESCE(q.n_star, 100) END AS q_n_star,
+    q.quantile AS q_value,
+    q.lower AS q_lower,
+    q.upper AS q_upper,
+    CASE WHEN qm.clustered THEN COALESCE(q.n_units, 0) END AS q_n_units,
+    CASE WHEN qm.clustered THEN COALESCE(q.below_sum, 0D) END AS q_below_sum,
+    CASE WHEN qm.clustered THEN COALESCE(q.below_sum_sq, 0D) END AS q_below_sum_sq,
+    CASE WHEN qm.clustered THEN COALESCE(q.events_sum, 0D) END AS q_events_sum,
+    CASE WHEN qm.clustered THEN COALESCE(q.events_sum_sq, 0D) END AS q_events_sum_sq,
+    CASE WHEN qm.clustered THEN COALESCE(q.below_events_sum, 0D) END AS q_below_events_sum
 FROM grid AS g
 LEFT JOIN sums AS s
   ON s.segment = g.segment AND s.metric = g.metric AND s.variant = g.variant
+LEFT JOIN quantile_metrics AS qm
+  ON qm.metric = g.metric
+LEFT JOIN {{ ref('quantile_stats') }} AS q
+  ON q.segment = g.segment AND q.metric = g.metric AND q.variant = g.variant
 ORDER BY g.segment <> 'all', g.segment, g.metric, g.variant

@@ -3,7 +3,11 @@
 --
 -- A side is what one part of a metric reads: (event, where, agg, window_start_days,
 -- window_days); a mean or proportion metric has one, a ratio two (num, den); metrics reading the
--- same side share it.
+-- same side share it. A quantile metric reads the sides of its companion moments (a unit-level
+-- one the sum, an event-level one the sum and the count) and, event-level, a side of agg
+-- `values`: the unit's event values in the window as a sorted ARRAY<DOUBLE> (COLLECT_LIST over
+-- the same joined rows, so the quantile needs no second join to the events; no s<k>_pre: a
+-- quantile has no CUPED covariate).
 -- Var sides: [{event, where, agg, window_start_days, window_days, filter}], numbered 0.. in the
 -- column names; the events carry one flag per distinct (event, where), m<filter>
 -- (mac.flagged_events). With S = window_start_days and N = window_days:
@@ -24,7 +28,9 @@ SELECT
     MIN(u.variant) AS variant
     {%- for s in var('sides') %},
     {{ mac.aggregate(s.agg, 'e.m' ~ s.filter ~ ' AND e.ts >= ' ~ mac.value_start(s) ~ ' AND e.ts < ' ~ mac.value_end(s)) }} AS s{{ loop.index0 }}_post,
+    {% if s.agg != 'values' -%}
     {{ mac.aggregate(s.agg, 'e.m' ~ s.filter ~ ' AND e.ts < u.first_ts') }} AS s{{ loop.index0 }}_pre,
+    {% endif -%}
     {{ mac.window_ended(s) }} AS s{{ loop.index0 }}_mature
     {%- endfor %}
 {% call mac.join_events(var('sides'), members, source('events')) %}{{ ref('analysed_units') }}{% endcall %}

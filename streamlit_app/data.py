@@ -291,15 +291,17 @@ def scorecard_card(
 def pick_estimate(entry: Mapping[str, Any], cuped: bool, sequential: bool) -> tuple[dict, str]:
     """The relative estimate of a scorecard metric entry (JSON face) for the chosen view, and its label.
 
-    :func:`ab_pipelines.analysis.decision.view_estimate` on the entry's relative estimates.
+    :func:`ab_pipelines.analysis.decision.view_estimate` on the entry's relative estimates (a
+    quantile metric's ``sequential`` is null: fixed horizon only).
     """
-    c = entry.get("cuped")
+    c, seq = entry.get("cuped"), entry.get("sequential")
     return view_estimate(
         entry["relative"],
         None if c is None else c["relative"],
-        entry["sequential"]["relative"],
+        None if seq is None else seq["relative"],
         want_cuped=cuped,
         want_sequential=sequential,
+        fixed_horizon_only=entry.get("kind") == "quantile",
     )
 
 
@@ -312,6 +314,7 @@ _SCORE_COLUMNS = (
     "n_variant",
     "mean_baseline",
     "mean_variant",
+    "statistic",
     "lift",
     "ci_low",
     "ci_high",
@@ -350,6 +353,7 @@ def _entry_row(
     guard = v.shown_guardrail
     return {
         **v.arms(),
+        "statistic": v.statistic,  # what mean_* hold: "mean", or e.g. "p90 of events"
         "role": v.role,
         "lift": est.effect,
         "ci_low": est.ci_low,

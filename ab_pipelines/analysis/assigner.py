@@ -3,18 +3,21 @@
 It reads the same compiled experiments as the SDK (docs/edge-config.md) and hashes with the same
 contract (``ab_pipelines.contracts.hashing``), but applies the rules in a separate implementation
 (numpy over whole batches, inside a pandas UDF), so the corpus and 200,000 random users can prove
-that both agree. No sticky store: that lives only in clients.
+that both agree. No sticky store: that lives only in clients. Holdouts: pass the payload's
+``holdouts`` object; the ones of the experiment's layer come from the contract
+(``layer_holdouts``) and take their units out before the layer range and the hash.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
 
 from ab_pipelines.contracts.hashing import bucket
-from ab_pipelines.contracts.payload import fixed_variant
+from ab_pipelines.contracts.payload import fixed_variant, layer_holdouts
 
 __all__ = ["assign_frame", "spark_assign"]
 
@@ -24,10 +27,16 @@ def _buckets(salt: str, units: np.ndarray) -> np.ndarray:
     return np.fromiter((bucket(salt, u) for u in units), dtype=np.int64, count=len(units))
 
 
-def assign_frame(units: pd.Series, attributes: pd.Series | None, exp: dict) -> pd.Series:
+def assign_frame(
+    units: pd.Series,
+    attributes: pd.Series | None,
+    exp: dict,
+    holdouts: Mapping | None = None,
+) -> pd.Series:
     """The variant (or None) of each row for one compiled experiment.
 
-    ``units`` holds the user ids; ``attributes`` JSON objects as text (or dicts), or None.
+    ``units`` holds the user ids; ``attributes`` JSON objects as text (or dicts), or None;
+    ``holdouts`` the payload's ``holdouts`` object (None: no holdouts).
     """
     n = len(units)
     attrs = (
@@ -57,6 +66,9 @@ def assign_frame(units: pd.Series, attributes: pd.Series | None, exp: dict) -> p
         out[has_unit] = fixed_variant(status, exp["variants"], exp["serve_variant"])
     elif status == "running":
         live = has_unit & targeted
+        for held in layer_holdouts(holdouts, exp["layer"]):
+            hb = _buckets(held.salt, unit_text)
+            live &= ~((hb >= held.lo) & (hb < held.hi))
         if exp["layer"] is not None:
             lo, hi = exp["layer_buckets"]
             lb = _buckets(exp["layer"], unit_text)
@@ -72,12 +84,13 @@ def assign_frame(units: pd.Series, attributes: pd.Series | None, exp: dict) -> p
     return pd.Series(out, index=units.index, dtype=object)
 
 
-def spark_assign(unit_col, attributes_col, exp: dict):
-    """A Spark Column: the variant of each row for the compiled experiment ``exp``."""
+def spark_assign(unit_col, attributes_col, exp: dict, holdouts: Mapping | None = None):
+    """A Spark Column: the variant of each row for the compiled experiment ``exp`` (with the
+    payload's ``holdouts`` object, if any)."""
     from pyspark.sql.functions import pandas_udf
 
     @pandas_udf("string")
     def _assign(units: pd.Series, attributes: pd.Series) -> pd.Series:
-        return assign_frame(units, attributes, exp)
+        return assign_frame(units, attributes, exp, holdouts)
 
     return _assign(unit_col, attributes_col)

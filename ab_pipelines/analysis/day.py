@@ -3,8 +3,9 @@
 Two steps, so the Dagster graph shows them as two assets and results can be recomputed (a new
 correction method, a fixed formula) without Spark:
 
-1. :func:`stats_day` (Spark): ``gold.sufficient_stats``, and from the same pass ``gold.srm`` and
-   ``gold.health`` (they need the unit counts and crossovers the Spark pass sees);
+1. :func:`stats_day` (Spark): ``gold.sufficient_stats`` (a quantile metric's statistics in its
+   ``q_*`` columns, from the same models and the same commit), and from the same pass
+   ``gold.srm`` and ``gold.health`` (they need the unit counts and crossovers the Spark pass sees);
 2. :func:`results_day` (numpy): ``gold.experiment_results`` from ``gold.sufficient_stats`` and
    ``gold.srm``, and ``ops.experiment_days`` (each experiment's state that day).
 

@@ -5,11 +5,15 @@ Every choice between estimates is made here and nowhere else (docs/analysis.md, 
 - **CUPED or raw** (:func:`cuped_applies`): CUPED where a pre-period exists and its covariate
   varies in some arm; the fixed-horizon estimate is then the CUPED one (:func:`fixed_horizon`).
 - **Sequential or fixed horizon** (:func:`decision_estimate`): the relative lift's always-valid
-  estimate when ``analysis.sequential``, else the fixed-horizon one.
+  estimate when ``analysis.sequential``, else the fixed-horizon one. A metric with no always-valid
+  test (a quantile metric: fixed horizon only) reads its fixed-horizon estimate wherever the
+  always-valid one would be read (:func:`monitoring_estimate`): the decision, the direction, the
+  guardrail check and the daily charts. Its p-value is valid at the planned end only.
 - **The family** (:func:`in_family`, :func:`adjust`): primary and secondary metrics of segment
   "all", adjusted by ``analysis.correction``; significant when the adjusted p < α.
 - **Guardrail non-inferiority** (:func:`guardrail_check`): the always-valid harm-side bound of the
-  relative change against the margin, whatever ``sequential`` says.
+  relative change against the margin, whatever ``sequential`` says (a quantile metric: the
+  fixed-horizon bound, the only one it has).
 - **The engine** (:func:`significant`, :func:`engine_effect`): ``analysis.engine`` frequentist
   (the adjusted p-value above) or bayesian (GrowthBook's: a metric decides when its chance to
   win passes ``chance_to_win_threshold`` and the risk of the arm chosen is at most
@@ -63,6 +67,7 @@ __all__ = [
     "guardrail_check",
     "in_family",
     "is_significant",
+    "monitoring_estimate",
     "significant",
     "view_estimate",
 ]
@@ -122,14 +127,34 @@ def decision_estimate(raw: T, cuped: T | None, always_valid: T, sequential: bool
     return always_valid if sequential else fixed_horizon(raw, cuped)
 
 
+def monitoring_estimate(always_valid: T, fixed: T, fixed_horizon_only: bool) -> T:
+    """The estimate read every day (the direction, the guardrail check, the charts): the
+    always-valid one, or the fixed-horizon one of a metric that has none (a quantile metric).
+
+    Example:
+        >>> monitoring_estimate("seq", "fixed", False), monitoring_estimate("seq", "fixed", True)
+        ('seq', 'fixed')
+    """
+    return fixed if fixed_horizon_only else always_valid
+
+
 def view_estimate(
-    raw: T, cuped: T | None, always_valid: T, *, want_cuped: bool, want_sequential: bool
+    raw: T,
+    cuped: T | None,
+    always_valid: T,
+    *,
+    want_cuped: bool,
+    want_sequential: bool,
+    fixed_horizon_only: bool = False,
 ) -> tuple[T, str]:
     """The estimate a reader asked to see (CUPED or raw, always-valid or fixed), and its label.
 
     Only the always-valid estimate on CUPED is stored where CUPED applies, so asking for raw
-    always-valid there shows it, labelled so.
+    always-valid there shows it, labelled so. A fixed-horizon-only metric (quantile) shows its
+    fixed-horizon estimate whatever was asked.
     """
+    if fixed_horizon_only:
+        return raw, "fixed horizon only (quantile)"
     has_cuped = cuped is not None
     if want_sequential:
         label = "always-valid, CUPED" if has_cuped else "always-valid, raw"
@@ -292,7 +317,8 @@ class Guardrail:
 def guardrail_check(
     margin: float, low: float | None, high: float | None, higher_is_better: bool
 ) -> Guardrail:
-    """The guardrail verdict from the always-valid relative interval ``[low, high]``.
+    """The guardrail verdict from the always-valid relative interval ``[low, high]`` (a
+    fixed-horizon-only metric's fixed-horizon interval, :func:`monitoring_estimate`).
 
     Breached when the harm-side bound lies beyond ``margin`` (CONTRACTS section 5); a missing
     bound is never a breach.
@@ -314,7 +340,10 @@ class MetricVerdict:
     """One metric × non-baseline variant × segment: its estimates and where the decision stands.
 
     ``guardrail`` is set wherever the metric has a margin (the check ran); the JSON face shows it
-    on guardrail rows only (CONTRACTS section 4).
+    on guardrail rows only (CONTRACTS section 4). ``kind`` is the metric's kind as computed
+    (None on rows written before it was stored); a quantile metric also has ``quantile`` (ν) and
+    ``level`` (event | unit), its ``mean_*`` are the arms' sample quantiles and it is fixed
+    horizon only: no sequential, CUPED or Bayesian estimates.
     """
 
     metric: str
@@ -337,6 +366,9 @@ class MetricVerdict:
     bayesian: Bayesian | None = None
     maturing_baseline: int | None = None
     maturing_variant: int | None = None
+    kind: str | None = None
+    quantile: float | None = None
+    level: str | None = None
 
     @classmethod
     def from_gold(cls, row: Mapping[str, Any]) -> MetricVerdict:
@@ -375,6 +407,9 @@ class MetricVerdict:
             bayesian=Bayesian.from_gold(row),
             maturing_baseline=row.get("maturing_baseline"),
             maturing_variant=row.get("maturing_variant"),
+            kind=row.get("metric_kind"),
+            quantile=row.get("metric_quantile"),
+            level=row.get("metric_level"),
         )
 
     @classmethod
@@ -382,6 +417,7 @@ class MetricVerdict:
         """A metric entry of the JSON face back as a verdict."""
         base, var = e["baseline"], e["variant"]
         c, g = e.get("cuped"), e.get("guardrail")
+        seq = e.get("sequential") or {}  # null for a fixed-horizon-only metric
         return cls(
             metric=e["metric"],
             role=e["role"],
@@ -402,14 +438,17 @@ class MetricVerdict:
                 Estimate.from_json(c["absolute"]),
                 Estimate.from_json(c["relative"]),
             ),
-            sequential_absolute=Estimate.from_json(e["sequential"]["absolute"]),
-            sequential_relative=Estimate.from_json(e["sequential"]["relative"]),
+            sequential_absolute=Estimate.from_json(seq["absolute"]) if seq else Estimate(),
+            sequential_relative=Estimate.from_json(seq["relative"]) if seq else Estimate(),
             p_value_adjusted=e.get("p_value_adjusted"),
             significant=e.get("significant"),
             guardrail=None if g is None else Guardrail(g["margin"], g["bound"], g["breached"]),
             bayesian=Bayesian.from_json(e.get("bayesian")),
             maturing_baseline=(e.get("maturing") or {}).get(base),
             maturing_variant=(e.get("maturing") or {}).get(var),
+            kind=e.get("kind"),
+            quantile=e.get("quantile"),
+            level=e.get("level"),
         )
 
     def arms(self) -> dict[str, Any]:
@@ -425,14 +464,42 @@ class MetricVerdict:
         }
 
     @property
+    def fixed_horizon_only(self) -> bool:
+        """Whether the metric has no always-valid test (a quantile metric)."""
+        return self.kind == "quantile"
+
+    @property
+    def statistic(self) -> str:
+        """What ``mean_*`` hold: ``mean``, or a quantile metric's quantile, e.g. ``p90 of events``
+        (level event) or ``p50 per unit`` (level unit)."""
+        if not self.fixed_horizon_only:
+            return "mean"
+        name = "quantile" if self.quantile is None else f"p{round(100 * self.quantile, 6):g}"
+        return f"{name} of events" if self.level == "event" else f"{name} per unit"
+
+    @property
     def fixed_relative(self) -> Estimate:
         """The fixed-horizon relative estimate: CUPED where it applies (the "fixed p")."""
         return fixed_horizon(self.relative, None if self.cuped is None else self.cuped.relative)
 
+    @property
+    def monitoring_relative(self) -> Estimate:
+        """The relative estimate read every day: always-valid, or fixed-horizon for a
+        fixed-horizon-only metric (:func:`monitoring_estimate`)."""
+        return monitoring_estimate(
+            self.sequential_relative, self.fixed_relative, self.fixed_horizon_only
+        )
+
     def decision_relative(self, sequential: bool) -> Estimate:
-        """The relative estimate the decision reads under the experiment's ``sequential``."""
+        """The relative estimate the decision reads under the experiment's ``sequential`` (the
+        fixed-horizon one for a fixed-horizon-only metric, whatever ``sequential`` says)."""
         cuped = None if self.cuped is None else self.cuped.relative
-        return decision_estimate(self.relative, cuped, self.sequential_relative, sequential)
+        return decision_estimate(
+            self.relative,
+            cuped,
+            self.sequential_relative,
+            sequential and not self.fixed_horizon_only,
+        )
 
     def view(self, want_cuped: bool, want_sequential: bool) -> tuple[Estimate, str]:
         """The relative estimate a reader asked for, and its label (:func:`view_estimate`)."""
@@ -443,6 +510,7 @@ class MetricVerdict:
             self.sequential_relative,
             want_cuped=want_cuped,
             want_sequential=want_sequential,
+            fixed_horizon_only=self.fixed_horizon_only,
         )
 
     @property
@@ -462,16 +530,26 @@ class MetricVerdict:
             role=self.role,
             variant=self.variant,
             significant=bool(self.significant),
-            better=better(self.sequential_relative.effect, higher_is_better),
+            better=better(self.monitoring_relative.effect, higher_is_better),
             breached=self.breached,
         )
 
     def as_json(self, bayesian: bool = False) -> dict[str, Any]:
         """The metric entry of CONTRACTS section 4; with ``bayesian`` (the experiment's engine),
-        also the posterior under key ``bayesian``."""
+        also the posterior under key ``bayesian``.
+
+        Beyond the contract: ``kind`` (when stored), and for a quantile metric ``quantile`` (ν)
+        and ``level``; its ``mean`` holds the arms' sample quantiles, its ``n`` the units the
+        quantiles are of, and ``sequential`` is null (fixed horizon only).
+        """
         base, var = self.baseline, self.variant
-        entry: dict[str, Any] = {
-            "metric": self.metric,
+        entry: dict[str, Any] = {"metric": self.metric}
+        if self.kind is not None:
+            entry["kind"] = self.kind
+        if self.fixed_horizon_only:
+            entry["quantile"] = self.quantile
+            entry["level"] = self.level
+        entry |= {
             "role": self.role,
             "variant": var,
             "baseline": base,
@@ -480,7 +558,9 @@ class MetricVerdict:
             "absolute": self.absolute.as_json(),
             "relative": self.relative.as_json(),
             "cuped": None if self.cuped is None else self.cuped.as_json(),
-            "sequential": {
+            "sequential": None
+            if self.fixed_horizon_only
+            else {
                 "absolute": self.sequential_absolute.as_json(),
                 "relative": self.sequential_relative.as_json(),
             },

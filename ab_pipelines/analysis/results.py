@@ -8,6 +8,10 @@ and 5; choices the contract leaves open are documented in docs/analysis.md):
 - Every metric of an experiment gets, per non-baseline variant and segment: the fixed-horizon Welch
   estimates (raw and, where pre-period data exists, CUPED) and the always-valid estimates of the
   confidence sequence (N* = 5000), computed on the CUPED estimate where CUPED applies.
+- A quantile metric gets the fixed-horizon difference of quantiles only
+  (:func:`~ab_pipelines.stats.compare_quantiles` on the ``q_*`` columns: GrowthBook's method, a
+  clustered variance for events nested in units): no CUPED, no always-valid, no Bayesian
+  estimates (those columns are null), and its ``mean_*`` are the arms' sample quantiles.
 - Which estimate a decision reads, the family and its adjustment, the guardrail check and the
   decision itself are :mod:`ab_pipelines.analysis.decision`'s: this module computes the numbers
   and asks it.
@@ -28,15 +32,23 @@ from ab_pipelines.analysis import decision
 from ab_pipelines.analysis.decision import ALL_SEGMENT, DECISIONS, MetricVerdict, Srm, Standing
 from ab_pipelines.analysis.state import has_ended
 from ab_pipelines.config.models import Experiment, Metric
-from ab_pipelines.lake.tables import GOLD_EXPERIMENT_RESULTS, GOLD_HEALTH, GOLD_SRM
+from ab_pipelines.lake.tables import (
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_HEALTH,
+    GOLD_SRM,
+    QUANTILE_FIELDS,
+)
 from ab_pipelines.stats import (
     DEFAULT_SEQUENTIAL_TUNING,
     Moments,
     Prior,
+    QuantileMoments,
     RatioMoments,
     bayesian_compare,
     bayesian_decision,
     compare,
+    compare_quantiles,
+    n_star_for,
     srm_test,
 )
 
@@ -137,6 +149,40 @@ def _moments(rows: list[dict], ratio: bool) -> Moments | RatioMoments:
     )
 
 
+# The per-unit sums of an event-level quantile (QuantileMoments' clustered fields), by column.
+_CLUSTER_FIELDS = (
+    "n_units",
+    "below_sum",
+    "below_sum_sq",
+    "events_sum",
+    "events_sum_sq",
+    "below_events_sum",
+)
+_CLUSTER_COLUMNS = {c: f for c, f in QUANTILE_FIELDS.items() if f in _CLUSTER_FIELDS}
+
+
+def _quantile_moments(rows: list[dict], q: float, clustered: bool) -> QuantileMoments:
+    """The arms of ``rows`` (gold.sufficient_stats rows of a quantile metric) as one vectorized
+    QuantileMoments. A missing value (an arm without values, or no row) reads as no values: the
+    quantiles NaN, the counts and sums 0."""
+
+    def col(name: str, missing: float) -> np.ndarray:
+        return np.array([missing if r.get(name) is None else r[name] for r in rows], np.float64)
+
+    n, n_star = col("q_n", 0.0), col("q_n_star", np.nan)
+    fields: dict[str, Any] = {
+        "q": q,
+        "n": n,
+        "n_star": np.where(np.isnan(n_star), n_star_for(n), n_star),
+        "quantile": col("q_value", np.nan),
+        "lower": col("q_lower", np.nan),
+        "upper": col("q_upper", np.nan),
+    }
+    if clustered:
+        fields |= {f: col(c, 0.0) for c, f in _CLUSTER_COLUMNS.items()}
+    return QuantileMoments(**fields)
+
+
 def _num(x: Any) -> float | None:
     """A float, or None for NaN/inf (results never hold NaN)."""
     if x is None:
@@ -174,8 +220,13 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
     alpha = exp.analysis.alpha
     lookback = exp.analysis.cuped_lookback_days
     out: list[dict] = [{} for _ in cells]
+    _compare_quantile_cells(cells, exp, out)
     for ratio in (False, True):
-        idx = [i for i, c in enumerate(cells) if (c.metric.kind == "ratio") == ratio]
+        idx = [
+            i
+            for i, c in enumerate(cells)
+            if c.metric.kind != "quantile" and (c.metric.kind == "ratio") == ratio
+        ]
         if not idx:
             continue
         a = _moments([cells[i].base for i in idx], ratio)
@@ -228,6 +279,47 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
     return out
 
 
+def _quantile_of(c: _Cell) -> tuple[float, bool]:
+    """(ν, event level) of a quantile cell as computed (the stored q_level, and the per-unit sums
+    present or not), else as the metric says now (no rows: nothing to disagree with)."""
+    for r in (c.base, c.arm):
+        if r.get("q_level") is not None:
+            return float(r["q_level"]), r.get("q_n_units") is not None
+    assert c.metric.quantile is not None
+    return c.metric.quantile, c.metric.level == "event"
+
+
+def _compare_quantile_cells(cells: list[_Cell], exp: Experiment, out: list[dict]) -> None:
+    """The fixed-horizon difference of quantiles of every quantile cell, absolute and relative,
+    into ``out``; one vectorized call per (ν, level) and mode. Nothing sequential: fixed horizon
+    only (docs/analysis.md, "Quantile metrics")."""
+    groups: dict[tuple[float, bool], list[int]] = {}
+    for i, c in enumerate(cells):
+        if c.metric.kind == "quantile":
+            groups.setdefault(_quantile_of(c), []).append(i)
+    for (q, clustered), idx in groups.items():
+        a = _quantile_moments([cells[i].base for i in idx], q, clustered)
+        b = _quantile_moments([cells[i].arm for i in idx], q, clustered)
+        r = {
+            rel: compare_quantiles(a, b, relative=rel, alpha=exp.analysis.alpha)
+            for rel in (False, True)
+        }
+        for j, i in enumerate(idx):
+            c = cells[i]
+            out[i] = {
+                "n_baseline": int(r[False].n_a[j]),
+                "n_variant": int(r[False].n_b[j]),
+                "maturing_baseline": c.base.get("maturing"),
+                "maturing_variant": c.arm.get("maturing"),
+                "mean_baseline": _num(r[False].mean_a[j]),
+                "mean_variant": _num(r[False].mean_b[j]),
+                "metric_quantile": q,
+                "metric_level": "event" if clustered else "unit",
+                **_estimates("abs", r[False], j),
+                **_estimates("rel", r[True], j),
+            }
+
+
 def _prior(metric: Metric) -> Prior | None:
     """The metric's informative prior on the relative lift, or None (GrowthBook's flat prior)."""
     return None if metric.prior is None else Prior.normal(metric.prior.mean, metric.prior.sd)
@@ -236,10 +328,12 @@ def _prior(metric: Metric) -> Prior | None:
 def _bayes_cells(cells: list[_Cell], exp: Experiment, cuped: list[bool]) -> list[dict]:
     """The Bayesian engine's posterior of every cell's relative lift (CUPED where ``cuped[i]``)
     and its call under the experiment's thresholds; one vectorized call per group of cells that
-    share a kind, a prior and a direction."""
+    share a kind, a prior and a direction. A quantile cell has none (fixed horizon only)."""
     out: list[dict] = [{} for _ in cells]
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cells):
+        if c.metric.kind == "quantile":
+            continue
         key = (c.metric.kind == "ratio", c.metric.prior, c.metric.higher_is_better, cuped[i])
         groups.setdefault(key, []).append(i)
     for (ratio, _, higher_is_better, with_cuped), idx in groups.items():
@@ -340,17 +434,17 @@ def experiment_results(
             segment=c.segment,
             exploratory=c.segment != ALL_SEGMENT,
             day=day,
-            _better=decision.better(
-                decision.engine_effect(exp, est.get("seq_rel_effect"), post.get("bayes_effect")),
-                c.metric.higher_is_better,
-            ),
+            metric_kind=c.metric.kind,
+        )
+        # Read every day: always-valid, or a quantile metric's fixed-horizon estimate.
+        watched = MetricVerdict.from_gold(row).monitoring_relative
+        row["_better"] = decision.better(
+            decision.engine_effect(exp, watched.effect, post.get("bayes_effect")),
+            c.metric.higher_is_better,
         )
         if c.metric.id in margins:
             g = decision.guardrail_check(
-                margins[c.metric.id],
-                est.get("seq_rel_ci_low"),
-                est.get("seq_rel_ci_high"),
-                c.metric.higher_is_better,
+                margins[c.metric.id], watched.ci_low, watched.ci_high, c.metric.higher_is_better
             )
             row.update(
                 guardrail_margin=g.margin, guardrail_bound=g.bound, guardrail_breached=g.breached

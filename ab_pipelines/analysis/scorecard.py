@@ -158,13 +158,14 @@ def _plan(exp: Experiment, stats: list[dict], day: dt.date) -> list[PlanEntry]:
     Fixed-horizon normal-approximation power (80%, the experiment's α) with the baseline arm's
     per-unit variance (a ratio's linearised variance) and the traffic so far (analysed units per
     day since the start). With sequential testing the always-valid bounds need more units than
-    this; the numbers are a floor.
+    this; the numbers are a floor. A quantile metric gets no plan: its rows' moments are those of
+    the mean of its values, not of its quantile.
     """
     out = []
     elapsed = max((day - exp.start_date).days + 1, 1)
     for mid in exp.metrics.primary:
         base = next((r for r in stats if r["metric"] == mid and r["variant"] == exp.baseline), None)
-        if base is None:
+        if base is None or base.get("q_level") is not None:
             continue
         arm_n = [r["n"] for r in stats if r["metric"] == mid]
         try:
@@ -331,8 +332,10 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
     """A terminal scorecard: SRM, decision, one line per metric and variant.
 
     The lift shown is the one decisions read: CUPED where it applies, with the always-valid 95%
-    interval; the fixed-horizon p-value is labelled "fixed p" and is not for peeking. ``card`` is
-    the typed scorecard or its JSON face.
+    interval; the fixed-horizon p-value is labelled "fixed p" and is not for peeking. A quantile
+    metric has no always-valid interval: its line shows the fixed-horizon lift and interval, says
+    "fixed horizon only" and gives each arm's quantile. ``card`` is the typed scorecard or its
+    JSON face.
     """
     if not isinstance(card, Scorecard):
         card = Scorecard.from_json(card)
@@ -363,9 +366,9 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
         lines[-1:] = _bayesian_lines(card)  # the frequentist header is the last line so far
         return _render_tail(card, lines)
     for m in card.metrics:
-        seq = m.sequential_relative
+        seq = m.monitoring_relative  # a quantile metric's is its fixed-horizon one
         ci = f"[{_pct(seq.ci_low)}, {_pct(seq.ci_high)}]"
-        tail = ""
+        tail = _quantile_note(m)
         if m.cuped is not None and m.cuped.variance_reduction is not None:
             tail = f"  -{m.cuped.variance_reduction:.0%} var"
         g = m.shown_guardrail
@@ -377,6 +380,20 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
             f"{ci:<17}{_p(m.p_value_adjusted):>7} {_p(m.fixed_relative.p_value):>8}{tail}{star}"
         )
     return _render_tail(card, lines)
+
+
+def _number(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4g}"
+
+
+def _quantile_note(m: MetricVerdict) -> str:
+    """What a quantile metric's line adds: fixed horizon only, and the quantile in each arm."""
+    if not m.fixed_horizon_only:
+        return ""
+    return (
+        f"  fixed horizon only; {m.statistic}: {_number(m.mean_baseline)} -> "
+        f"{_number(m.mean_variant)}"
+    )
 
 
 def _bayesian_lines(card: Scorecard) -> list[str]:
@@ -392,6 +409,17 @@ def _bayesian_lines(card: Scorecard) -> list[str]:
     ]
     for m in card.metrics:
         b = m.bayesian
+        if b is None and m.fixed_horizon_only:  # no posterior: the fixed-horizon estimate, shown
+            fixed = m.relative
+            ci = f"[{_pct(fixed.ci_low)}, {_pct(fixed.ci_high)}]"
+            g = m.shown_guardrail
+            guard = "" if g is None else f"  guardrail ±{g.margin:.0%}: "
+            guard += "" if g is None else ("BREACHED" if g.breached else "ok")
+            lines.append(
+                f"  {m.metric:<18}{m.role:<10}{m.variant:<11}{_pct(fixed.effect):>7}  {ci:<17}"
+                f"  p={_p(fixed.p_value)}, no posterior (never decides){_quantile_note(m)}{guard}"
+            )
+            continue
         if b is None:
             lines.append(f"  {m.metric:<18}{m.role:<10}{m.variant:<11}  (no Bayesian columns)")
             continue

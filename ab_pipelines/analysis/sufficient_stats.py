@@ -34,6 +34,14 @@ p)``, each on its own values; denominators are never capped; for ``proportion`` 
 is a no-op. Spark's exact ``percentile`` interpolates linearly (numpy.percentile's default with
 q = 100 p). Segment rows use the same capped values.
 
+Quantile metrics (``kind: quantile``, ``quantile: ν``, ``level: event | unit``). A quantile
+metric's row holds the moments of the mean of the same values (level unit: the per-unit sum as a
+mean; level event: Σ values / Σ events as a ratio), so ``n`` and ``maturing`` mean what they mean
+for every metric, and its :class:`~ab_pipelines.stats.QuantileMoments` in the ``q_*`` columns
+(``QUANTILE_FIELDS``), computed in the same pass from the same join: the exact inverted-CDF
+quantile Q̂ and bounds L, U of each arm and, at level event, the per-unit counts of values at or
+below Q̂ (dbt_like_sql/README.md, "Quantile metrics"). No event leaves the engine.
+
 Segments (``analysis.segments``, ``analysis.segment_top_n`` = N). A unit's value of attribute A is
 ``get_json_object(attributes, '$.A')`` of its first in-window exposure (earliest ts, ties by the
 smaller event_id), ``(missing)`` when absent or JSON null. Per attribute, the N values with the
@@ -80,6 +88,7 @@ from ab_pipelines.lake.tables import (
     BRONZE_METRIC_EVENTS,
     GOLD_SUFFICIENT_STATS,
 )
+from ab_pipelines.stats.quantile import N_STAR_GRID, bound_levels
 
 __all__ = [
     "ANALYSED_STATUSES",
@@ -143,7 +152,7 @@ def _json_text(value: Any) -> str:
 
 def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     """The template vars of a set of metrics: ``sides``, ``mean_metrics``, ``proportion_metrics``,
-    ``ratio_metrics`` and ``winsorize``.
+    ``ratio_metrics``, ``quantile_metrics`` and ``winsorize``.
 
     ``sides`` lists the distinct (event, where, agg, window_start_days, window_days) the metrics
     read, each computed once per unit by unit_sides, with ``filter``: sides with the same (event,
@@ -154,6 +163,15 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
     side filters on the metric's ``where`` and its own (the side's keys win). ``winsorize`` lists
     ``{id, p}`` of the mean and ratio metrics with a cap (a proportion is 0/1: never capped).
 
+    A quantile metric is listed twice. Its companion moments, the mean of the same values, go
+    with the means (level unit: the per-unit sum) or the ratios (level event: the sum over the
+    count of its events), so its gold.sufficient_stats row has n, maturing and sums like any
+    metric. Its ``quantile_metrics`` entry is ``{id, q, level, side, mature_sides, bounds}``:
+    ``side`` numbers the unit_sides column of its values (level event: a side of agg ``values``,
+    the unit's event values as an array) or of its per-unit sum (level unit), and ``bounds`` the
+    levels of the order-statistic bounds at every n* of ``N_STAR_GRID``
+    (:func:`~ab_pipelines.stats.quantile.bound_levels`), ``[{n_star, lower, upper}]``.
+
     Example:
         >>> v = metric_vars([Metric(id="retained_d7", kind="proportion", event="page_view",
         ...                         window_start_days=7, window_days=1)])
@@ -161,12 +179,20 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
         (7, 1)
         >>> v["proportion_metrics"]
         [{'id': 'retained_d7', 'side': 0, 'mature_sides': [0]}]
+        >>> v = metric_vars([Metric(id="load_p90", kind="quantile", event="page_view",
+        ...                         quantile=0.9, level="event")])
+        >>> [s["agg"] for s in v["sides"]], v["ratio_metrics"][0]["num_side"]
+        (['sum', 'count', 'values'], 0)
+        >>> q = v["quantile_metrics"][0]
+        >>> q["side"], q["bounds"][0]["n_star"], round(q["bounds"][0]["lower"], 4)
+        (2, 100, 0.8412)
     """
     out: dict[str, list[dict]] = {
         "sides": [],
         "mean_metrics": [],
         "proportion_metrics": [],
         "ratio_metrics": [],
+        "quantile_metrics": [],
         "winsorize": [],
     }
     index: dict[str, int] = {}
@@ -189,19 +215,49 @@ def metric_vars(metrics: Iterable[Metric]) -> dict[str, list[dict]]:
             out["sides"].append(side)
         return index[key]
 
+    def waits_for(m: Metric, sides: list[int]) -> list[int]:
+        return sides if m.maturity_days is not None else []
+
     for m in metrics:
         entry: dict[str, Any] = {"id": m.id}
+        kind = m.kind
         if m.kind == "ratio":
             parts: dict[str, EventAgg] = {"num": m.numerator, "den": m.denominator}
             for key, part in parts.items():
                 where = {**m.where, **part.where}
                 entry[f"{key}_side"] = side_of(part.event, part.agg, where, m)
             sides = [entry["num_side"], entry["den_side"]]
+        elif m.kind == "quantile" and m.level == "event":
+            kind = "ratio"  # the companion: Σ values / Σ events, the mean event value
+            entry["num_side"] = side_of(m.event, "sum", m.where, m)
+            entry["den_side"] = side_of(m.event, "count", m.where, m)
+            sides = [entry["num_side"], entry["den_side"]]
+            values = side_of(m.event, "values", m.where, m)
         else:
-            entry["side"] = side_of(m.event, m.agg or "any", m.where, m)
+            if m.kind == "quantile":
+                kind = "mean"  # the companion: the per-unit sum as a mean
+            entry["side"] = side_of(
+                m.event, m.agg or ("sum" if kind == "mean" else "any"), m.where, m
+            )
             sides = [entry["side"]]
-        entry["mature_sides"] = sides if m.maturity_days is not None else []
-        out[f"{m.kind}_metrics"].append(entry)
+            values = entry["side"]
+        entry["mature_sides"] = waits_for(m, sides)
+        out[f"{kind}_metrics"].append(entry)
+        if m.kind == "quantile":
+            lower, upper = bound_levels(m.quantile, N_STAR_GRID)
+            out["quantile_metrics"].append(
+                {
+                    "id": m.id,
+                    "q": m.quantile,
+                    "level": m.level,
+                    "side": values,
+                    "mature_sides": waits_for(m, [values]),
+                    "bounds": [
+                        {"n_star": n, "lower": float(lo), "upper": float(hi)}
+                        for n, lo, hi in zip(N_STAR_GRID, lower, upper, strict=True)
+                    ],
+                }
+            )
         if m.winsorize is not None and m.kind != "proportion":
             out["winsorize"].append({"id": m.id, "p": m.winsorize})
     return out

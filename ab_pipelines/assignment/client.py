@@ -12,6 +12,10 @@ The rules, in order (CONTRACTS section 6, docs/edge-config.md):
 3. a forced override for the unit wins;
 4. ``killed`` returns the baseline, ``stopped`` its ``serve_variant`` (else the baseline);
 5. targeting: every targeted attribute must be given and ``str(value)`` be one of its values;
+5b. a holdout: in a layer held by a running holdout, a unit with ``bucket(holdout salt, unit)`` in
+   the holdout's ``range`` gets None (reason "holdout <id>"; no exposure), before the sticky
+   store, the layer range and the hash; an override (3) still wins, so QA can see a variant, and
+   a killed or stopped experiment (4) serves everyone its one variant as before;
 6. a sticky store, when given, returns the unit's first variant (if still a variant);
 7. the hash: in a layer ``bucket(layer, unit)`` must be in ``layer_buckets``; then the variant whose
    ``variant_buckets`` range holds ``bucket(salt, unit)``, or None;
@@ -77,13 +81,29 @@ from ab_pipelines.contracts.payload import (
     read_payload,
 )
 
-__all__ = ["Client", "CompiledExperiment", "ConfigError", "EdgeConfig", "parse_payload"]
+__all__ = [
+    "Client",
+    "CompiledExperiment",
+    "ConfigError",
+    "EdgeConfig",
+    "held_out_by",
+    "parse_payload",
+]
 
 log = logging.getLogger("ab_pipelines.sdk")
 
 # How a variant was decided; exposures are logged only for STICKY and HASH.
 OVERRIDE, KILLED, STOPPED, STICKY, HASH = "override", "killed", "stopped", "sticky", "hash"
 _EXPOSED_PATHS = (STICKY, HASH)
+
+
+def held_out_by(exp: CompiledExperiment, unit: str) -> str | None:
+    """Rule 5b: the id of the first holdout (by id) of the experiment's layer whose range holds
+    ``bucket(holdout salt, unit)``, or None."""
+    for x in exp.holdouts:
+        if x.lo <= bucket(x.salt, unit) < x.hi:
+            return x.id
+    return None
 
 
 class ConfigError(PayloadError):
@@ -139,6 +159,11 @@ def _fast_assigner(
     overrides = exp.overrides or None
     layer, lo, hi = exp.layer, exp.layer_lo, exp.layer_hi
     layer_prefix = f"{layer}:".encode("utf-8", "surrogatepass") if layer is not None else b""
+    # rule 5b; holdouts exist only in layers, so an experiment outside one never looks at them
+    held = (
+        tuple((f"{x.salt}:".encode("utf-8", "surrogatepass"), x.lo, x.hi) for x in exp.holdouts)
+        or None
+    )
     h = mmh3.hash
 
     def assign(unit, attributes=None):
@@ -156,8 +181,13 @@ def _fast_assigner(
             key = unit.encode()  # strict utf-8 is 3x faster, and the same bytes when it succeeds
         except UnicodeEncodeError:
             key = unit.encode("utf-8", "surrogatepass")  # a lone surrogate, as bucket() does
-        if layer is not None and not lo <= h(layer_prefix + key, 0, False) % BUCKETS < hi:
-            return None
+        if layer is not None:
+            if held is not None:
+                for held_prefix, held_lo, held_hi in held:
+                    if held_lo <= h(held_prefix + key, 0, False) % BUCKETS < held_hi:
+                        return None
+            if not lo <= h(layer_prefix + key, 0, False) % BUCKETS < hi:
+                return None
         v = table[h(prefix + key, 0, False) % BUCKETS]
         if report is not None and v is not None:
             report(unit, unit, v, attributes)  # the unit is the user id here
@@ -188,7 +218,13 @@ def parse_payload(payload: object) -> EdgeConfig:
         raise ConfigError(str(exc)) from None
     fast, tables = _compile_fast(read.experiments)
     return EdgeConfig(
-        read.version, read.content_sha, read.published_at, read.experiments, fast, tables
+        read.version,
+        read.content_sha,
+        read.published_at,
+        read.experiments,
+        read.holdouts,
+        fast=fast,
+        fast_tables=tables,
     )
 
 
@@ -614,6 +650,13 @@ class Client:
                 return None, None, unit
             if trace is not None:
                 trace["targeting_match"] = True
+        held_by = held_out_by(exp, unit)
+        if trace is not None and exp.holdouts:
+            trace["held_out_by"] = held_by
+        if held_by is not None:
+            if trace is not None:
+                trace["decided_by"] = f"holdout {held_by}"
+            return None, None, unit
         if self.sticky is not None:
             try:
                 v = self.sticky.get(unit, exp.id)
@@ -701,8 +744,8 @@ class Client:
         """``{experiment_id: (variant or None, reason)}`` for every experiment of the payload
         (or those named), with the side effects of ``assign`` (sticky write, first exposure).
         The reason says how the variant was decided (override, killed, stopped, sticky, hash)
-        or why there is none (not in payload, no unit value, targeting, not in layer range,
-        bucket in no variant range). Remote evaluation (``abp serve``'s ``/assign``) uses it."""
+        or why there is none (not in payload, no unit value, targeting, holdout <id>, not in
+        layer range, bucket in no variant range). Remote evaluation (``abp serve``'s ``/assign``) uses it."""
         if self._refresh_at is not None and time.monotonic() >= self._refresh_at:
             self._lazy_refresh()
         known = self._config.experiments
@@ -723,7 +766,7 @@ class Client:
         """Every step of the decision, without side effects (no sticky write, no exposure).
 
         Keys: in_payload, status, unit, unit_value, override, targeting (per attribute) and
-        targeting_match, sticky, layer, layer_range, layer_bucket, in_layer, bucket,
+        targeting_match, holdouts (of the layer) and held_out_by, sticky, layer, layer_range, layer_bucket, in_layer, bucket,
         variant_ranges, variant_range (the range holding ``bucket``), variant, decided_by
         (override, killed, stopped, sticky, hash, or why None), exposure_eligible,
         exposure_already_logged, exposure_logged (by this client, now or on ``assign``).
@@ -745,6 +788,7 @@ class Client:
             salt=exp.salt,
             layer=exp.layer,
             layer_range=[exp.layer_lo, exp.layer_hi] if exp.layer is not None else None,
+            holdouts={x.id: [x.lo, x.hi] for x in exp.holdouts},
             variant_ranges={v: list(r) for v, r in zip(exp.variants, exp.ranges, strict=True)},
             sticky_store=self.sticky is not None,
         )

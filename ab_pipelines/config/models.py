@@ -14,6 +14,7 @@ __all__ = [
     "Experiment",
     "ExperimentMetrics",
     "Guardrail",
+    "Holdout",
     "Metric",
     "Prior",
     "Variant",
@@ -161,6 +162,30 @@ class Experiment(_Model):
         return [*m.primary, *m.secondary, *(g.metric for g in m.guardrails)]
 
 
+class Holdout(_Model):
+    """One holdout, one file ``holdouts/<id>.yaml``: while running, the units with
+    ``bucket(salt, unit)`` in [0, round(10000·share)) get no variant in any experiment of
+    ``layers`` (docs/edge-config.md, "Holdouts"); overrides and killed or stopped experiments
+    still serve them."""
+
+    id: str
+    name: str
+    owner: str
+    description: str = ""
+    status: Status = "draft"
+    share: float = Field(gt=0, le=0.2)  # a long holdout costs every experiment in its layers
+    layers: list[str] = Field(min_length=1)
+    start_date: dt.date
+    end_date: dt.date | None = None
+    salt: str | None = None
+    metrics: ExperimentMetrics = Field(default_factory=ExperimentMetrics)  # for its scorecard
+    approvals: list[Approval] = Field(default_factory=list)
+
+    @property
+    def hash_salt(self) -> str:
+        return self.salt or self.id
+
+
 class EventAgg(_Model):
     """One side of a ratio: an event and how its values are aggregated per user."""
 
@@ -181,13 +206,19 @@ class Metric(_Model):
     """One metric, one file ``metrics/<id>.yaml``."""
 
     id: str
-    kind: Literal["mean", "proportion", "ratio"]
+    kind: Literal["mean", "proportion", "ratio", "quantile"]
     description: str = ""
     event: str | None = None
     agg: Literal["sum", "count", "any"] | None = None
     where: dict[str, str | int | float | bool] = Field(default_factory=dict)
     numerator: EventAgg | None = None
     denominator: EventAgg | None = None
+    # Quantile metrics (docs/analysis.md, "Quantile metrics"), fixed horizon only: the level ν in
+    # (0, 1) (0.9 is p90) and what the quantile is of: ``event``, the values of the metric's
+    # events (events nested in units, a clustered variance), or ``unit``, each unit's sum of them
+    # (one value per unit, 0 for a unit without events). Both required for kind quantile only.
+    quantile: float | None = Field(default=None, gt=0, lt=1, validate_default=True)
+    level: Literal["event", "unit"] | None = Field(default=None, validate_default=True)
     # Conversion window (docs/analysis.md, "Conversion windows and retention"): only the events in
     # [first exposure + window_start_days, + window_days more) count; "active on day 7" is
     # window_start_days: 7, window_days: 1. Without window_days: every event since first exposure.
@@ -215,6 +246,47 @@ class Metric(_Model):
             }[info.field_name]
             raise ValueError(f"{info.field_name} needs window_days: {what}")
         return v
+
+    @field_validator("quantile", "level")
+    @classmethod
+    def _quantile_fields(cls, v: object, info: ValidationInfo) -> object:
+        kind = info.data.get("kind")
+        if kind is None:  # kind failed on its own
+            return v
+        if kind == "quantile" and v is None:
+            what = {
+                "quantile": "its level in (0, 1), e.g. quantile: 0.9 for p90",
+                "level": "level: event (the quantile of event values) or level: unit (of each "
+                "unit's sum of them)",
+            }[info.field_name]
+            raise ValueError(f"a quantile metric needs {what}")
+        if kind != "quantile" and v is not None:
+            raise ValueError(f"only a quantile metric has a {info.field_name}, this is a {kind}")
+        return v
+
+    @field_validator("agg", "winsorize", "prior")
+    @classmethod
+    def _not_for_quantiles(cls, v: object, info: ValidationInfo) -> object:
+        # Only given values are checked (defaults are not validated).
+        if info.data.get("kind") != "quantile" or v is None:
+            return v
+        if info.field_name == "agg" and v == "sum":
+            return v
+        raise ValueError(
+            {
+                "agg": "a quantile metric reads its events' values (level: event) or their sum "
+                f"per unit (level: unit); agg must be sum or absent, got {v}",
+                "winsorize": "a quantile metric is not winsorized: a quantile is not moved by "
+                "outliers",
+                "prior": "a quantile metric has no Bayesian posterior (fixed horizon only), so "
+                "no prior",
+            }[info.field_name]
+        )
+
+    @property
+    def fixed_horizon_only(self) -> bool:
+        """Whether the metric has no sequential (always-valid) test: a quantile metric."""
+        return self.kind == "quantile"
 
     @property
     def maturity_days(self) -> int | None:

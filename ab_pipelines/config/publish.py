@@ -7,7 +7,7 @@ Layout under ``$ABP_HOME/edge/`` (docs/edge-config.md):
     registry_state.json         every experiment's last published status and layer range, which
                                 ``abp validate`` checks transitions against
 
-The version moves only when the compiled experiments change. A registry that does not validate is
+The version moves only when the compiled experiments or running holdouts change. A registry that does not validate is
 never published: the last good payload keeps serving. A kill does not need the registry at all: it
 is applied to the payload that is serving, so a broken registry cannot hold a kill back, and every
 later publish applies ``ops.kills`` again, so no republish undoes it.
@@ -35,6 +35,7 @@ from ab_pipelines.contracts.payload import (
     content_sha,
     experiment_entry,
     fixed_variant,
+    holdout_entry,
 )
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import OPS_AUDIT_LOG, OPS_KILLS
@@ -46,6 +47,7 @@ __all__ = [
     "PublishRefused",
     "PublishResult",
     "compile_experiments",
+    "compile_holdouts",
     "current_payload",
     "kill",
     "published_state",
@@ -102,6 +104,15 @@ def compile_experiments(registry: Registry, killed: set[str]) -> dict:
         e.id: compile_experiment(e, e.id in killed)
         for e in sorted(registry.experiments.values(), key=lambda e: e.id)
         if e.status in ("running", "stopped") or e.id in killed
+    }
+
+
+def compile_holdouts(registry: Registry) -> dict:
+    """The running holdouts, as the payload's ``holdouts`` object (empty: none)."""
+    return {
+        h.id: holdout_entry(salt=h.hash_salt, share=h.share, layers=h.layers)
+        for h in sorted(registry.holdouts.values(), key=lambda h: h.id)
+        if h.status == "running"
     }
 
 
@@ -179,15 +190,17 @@ def killed_experiments(lake: Lake) -> set[str]:
     )
 
 
-def _serve(home: Paths, experiments: dict, actor: str, now: dt.datetime) -> PublishResult:
-    """Sign and write a new version if ``experiments`` differ from what is serving."""
-    sha = content_sha(experiments)
+def _serve(
+    home: Paths, experiments: dict, holdouts: dict, actor: str, now: dt.datetime
+) -> PublishResult:
+    """Sign and write a new version if ``experiments`` or ``holdouts`` differ from what is serving."""
+    sha = content_sha(experiments, holdouts)
     current = current_payload(home)
     path = _edge(home) / "config.json"
     if current is not None and current.get("content_sha") == sha:
         return PublishResult(current["version"], False, path, tuple(experiments))
     version = max(_latest_version(home), current["version"] if current else 0) + 1
-    payload = build_payload(experiments, version, _iso(now))
+    payload = build_payload(experiments, version, _iso(now), holdouts)
     text = json.dumps(sign_payload(payload), indent=None)
     copy = _edge(home) / "versions" / f"config-v{version}.json"
     copy.parent.mkdir(parents=True, exist_ok=True)
@@ -202,7 +215,12 @@ def _serve(home: Paths, experiments: dict, actor: str, now: dt.datetime) -> Publ
         actor,
         "publish",
         None,
-        {"version": version, "content_sha": sha, "experiments": sorted(experiments)},
+        {
+            "version": version,
+            "content_sha": sha,
+            "experiments": sorted(experiments),
+            **({"holdouts": sorted(holdouts)} if holdouts else {}),
+        },
         now,
     )
     return PublishResult(version, True, path, tuple(experiments))
@@ -233,7 +251,8 @@ def _publish(
     except RegistryError as exc:
         raise PublishRefused(exc.problems) from None
     lake = Lake(home)
-    result = _serve(home, compile_experiments(registry, killed_experiments(lake)), actor, now)
+    experiments = compile_experiments(registry, killed_experiments(lake))
+    result = _serve(home, experiments, compile_holdouts(registry), actor, now)
     new_state = {
         "version": result.version,
         "experiments": {
@@ -280,6 +299,7 @@ def _kill(
         raise ValueError("a kill needs --reason and --by")
     current = current_payload(home) or {"experiments": {}}
     experiments = dict(current["experiments"])
+    holdouts = current.get("holdouts") or {}  # a kill keeps the holdouts serving
     if experiment_id not in experiments:
         try:
             registry = load_registry(registry_root)
@@ -301,4 +321,4 @@ def _kill(
     entry["status"] = "killed"
     entry["serve_variant"] = fixed_variant("killed", entry["variants"], None)
     experiments[experiment_id] = entry
-    return _serve(home, experiments, by, now)
+    return _serve(home, experiments, holdouts, by, now)

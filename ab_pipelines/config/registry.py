@@ -1,4 +1,5 @@
-"""Load the registry (experiments/ and metrics/ YAML) with problems naming file, field and reason."""
+"""Load the registry (experiments/, metrics/ and holdouts/ YAML) with problems naming file, field
+and reason. A registry without a holdouts/ folder has no holdouts."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from ab_pipelines.config.models import Experiment, Metric
+from ab_pipelines.config.models import Experiment, Holdout, Metric
 from ab_pipelines.settings import registry_root
 
 __all__ = ["Problem", "Registry", "RegistryError", "load_registry", "read_registry"]
@@ -45,18 +46,19 @@ class RegistryError(ValueError):
 
 @dataclass(frozen=True)
 class Registry:
-    """The experiments and metrics defined in git."""
+    """The experiments, metrics and holdouts defined in git."""
 
     experiments: dict[str, Experiment] = field(default_factory=dict)
     metrics: dict[str, Metric] = field(default_factory=dict)
     files: dict[str, Path] = field(default_factory=dict)  # "experiments/<id>" -> its file
+    holdouts: dict[str, Holdout] = field(default_factory=dict)
 
     def known_variants(self) -> dict[str, frozenset[str]]:
         """experiment id -> its variant ids: what landing accepts in exposures."""
         return {e.id: frozenset(e.variant_ids) for e in self.experiments.values()}
 
     def file_of(self, kind: str, id_: str) -> Path:
-        """The file defining experiment or metric ``id_`` (``kind`` is "experiments" or "metrics")."""
+        """The file defining ``id_`` (``kind`` is "experiments", "metrics" or "holdouts")."""
         return self.files[f"{kind}/{id_}"]
 
 
@@ -123,10 +125,12 @@ def read_registry(root: Path | None = None) -> tuple[Registry, list[Problem]]:
     problems: list[Problem] = []
     experiments: dict[str, Experiment] = {}
     metrics: dict[str, Metric] = {}
+    holdouts: dict[str, Holdout] = {}
     files: dict[str, Path] = {}
     for folder, model, out in (
         ("metrics", Metric, metrics),
         ("experiments", Experiment, experiments),
+        ("holdouts", Holdout, holdouts),
     ):
         for path in sorted((root / folder).glob("*.y*ml")):
             name = relative_name(path, root)
@@ -142,11 +146,12 @@ def read_registry(root: Path | None = None) -> tuple[Registry, list[Problem]]:
                 continue
             out[obj.id] = obj
             files[key] = path
-    return Registry(experiments=experiments, metrics=metrics, files=files), problems
+    registry = Registry(experiments=experiments, metrics=metrics, files=files, holdouts=holdouts)
+    return registry, problems
 
 
 def load_registry(root: Path | None = None) -> Registry:
-    """Read ``root/experiments/*.yaml`` and ``root/metrics/*.yaml``; raise RegistryError on problems.
+    """Read ``root/{experiments,metrics,holdouts}/*.yaml``; raise RegistryError on problems.
 
     Checks everything ``validate_registry`` checks except approvals and the published state (those
     are publishing's concern), so code that loads the registry can trust its contents.

@@ -5,8 +5,10 @@ pydantic models enforce on each field (types, weights summing to 1, unique varia
 
 - content: dates, layers (pairing, bounds, no allocation, no overlap while running), the
   randomization unit, variants named by ``shipped_variant`` and ``overrides``, metric references and
-  each metric's kind-specific fields;
-- approvals: ``approved``/``running``/``stopped`` need a current approval by someone not the owner;
+  each metric's kind-specific fields; holdouts (dates, layers that some experiment uses, metric
+  references, at most one running holdout per layer);
+- approvals: ``approved``/``running``/``stopped`` need a current approval by someone not the owner
+  (experiments and holdouts alike);
 - the published state: status moves one step at a time, a running experiment's layer range never
   moves, and a published experiment is stopped rather than removed.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 
 from ab_pipelines import settings
 from ab_pipelines.config.approvals import content_sha
-from ab_pipelines.config.models import STATUSES, Experiment, Metric
+from ab_pipelines.config.models import STATUSES, Experiment, Holdout, Metric
 from ab_pipelines.config.registry import (
     Problem,
     Registry,
@@ -78,7 +80,41 @@ def content_problems(registry: Registry, root: Path) -> list[Problem]:
         problems += _experiment_problems(exp, name, units)
         problems += _reference_problems(exp, name, registry.metrics.keys() | metric_files)
     problems += _overlap_problems(registry, root)
+    problems += _holdout_problems(registry, root, registry.metrics.keys() | metric_files)
     return problems
+
+
+def _holdout_problems(registry: Registry, root: Path, known_metrics: set[str]) -> list[Problem]:
+    """Dates, layers no experiment uses, metric references, and two running holdouts on a layer
+    (a unit would be held by two salts: the holdouts would not be the share they say)."""
+    layers = {e.layer for e in registry.experiments.values() if e.layer is not None}
+    holding: dict[str, str] = {}  # layer -> the running holdout that holds it (first by id)
+    out: list[Problem] = []
+    for h in sorted(registry.holdouts.values(), key=lambda h: h.id):
+        name = relative_name(registry.file_of("holdouts", h.id), root)
+        if h.end_date is not None and h.end_date < h.start_date:
+            out.append(
+                Problem(name, "end_date", f"{h.end_date} is before start_date {h.start_date}")
+            )
+        for layer in h.layers:
+            if layer not in layers:
+                known = ", ".join(sorted(layers)) or "none"
+                out.append(
+                    Problem(name, "layers", f"unknown layer '{layer}' (layers in use: {known})")
+                )
+            if h.status != "running":
+                continue
+            other = holding.setdefault(layer, h.id)
+            if other != h.id:
+                out.append(
+                    Problem(
+                        name,
+                        "layers",
+                        f"layer '{layer}' is already held by running holdout '{other}'",
+                    )
+                )
+        out += _reference_problems(h, name, known_metrics)
+    return out
 
 
 def _stems(folder: Path) -> set[str]:
@@ -181,7 +217,7 @@ def _experiment_problems(e: Experiment, name: str, units: set[str]) -> list[Prob
     return out
 
 
-def _reference_problems(e: Experiment, name: str, known: Iterable[str]) -> list[Problem]:
+def _reference_problems(e: Experiment | Holdout, name: str, known: Iterable[str]) -> list[Problem]:
     known = set(known)
     roles = {
         "metrics.primary": e.metrics.primary,
@@ -220,12 +256,16 @@ def _overlap_problems(registry: Registry, root: Path) -> list[Problem]:
 
 # ---- approvals ----------------------------------------------------------------------------------
 def approval_problems(registry: Registry, root: Path) -> list[Problem]:
-    """Experiments past review without a current approval by someone other than the owner."""
+    """Experiments and holdouts past review without a current approval by someone other than
+    the owner."""
     out: list[Problem] = []
-    for e in registry.experiments.values():
+    for kind, e in [
+        *(("experiments", e) for e in registry.experiments.values()),
+        *(("holdouts", h) for h in registry.holdouts.values()),
+    ]:
         if e.status not in NEEDS_APPROVAL:
             continue
-        path = registry.file_of("experiments", e.id)
+        path = registry.file_of(kind, e.id)
         name = relative_name(path, root)
         state = approval_state(e.owner, [(a.by, a.sha) for a in e.approvals], content_sha(path))
         if state.state == "missing":

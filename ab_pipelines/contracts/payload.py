@@ -3,8 +3,15 @@
 Written once for both sides: the publisher builds entries with :func:`experiment_entry` and
 payloads with :func:`build_payload`; the SDK checks them with :func:`read_payload`, which also
 precomputes each entry into a :class:`CompiledExperiment`. The text that is signed and hashed is
-:func:`canonical_json`; ``content_sha`` is :func:`content_sha` of the experiments. Standard
-library only (the variant ranges come from :mod:`ab_pipelines.contracts.hashing`).
+:func:`canonical_json`; ``content_sha`` is :func:`content_sha` of the experiments (and of the
+holdouts, when there are any). Standard library only (the variant ranges come from
+:mod:`ab_pipelines.contracts.hashing`).
+
+Holdouts (docs/edge-config.md, "Holdouts"): an optional top-level ``holdouts`` object,
+``{id: {"salt", "range": [0, round(10000·share)), "layers": [...]}}``, for the running holdouts.
+A payload without it is valid (configs published before holdouts existed). Each experiment in a
+held layer carries its holdouts, precomputed (``CompiledExperiment.holdouts``), so the rule is
+one loop in the SDK; the Spark assigner reads the same ones through :func:`layer_holdouts`.
 """
 
 from __future__ import annotations
@@ -12,15 +19,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from ab_pipelines.contracts.hashing import BUCKETS, layer_buckets, variant_ranges
 
 __all__ = [
     "EXPERIMENT_FIELDS",
+    "HOLDOUT_FIELDS",
     "SCHEMA",
     "STATUSES",
     "CompiledExperiment",
+    "LayerHoldout",
     "PayloadError",
     "ReadPayload",
     "build_payload",
@@ -28,6 +37,8 @@ __all__ = [
     "content_sha",
     "experiment_entry",
     "fixed_variant",
+    "holdout_entry",
+    "layer_holdouts",
     "read_experiment",
     "read_payload",
 ]
@@ -47,6 +58,7 @@ EXPERIMENT_FIELDS = (
     "overrides",
     "serve_variant",
 )
+HOLDOUT_FIELDS = ("salt", "range", "layers")
 
 
 class PayloadError(ValueError):
@@ -60,9 +72,12 @@ def canonical_json(obj) -> str:
     )
 
 
-def content_sha(experiments: Mapping) -> str:
-    """sha256 (hex) of the experiments' canonical JSON: the payload's ``content_sha``."""
-    return hashlib.sha256(canonical_json(experiments).encode()).hexdigest()
+def content_sha(experiments: Mapping, holdouts: Mapping | None = None) -> str:
+    """sha256 (hex) of the experiments' canonical JSON: the payload's ``content_sha``; with
+    holdouts, of ``{"experiments": ..., "holdouts": ...}`` (so a payload without holdouts keeps
+    the sha it always had)."""
+    content = {"experiments": experiments, "holdouts": holdouts} if holdouts else experiments
+    return hashlib.sha256(canonical_json(content).encode()).hexdigest()
 
 
 def fixed_variant(status: str, variants: Sequence[str], serve: str | None) -> str | None:
@@ -115,15 +130,45 @@ def experiment_entry(
     }
 
 
-def build_payload(experiments: Mapping, version: int, published_at: str | None) -> dict:
-    """The payload of schema 1 around compiled ``experiments`` (before signing)."""
-    return {
+def holdout_entry(*, salt: str, share: float, layers: Sequence[str]) -> dict:
+    """One running holdout as the SDK reads it: the units with ``bucket(salt, unit)`` in
+    ``range`` get no variant in any experiment of ``layers``.
+
+    >>> holdout_entry(salt="h", share=0.05, layers=["search", "checkout"])
+    {'salt': 'h', 'range': [0, 500], 'layers': ['checkout', 'search']}
+    """
+    return {"salt": salt, "range": [0, round(BUCKETS * share)], "layers": sorted(set(layers))}
+
+
+def build_payload(
+    experiments: Mapping,
+    version: int,
+    published_at: str | None,
+    holdouts: Mapping | None = None,
+) -> dict:
+    """The payload of schema 1 around compiled ``experiments`` (before signing); ``holdouts``
+    (compiled by :func:`holdout_entry`) only when there are any."""
+    payload = {
         "schema": SCHEMA,
         "version": version,
         "published_at": published_at,
-        "content_sha": content_sha(experiments),
+        "content_sha": content_sha(experiments, holdouts),
         "experiments": experiments,
     }
+    if holdouts:
+        payload["holdouts"] = holdouts
+    return payload
+
+
+@dataclass(frozen=True, slots=True)
+class LayerHoldout:
+    """A running holdout as an experiment of one of its layers applies it: a unit whose
+    ``bucket(salt, unit)`` lies in [lo, hi) gets no variant."""
+
+    id: str
+    salt: str
+    lo: int
+    hi: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +189,7 @@ class CompiledExperiment:
     targeting: tuple[tuple[str, frozenset[str]], ...]
     overrides: Mapping[str, str]
     fixed: str | None  # what killed/stopped serve; None while running
+    holdouts: tuple[LayerHoldout, ...] = ()  # the running holdouts of its layer, by id
 
     @property
     def baseline(self) -> str:
@@ -233,6 +279,34 @@ def read_experiment(exp_id: str, e: object) -> CompiledExperiment:
     )
 
 
+def _read_holdouts(holdouts: object) -> dict[str, tuple[LayerHoldout, list[str]]]:
+    """Check the ``holdouts`` object; {id: (LayerHoldout, layers)} in id order."""
+    if not isinstance(holdouts, dict):
+        raise PayloadError("holdouts must be an object")
+    out = {}
+    for hid in sorted(holdouts):
+        h, where = holdouts[hid], f"holdouts.{hid}"
+        if not isinstance(h, dict):
+            raise PayloadError(f"{where} must be an object")
+        missing = [k for k in HOLDOUT_FIELDS if k not in h]
+        if missing:
+            raise PayloadError(f"{where} lacks field(s) {', '.join(missing)}")
+        if not isinstance(h["salt"], str) or not h["salt"]:
+            raise PayloadError(f"{where}.salt must be a non-empty string")
+        lo, hi = _bucket_pair(h["range"], f"{where}.range")
+        layers = _str_list(h["layers"], f"{where}.layers")
+        out[str(hid)] = (LayerHoldout(str(hid), h["salt"], lo, hi), layers)
+    return out
+
+
+def layer_holdouts(holdouts: Mapping | None, layer: str | None) -> tuple[LayerHoldout, ...]:
+    """The holdouts of a payload's ``holdouts`` object that hold ``layer``, in id order (an
+    experiment outside a layer is never held out)."""
+    if not holdouts or layer is None:
+        return ()
+    return tuple(h for h, layers in _read_holdouts(holdouts).values() if layer in layers)
+
+
 @dataclass(frozen=True)
 class ReadPayload:
     """A payload that follows schema 1, its experiments precomputed."""
@@ -241,6 +315,7 @@ class ReadPayload:
     content_sha: str
     published_at: str | None
     experiments: Mapping[str, CompiledExperiment]
+    holdouts: Mapping[str, LayerHoldout] = field(default_factory=dict)
 
 
 def read_payload(payload: object) -> ReadPayload:
@@ -256,13 +331,23 @@ def read_payload(payload: object) -> ReadPayload:
     experiments = payload.get("experiments")
     if not isinstance(experiments, dict):
         raise PayloadError("experiments must be an object")
+    holdouts = payload.get("holdouts")
+    held = _read_holdouts(holdouts) if holdouts is not None else {}
     sha = payload.get("content_sha")
     if not isinstance(sha, str):
         raise PayloadError("content_sha must be a string")
-    if sha != content_sha(experiments):
-        raise PayloadError("content_sha does not match the experiments")
+    if sha != content_sha(experiments, holdouts):
+        what = "the experiments and holdouts" if holdouts else "the experiments"
+        raise PayloadError(f"content_sha does not match {what}")
     published_at = payload.get("published_at")
     if published_at is not None and not isinstance(published_at, str):
         raise PayloadError("published_at must be a string")
-    compiled = {str(k): read_experiment(str(k), v) for k, v in experiments.items()}
-    return ReadPayload(version, sha, published_at, compiled)
+    compiled = {}
+    for k, v in experiments.items():
+        exp = read_experiment(str(k), v)
+        if exp.layer is not None and held:
+            exp = replace(
+                exp, holdouts=tuple(h for h, layers in held.values() if exp.layer in layers)
+            )
+        compiled[str(k)] = exp
+    return ReadPayload(version, sha, published_at, compiled, {k: h for k, (h, _) in held.items()})

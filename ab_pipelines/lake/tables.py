@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from ab_pipelines.events.schema import PARSED_SCHEMA
 
-__all__ = ["PROVENANCE", "STAT_FIELDS", "TABLES", "TableSpec", "table_spec"]
+__all__ = ["PROVENANCE", "QUANTILE_FIELDS", "STAT_FIELDS", "TABLES", "TableSpec", "table_spec"]
 
 
 @dataclass(frozen=True)
@@ -264,6 +264,25 @@ STAT_FIELDS = (
     "den_pre_num_sum",
     "den_pre_den_sum",
 )
+# A quantile metric's statistics (ab_pipelines.stats.QuantileMoments): column -> field. Null on
+# the rows of other metrics; the last six (the per-unit sums of events nested in units) are null
+# for a quantile of per-unit values (level unit) too.
+QUANTILE_FIELDS = {
+    "q_level": "q",  # ν, e.g. 0.9 for p90
+    "q_n": "n",  # values in the arm: events (level event) or units (level unit)
+    "q_n_star": "n_star",
+    "q_value": "quantile",  # the arm's sample quantile; null without values
+    "q_lower": "lower",
+    "q_upper": "upper",
+    "q_n_units": "n_units",
+    "q_below_sum": "below_sum",
+    "q_below_sum_sq": "below_sum_sq",
+    "q_events_sum": "events_sum",
+    "q_events_sum_sq": "events_sum_sq",
+    "q_below_events_sum": "below_events_sum",
+}
+_INT_QUANTILE_FIELDS = ("q_n", "q_n_star", "q_n_units")
+
 GOLD_SUFFICIENT_STATS = TableSpec(
     "gold",
     "sufficient_stats",
@@ -279,6 +298,12 @@ GOLD_SUFFICIENT_STATS = TableSpec(
             # window or with include_maturing. n + maturing = the analysed units. Null on rows
             # written before the column existed.
             ("maturing", pa.int64()),
+            # A quantile metric: its QuantileMoments (QUANTILE_FIELDS) beside the companion
+            # moments above (the mean of the same values). Null on other metrics' rows.
+            *(
+                (f, pa.int64() if f in _INT_QUANTILE_FIELDS else pa.float64())
+                for f in QUANTILE_FIELDS
+            ),
             *PROVENANCE,
             ("day", pa.date32()),
         ]
@@ -287,8 +312,9 @@ GOLD_SUFFICIENT_STATS = TableSpec(
     keys=("experiment_id", "metric", "variant", "segment"),
     description="Per analysis day, experiment, metric, variant and segment: the sufficient statistics "
     "(RatioMoments fields; a mean metric has den = 1) of the units that count (a windowed metric: "
-    "those whose window has ended), cumulative from the start date, the units still maturing, and "
-    "the registry sha and config version they were computed under.",
+    "those whose window has ended), cumulative from the start date, the units still maturing, "
+    "a quantile metric's QuantileMoments (q_* columns), and the registry sha and config version "
+    "they were computed under.",
 )
 
 
@@ -314,8 +340,14 @@ GOLD_EXPERIMENT_RESULTS = TableSpec(
             # maturing); 0 without a window, null on rows written before the column existed.
             ("maturing_baseline", pa.int64()),
             ("maturing_variant", pa.int64()),
-            ("mean_baseline", pa.float64()),
+            ("mean_baseline", pa.float64()),  # a quantile metric: the arm's sample quantile
             ("mean_variant", pa.float64()),
+            # The metric as computed: its kind (mean | proportion | ratio | quantile) and, for a
+            # quantile, its level ν and what it is of (event | unit). A quantile metric is fixed
+            # horizon only: its seq_* columns are null. Null on rows written before they existed.
+            ("metric_kind", pa.string()),
+            ("metric_quantile", pa.float64()),
+            ("metric_level", pa.string()),
             *_estimate("abs"),  # fixed-horizon Welch, raw
             *_estimate("rel"),
             ("cuped_theta", pa.float64()),

@@ -96,6 +96,12 @@ else:
         f"{rule.alpha}). Colours: the interval shown lies wholly on the metric's "
         "good side (green), bad side (red), or spans 0 (grey)."
     )
+if any(m.fixed_horizon_only for m in card.metrics):
+    st.caption(
+        "Quantile metrics (estimate *fixed horizon only*) have no always-valid interval: their "
+        "lift, interval and decision are fixed-horizon, valid at the planned end; the two means "
+        "are the arms' quantiles, and a quantile guardrail is checked on its fixed-horizon bound."
+    )
 
 
 def labelled(frame):
@@ -125,6 +131,7 @@ table_cols = [
     "significant",
     "mean_baseline",
     "mean_variant",
+    "statistic",
     "desired",
     "role",
     "estimate",
@@ -158,6 +165,9 @@ config = {
     ),
     "mean_baseline": "baseline mean",
     "mean_variant": "variant mean",
+    "statistic": st.column_config.TextColumn(
+        "of", help="what the two means are: the mean, or a quantile metric's quantile (p90 ...)"
+    ),
     "desired": st.column_config.TextColumn("good if", help="the metric's desired direction"),
     "variance_reduction": st.column_config.TextColumn("CUPED var. cut"),
     "margin": st.column_config.TextColumn("margin", help="harm allowed (relative change)"),
@@ -186,7 +196,7 @@ else:
     else:
         st.error("Guardrail breached: " + ", ".join(breached["row"]))
     st.caption("Red ticks: where harm beyond the margin starts.")
-    tail = ["mean_baseline", "mean_variant", "desired", "role", "estimate"]
+    tail = ["mean_baseline", "mean_variant", "statistic", "desired", "role", "estimate"]
     show(guards, [*table_cols[:5], "margin", "bound", "breached", *tail])
 
 st.subheader("How much longer")

@@ -19,7 +19,7 @@ USERS = 200_000
 CORPUS = json.loads((REPO_ROOT / "tests" / "data" / "assignment_cases.json").read_text())
 
 
-def _assign_rows(spark, rows, experiments):
+def _assign_rows(spark, rows, experiments, holdouts=None):
     """rows: (user_id, attributes JSON); returns {experiment: [variant per row]} computed in Spark."""
     from pyspark.sql import functions as F
 
@@ -27,7 +27,7 @@ def _assign_rows(spark, rows, experiments):
         "i", F.monotonically_increasing_id()
     )
     cols = [
-        spark_assign(F.col("user_id"), F.col("attributes"), exp).alias(eid)
+        spark_assign(F.col("user_id"), F.col("attributes"), exp, holdouts).alias(eid)
         for eid, exp in experiments.items()
     ]
     got = df.select("i", *cols).orderBy("i").collect()
@@ -38,7 +38,7 @@ def test_spark_agrees_with_every_corpus_case(spark):
     experiments = CORPUS["payload"]["experiments"]
     cases = [c for c in CORPUS["cases"] if c["experiment_id"] in experiments]
     rows = [(c["user_id"], json.dumps(c["attributes"])) for c in cases]
-    got = _assign_rows(spark, rows, experiments)
+    got = _assign_rows(spark, rows, experiments, CORPUS["payload"]["holdouts"])
     mismatches = [
         (c, got[c["experiment_id"]][i])
         for i, c in enumerate(cases)

@@ -73,14 +73,16 @@ def test_the_registry_compiles_to_a_payload_the_sdk_reads():
 
 def test_the_corpus_payload_is_schema_1_with_its_content_sha():
     p = corpus()["payload"]
-    assert p["schema"] == SCHEMA and p["content_sha"] == content_sha(p["experiments"])
+    assert p["schema"] == SCHEMA and p["content_sha"] == content_sha(
+        p["experiments"], p["holdouts"]
+    )
     assert read_payload(p).version == p["version"]
 
 
 def test_a_payload_error_names_the_field_and_the_sdk_raises_its_config_error():
     p = corpus()["payload"]
     p["experiments"]["homepage_hero"]["variant_buckets"] = [[0, 20000], [0, 1]]
-    p["content_sha"] = content_sha(p["experiments"])
+    p["content_sha"] = content_sha(p["experiments"], p["holdouts"])
     with pytest.raises(PayloadError, match=r"experiments.homepage_hero.variant_buckets\[0\]"):
         read_payload(p)
     with pytest.raises(ConfigError, match="variant_buckets"):

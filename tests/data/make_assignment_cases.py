@@ -10,7 +10,8 @@ committed JSON pins their values, so a change to the contract fails the corpus t
 
 Format (one JSON object):
 
-- ``payload``: one unsigned schema-1 edge payload (docs/edge-config.md), ``content_sha`` included.
+- ``payload``: one unsigned schema-1 edge payload (docs/edge-config.md), ``content_sha`` included,
+  with a ``holdouts`` object (``{id: {"salt", "range", "layers"}}``).
 - ``buckets``: ``[{"salt", "unit", "bucket"}]`` with
   ``bucket = mmh3.hash(f"{salt}:{unit}".encode(), seed=0, signed=False) % 10000``.
 - ``cases``: ``[{"user_id", "experiment_id", "attributes", "expected"}]``; ``attributes`` is an
@@ -25,6 +26,8 @@ Rules applied, in order (for one case):
 4. status ``killed``: ``variants[0]``; ``stopped``: ``serve_variant`` or else ``variants[0]``.
 5. every ``targeting`` attribute must be present (not null) in ``attributes`` and its value one of
    the listed strings, else null.
+5b. with a ``layer`` named in a holdout's ``layers``: if ``bucket(holdout salt, unit)`` lies in
+   ``[range[0], range[1])`` of that holdout, null.
 6. (sticky: not used by the corpus)
 7. with a ``layer``: ``bucket(layer, unit)`` must lie in ``[layer_buckets[0], layer_buckets[1])``,
    else null; then the first variant i with ``variant_buckets[i][0] <= bucket(salt, unit) <
@@ -115,7 +118,50 @@ EXPERIMENTS = {
 }
 
 
-PAYLOAD = build_payload(EXPERIMENTS, 1, "2026-11-24T06:00:00Z")
+def first_id(prefix: str, salt: str, lo: int, hi: int) -> str:
+    """The first id ``<prefix><n>`` whose bucket for ``salt`` lies in [lo, hi)."""
+    n = 0
+    while not lo <= bucket(salt, f"{prefix}{n}") < hi:
+        n += 1
+    return f"{prefix}{n}"
+
+
+# Holdouts: "longterm" keeps 10% of users out of the search layer (and of a layer with no
+# experiment); "device_hold" 20% of devices out of a layer randomized by device.
+HOLDOUTS = {
+    "longterm": {"salt": "longterm_2026", "range": [0, 1000], "layers": ["recs", "search"]},
+    "device_hold": {"salt": "device_hold", "range": [0, 2000], "layers": ["device_ui"]},
+}
+HELD_QA = first_id("qa-held-", "longterm_2026", 0, 1000)  # held out, yet overridden
+EXPERIMENTS |= {
+    "search_layout": experiment(
+        "search_layout",
+        CT,
+        [0.5, 0.5],
+        layer="search",
+        layer_range=(0.0, 0.6),
+        overrides={HELD_QA: "treatment"},
+    ),
+    "search_filters": experiment(
+        "search_filters",
+        CT,
+        [0.5, 0.5],
+        layer="search",
+        layer_range=(0.6, 1.0),
+        status="stopped",
+        serve_variant="treatment",
+    ),
+    "device_font": experiment(
+        "device_font",
+        ["serif", "sans"],
+        [0.5, 0.5],
+        unit="device_id",
+        layer="device_ui",
+        layer_range=(0.0, 1.0),
+    ),
+}
+
+PAYLOAD = build_payload(EXPERIMENTS, 1, "2026-11-24T06:00:00Z", HOLDOUTS)
 
 
 def expected(user_id, experiment_id: str, attributes: dict) -> str | None:
@@ -135,6 +181,9 @@ def expected(user_id, experiment_id: str, attributes: dict) -> str | None:
     for attr, allowed in e["targeting"].items():
         value = attributes.get(attr)
         if value is None or str(value) not in allowed:
+            return None
+    for h in HOLDOUTS.values():
+        if e["layer"] in h["layers"] and h["range"][0] <= bucket(h["salt"], unit) < h["range"][1]:
             return None
     if e["layer"] is not None:
         lo, hi = e["layer_buckets"]
@@ -257,6 +306,14 @@ def build() -> dict:
     add("user-1", "device_theme", {"device_id": None})
     # attributes never change a non-targeted experiment
     add("user-3", "homepage_hero", {"country": "FR", "platform": "web"})
+    # holdouts: the edges of the held range, the users above, an override of a held-out user,
+    # a stopped experiment in a held layer (everyone gets its variant), a device-keyed layer
+    held_edges = boundary_ids("longterm_2026", (0, 999, 1000, 9999)).values()
+    for u in [*held_edges, *users, HELD_QA]:
+        for exp_id in ("search_layout", "search_filters"):
+            add(u, exp_id)
+    for n in range(40):
+        add(f"user-{n}", "device_font", {"device_id": f"device-{n}"})
     return {"payload": PAYLOAD, "buckets": buckets, "cases": cases}
 
 

@@ -8,22 +8,33 @@ a relative 1e-9 (parallel sums may differ in their last bits; tests/compare.py).
 
 This is what guards against the engine's silent failures (docs/engines.md): a model that Sail
 ran differently, or rows it dropped, show here as a difference.
+
+The analysis reads a registry copy in which two experiments also read quantile metrics (the repo's
+files stay as approved): search_speed guards the demo metric page_load_p90 (event level, with
+segments), homepage_aa (killed) a unit-level windowed p90 of revenue. So the quantile models
+(the sorted value arrays of unit_sides, quantile_values, quantile_stats: exact ranks over
+sorted distinct values, SIZE(FILTER(...)) per unit) are compared too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 
+import pyarrow as pa
 import pytest
+import yaml
 
 from ab_pipelines.analysis.day import results_day, stats_day
 from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models
 from ab_pipelines.analysis.sufficient_stats import ANALYSED_STATUSES, experiment_models
+from ab_pipelines.config import load_registry
 from ab_pipelines.events.landing import land_day
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.engine import SESSION_CONF
-from ab_pipelines.settings import paths
+from ab_pipelines.lake.tables import GOLD_SUFFICIENT_STATS
+from ab_pipelines.settings import REPO_ROOT, paths
 from ab_pipelines.simulate import simulate_days
 from tests.compare import GOLD, differences, table_differences
 from tests.engines.jvm import ConnectServer
@@ -38,6 +49,28 @@ LAST = START + dt.timedelta(days=SIM_DAYS - 1)
 # day's gold tables on every experiment.
 MODEL_EXPERIMENTS = ("homepage_aa", "search_speed")
 KILLED = {"homepage_aa": dt.datetime(2026, 11, 4, 13, 30, tzinfo=dt.UTC)}
+QUANTILE_MODELS = ("quantile_values", "quantile_stats")
+
+
+@pytest.fixture(scope="module")
+def analysed_registry(tmp_path_factory):
+    """The repo's registry with quantile metrics added to two experiments (in a copy)."""
+    root = tmp_path_factory.mktemp("registry")
+    shutil.copytree(REPO_ROOT / "experiments", root / "experiments")
+    shutil.copytree(REPO_ROOT / "metrics", root / "metrics")
+    revenue_p90 = {"id": "revenue_p90", "kind": "quantile", "event": "purchase",
+                   "quantile": 0.9, "level": "unit", "window_days": 1}  # fmt: skip
+    (root / "metrics" / "revenue_p90.yaml").write_text(yaml.safe_dump(revenue_p90))
+
+    def add(exp_id: str, role: str, entry) -> None:
+        path = root / "experiments" / f"{exp_id}.yaml"
+        exp = yaml.safe_load(path.read_text())
+        exp["metrics"].setdefault(role, []).append(entry)
+        path.write_text(yaml.safe_dump(exp, sort_keys=False))
+
+    add("search_speed", "guardrails", {"metric": "page_load_p90", "max_relative_change": 0.02})
+    add("homepage_aa", "secondary", "revenue_p90")
+    return load_registry(root)
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +103,17 @@ def jvm(jvm_server, demo_home):
     session.stop()
 
 
+def _comparable(t: pa.Table) -> pa.Table:
+    """List columns (the quantile models' value arrays, sorted by the SQL) as JSON text: rows are
+    matched by sorting on every column, and Arrow does not sort lists. The values are the events'
+    own, so their text must match exactly."""
+    for i, f in enumerate(t.schema):
+        if pa.types.is_list(f.type):
+            text = pa.array([json.dumps(v) for v in t.column(i).to_pylist()], pa.string())
+            t = t.set_column(i, pa.field(f.name, pa.string()), text)
+    return t
+
+
 def _experiments(registry, day):
     return sorted(
         e.id
@@ -78,12 +122,12 @@ def _experiments(registry, day):
     )
 
 
-def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, registry):
-    lake = Lake(demo_home)
+def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, analysed_registry):
+    lake, registry = Lake(demo_home), analysed_registry
     names = list(load_models(MODELS_DIR))
     experiments = [e for e in _experiments(registry, LAST) if e in MODEL_EXPERIMENTS]
     assert len(experiments) == len(MODEL_EXPERIMENTS)
-    compared = 0
+    compared, quantile_rows = 0, 0
     for exp in experiments:
         with (
             experiment_models(spark, lake, registry, exp, LAST, KILLED.get(exp)) as sail,
@@ -91,16 +135,20 @@ def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, registry):
         ):
             assert set(sail) == set(spark_jvm) == set(names)
             for name in names:
-                a, b = sail[name].toArrow(), spark_jvm[name].toArrow()
+                a, b = (_comparable(x[name].toArrow()) for x in (sail, spark_jvm))
                 assert a.num_rows == b.num_rows, (exp, name, a.num_rows, b.num_rows)
                 b = b.cast(a.schema) if b.schema != a.schema else b
                 assert table_differences(a, b, name=f"{exp}/{name}") == []
                 compared += a.num_rows
+                quantile_rows += a.num_rows if name in QUANTILE_MODELS else 0
     assert compared > 10_000
+    assert quantile_rows > 1_000  # the quantile models ran on real rows on both engines
 
 
-def test_a_whole_day_of_analysis_writes_the_same_gold_tables(spark, jvm, demo_home, registry):
-    homes = {}
+def test_a_whole_day_of_analysis_writes_the_same_gold_tables(
+    spark, jvm, demo_home, analysed_registry
+):
+    registry, homes = analysed_registry, {}
     for name in ("sail", "jvm"):
         root = demo_home.home.parent / f"{demo_home.home.name}-{name}"
         shutil.copytree(demo_home.lake, root / "lake")
@@ -113,3 +161,9 @@ def test_a_whole_day_of_analysis_writes_the_same_gold_tables(spark, jvm, demo_ho
     counts, problems = differences(homes["sail"].home, homes["jvm"].home, GOLD)
     assert not problems, "\n".join(problems[:20])
     assert all(a > 0 for a, _ in counts.values()), counts
+    quantiles = [
+        r
+        for r in Lake(homes["sail"]).read_arrow(GOLD_SUFFICIENT_STATS).to_pylist()
+        if r["q_value"] is not None
+    ]
+    assert {r["metric"] for r in quantiles} == {"page_load_p90", "revenue_p90"}
