@@ -147,6 +147,11 @@ def plan(
     if metric not in registry.metrics:
         known = ", ".join(sorted(registry.metrics)) or "none"
         raise PlanError(f"no metric {metric!r} in the registry (known: {known})")
+    if registry.metrics[metric].kind == "quantile":
+        raise PlanError(
+            f"{metric} is a quantile metric: abp plan sizes means, proportions and ratios only "
+            "(a quantile's variance depends on the density at the quantile; see docs/analysis.md)"
+        )
     if not 0 < mde < 10:
         raise PlanError(f"--mde {mde} must be a relative change above 0, e.g. 0.02 for 2%")
     if not 0 < allocation <= 1 or variants < 2:

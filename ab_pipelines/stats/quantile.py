@@ -23,11 +23,14 @@ metrics (docs.growthbook.io/statistics/quantile, FAQ 6), and gbstats 0.8.0 has n
 of its own for them: its generic ``SequentialTwoSidedTTest`` would count N as the number of events,
 not of independent units. ``compare_quantiles(..., sequential_tuning=...)`` raises ``ValueError``.
 
-**What the SQL computes** (see :func:`quantile_summaries` for the aggregations): one mergeable
-quantile sketch per arm — Spark's ``percentile_approx(value, array(ν, L₁, U₁, …, L₂₀, U₂₀),
-accuracy)``, a Greenwald–Khanna summary, merged across partitions, whose answer has a rank within
-n/accuracy of the exact one (a rank error ε = 1/accuracy) — and, for event-level metrics, exact
-per-unit summaries (events, events at or below Q̂) summed per arm. No event leaves Spark.
+**What the SQL computes** (see :func:`quantile_summaries` for the aggregations; the models are
+``dbt_like_sql/quantile_values.sql`` and ``quantile_stats.sql``): *exact* quantiles, not a sketch.
+Spark's ``percentile_approx`` runs on Sail as DataFusion's ``approx_percentile_cont``, which
+refuses an array of levels and interpolates between values (p50 of 1..1000: 500.5 against JVM
+Spark's 500), so the two engines could not agree; the models rank each arm's distinct values
+instead (rank error 0). Each unit's values are collected in the one join of units to events, and
+for event-level metrics the per-unit counts (events, events at or below Q̂) come from a second
+pass over those per-unit arrays, summed per arm. No event leaves Spark.
 """
 
 from __future__ import annotations
@@ -221,7 +224,7 @@ def quantile_summaries(
     """The :class:`QuantileMoments` of one arm from raw arrays: the reference the SQL model reproduces.
 
     Sample quantiles are the inverted-CDF ones, ``np.quantile(..., method="inverted_cdf")``: the
-    smallest value x with F_n(x) ≥ level, an observed value, as ``percentile_approx`` answers.
+    smallest value x with F_n(x) ≥ level, an observed value, as the SQL models answer.
     NaN values are ignored (SQL NULLs). ``unit_ids`` may be any hashable dtype.
 
     The SQL (Spark), per experiment × metric × variant (× segment), ``ν`` the level, ``A`` the
@@ -238,14 +241,11 @@ def quantile_summaries(
       ``below_sum_sq = SUM(n_below * n_below)``, ``events_sum = SUM(n_events)``,
       ``events_sum_sq = SUM(n_events * n_events)``, ``below_events_sum = SUM(n_below * n_events)``.
 
-    Error of the approximate percentile: each returned value has an empirical-CDF level within
-    ε = 1/A of the one asked (``percentile_approx``'s relative error 1/accuracy is a rank error
-    of ε·n), so Q̂ is off by ε in level (about ε/f(Q) in value), L and U likewise, and the standard
-    error by a relative ≲ ε / (z·sqrt(ν(1 − ν)/n*)) (U − L spans 2z·sqrt(ν(1 − ν)/n*) in level).
-    The per-unit counts are exact given Q̂ (Ī moves by ≤ ε). The sampling error of Q̂ is
-    sqrt(ν(1 − ν)/n) in level (i.i.d.; more when clustered), so keeping the approximation below a
-    tenth of it needs ``A ≥ 10·sqrt(n / (ν(1 − ν)))``: the default A = 10,000 suffices up to
-    n ≈ 90,000 values at p90 (9,900 at p99); 10⁶ events at p99 need A ≈ 10⁵.
+    The pipeline computes these quantiles exactly (see the module docstring). Were a sketch used
+    instead (``percentile_approx(value, levels, A)`` on JVM Spark), each value would have an
+    empirical-CDF level within ε = 1/A of the one asked, the standard error a relative error ≲
+    ε / (z·sqrt(ν(1 − ν)/n*)), and keeping it below a tenth of Q̂'s sampling error would need
+    ``A ≥ 10·sqrt(n / (ν(1 − ν)))``.
 
     Args:
         unit_ids: the unit of each value (1-D).

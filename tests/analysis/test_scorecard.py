@@ -150,6 +150,12 @@ def test_plan_needs_measured_data(home, registry):
         plan(Lake(home), registry, "revenue", 0.05)
 
 
+def test_plan_refuses_a_quantile_metric(home, registry):
+    assert registry.metrics["page_load_p90"].kind == "quantile"
+    with pytest.raises(PlanError, match="page_load_p90 is a quantile metric"):
+        plan(Lake(home), registry, "page_load_p90", 0.05)
+
+
 def _recompute(lake: Lake, registry, day: dt.date, n: int, seed: int) -> None:
     exp, rng = registry.experiments[EXP], np.random.default_rng(seed)
     stats = gold_rows(day, n, rng, lift=0.0)
