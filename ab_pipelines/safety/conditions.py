@@ -118,8 +118,11 @@ def _guardrail_breaches(lake: Lake, day: dt.date) -> list[Condition]:
         if not v.breached:
             continue
         assert v.guardrail is not None
+        # A quantile metric has no always-valid estimate: its check reads the fixed horizon's.
+        quantile = v.kind == "quantile"
+        estimate = v.relative if quantile else v.sequential_relative
         effect, bound, margin = (
-            num(v.sequential_relative.effect),
+            num(estimate.effect),
             num(v.guardrail.bound),
             num(v.guardrail.margin),
         )
@@ -137,7 +140,8 @@ def _guardrail_breaches(lake: Lake, day: dt.date) -> list[Condition]:
                 message=(
                     f"{r['experiment_id']}: guardrail {v.metric} is breached by variant "
                     f"{v.variant} on {day}: relative change {_pct(effect)} vs {v.baseline}, "
-                    f"its always-valid bound {_pct(bound)} lies beyond the {limit} margin."
+                    f"its {'fixed-horizon' if quantile else 'always-valid'} bound {_pct(bound)} "
+                    f"lies beyond the {limit} margin."
                 ),
                 detail=json_safe(
                     {
