@@ -30,7 +30,7 @@ from ab_pipelines.analysis.decision import (
     Srm,
 )
 from ab_pipelines.analysis.plan import PlanError, metric_moments
-from ab_pipelines.analysis.state import experiment_state, registry_sha
+from ab_pipelines.analysis.state import registry_sha
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
@@ -38,7 +38,7 @@ from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
-    OPS_EXPERIMENT_DAYS,
+    OPS_KILLS,
 )
 from ab_pipelines.settings import settings
 from ab_pipelines.stats import days_needed, mde_for, sample_size
@@ -75,7 +75,7 @@ def analysed_days(
     return sorted(set(t.column("day").to_pylist()))
 
 
-_PINNED_TABLES = (GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_EXPERIMENT_DAYS)
+_PINNED_TABLES = (GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_KILLS)
 
 
 def pinned_versions(
@@ -109,27 +109,18 @@ def pinned_versions(
     return pinned
 
 
-def _kill_of_day(
-    lake: Lake,
-    registry: Registry,
-    experiment_id: str,
-    day: dt.date,
-    pinned: Mapping[str, int | None] | None,
+def _kill_record(
+    lake: Lake, experiment_id: str, pinned: Mapping[str, int | None] | None
 ) -> Killed | None:
-    """The kill in effect by the end of ``day``, from the state the analysis stored that day
-    (``ops.experiment_days``, read as pinned); a day analysed before that table existed gets
-    its state from :func:`~ab_pipelines.analysis.state.experiment_state`."""
-    where = (pc.field("experiment_id") == experiment_id) & (pc.field("day") == day)
-    rows = _read(lake, OPS_EXPERIMENT_DAYS, pinned, filter=where).to_pylist()
-    if rows:
-        r = rows[0]
-        if r["killed_at"] is None:
-            return None
-        return Killed(at=r["killed_at"], by=r["killed_by"], reason=r["kill_reason"])
-    kill = experiment_state(lake, registry, experiment_id, day).kill
-    if kill is None or not kill.by_end_of(day):
+    """The experiment's kill switch record (``ops.kills``: when, by whom, why) as known at the
+    read (``pinned``: as it was then), whichever day the card is of. The card of a day before
+    the kill still says the experiment has since been killed; whether the kill had taken effect
+    on a day is the experiment state's (``ops.experiment_days``, ``Kill.by_end_of``)."""
+    rows = _read(lake, OPS_KILLS, pinned, filter=pc.field("experiment_id") == experiment_id)
+    if not rows.num_rows:
         return None
-    return Killed(at=kill.at, by=kill.by, reason=kill.reason)
+    r = rows.to_pylist()[0]
+    return Killed(at=r["killed_at"], by=r["by"], reason=r["reason"])
 
 
 def _read(lake: Lake, spec, pinned: Mapping[str, int | None] | None, **kw) -> pa.Table:
@@ -248,7 +239,7 @@ def read_scorecard(
         for r in _read(lake, GOLD_SUFFICIENT_STATS, pinned, filter=where).to_pylist()
         if r["segment"] == ALL_SEGMENT
     ]
-    killed = _kill_of_day(lake, registry, experiment_id, day, pinned)
+    killed = _kill_record(lake, experiment_id, pinned)
 
     order = _order(exp)
     verdicts = sorted((MetricVerdict.from_gold(r) for r in rows), key=order)

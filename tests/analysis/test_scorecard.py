@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 
@@ -239,25 +238,23 @@ def test_a_past_day_shows_the_plan_it_was_computed_under(home, registry_copy):
     assert "the plan has changed since" in render(card)
 
 
-def test_a_days_scorecard_shows_the_kill_in_effect_that_day(analysed, home, registry_copy):
-    """The kill comes from that day's state: stored in ops.experiment_days when the analysis
-    wrote it, else from experiment_state; a kill after the day is not on that day's card."""
-    from ab_pipelines.analysis.state import states_of_day, write_states
+def test_the_kill_record_is_on_the_card_as_known_at_the_read(analysed, home, registry_copy):
+    """Every card read after a kill carries the kill record (when, by whom, why), whichever day
+    it is of; a card read as it was before the kill (pinned) does not."""
+    from ab_pipelines.analysis.scorecard import pinned_versions
     from ab_pipelines.config import load_registry
     from ab_pipelines.config.publish import kill, publish
 
     registry = load_registry(registry_copy)
-    noon = dt.datetime.combine(D1 + dt.timedelta(days=1), dt.time(12), tzinfo=dt.UTC)
-    publish(home, registry_copy, now=noon - dt.timedelta(days=2))
+    noon = dt.datetime.combine(D2 + dt.timedelta(days=1), dt.time(12), tzinfo=dt.UTC)
+    publish(home, registry_copy, now=noon - dt.timedelta(days=3))
+    before_kill = dt.datetime.now(dt.UTC)
     kill(home, EXP, reason="harm", by="ops@example.com", now=noon)
-    before, after = (scorecard(analysed, registry, EXP, d) for d in (D1, D2))
-    assert before["killed"] is None  # state computed: the kill came after D1 ended
-    assert after["killed"]["by"] == "ops@example.com" and after["killed"]["reason"] == "harm"
-    # Stored state wins: as the analysis of D2 saw it (here: written before the kill existed).
-    states = states_of_day(analysed, registry, D2)
-    stored = {EXP: dataclasses.replace(states[EXP], kill=None)}
-    write_states(analysed, D2, stored)
-    assert scorecard(analysed, registry, EXP, D2)["killed"] is None
+    for day in (D1, D2):
+        card = scorecard(analysed, registry, EXP, day)
+        assert card["killed"] == {"at": noon.isoformat(), "by": "ops@example.com", "reason": "harm"}
+    then = scorecard(analysed, registry, EXP, D2, pinned_versions(analysed, at=before_kill))
+    assert then["killed"] is None
 
 
 def test_units_still_maturing_are_on_the_scorecard(home, registry):
