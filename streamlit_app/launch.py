@@ -67,22 +67,29 @@ def launch(port: int = 8501, home: Paths | str | os.PathLike[str] | None = None)
     """
     where = home if isinstance(home, Paths) else paths(home)
     env = dict(os.environ, ABP_HOME=str(where.home))
-    proc = subprocess.Popen(command(port), cwd=REPO_ROOT, env=env, start_new_session=True)
 
     def _terminate(signum, frame):  # the server is in another group: pass the stop on
         raise KeyboardInterrupt
 
+    # The handler goes in before the server is forked: a handler is reset to SIGTERM's default
+    # action by exec, whereas an *ignored* SIGTERM that this process inherited (from whatever
+    # started it) would survive into the server, which would then outlive our SIGTERM until the
+    # SIGKILL fallback; and a SIGTERM between the fork and the handler cannot orphan the server.
     previous = None
     try:
         previous = signal.signal(signal.SIGTERM, _terminate)
     except ValueError:  # not the main thread: Ctrl-C handling only
         previous = None
+    proc = None
     try:
+        proc = subprocess.Popen(command(port), cwd=REPO_ROOT, env=env, start_new_session=True)
         return proc.wait()
     except KeyboardInterrupt:
+        if proc is None:
+            raise
         return _stop(proc)
     finally:
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             _stop(proc)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

@@ -39,16 +39,20 @@ def test_launch_returns_the_exit_code_with_abp_home_in_a_new_process_group(monke
     assert launch(8123) == 7  # default: $ABP_HOME
 
 
-def test_sigterm_to_the_launcher_stops_the_servers_process_group(tmp_path):
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_sigterm_to_the_launcher_stops_the_servers_process_group(tmp_path, inherited):
+    """Also when the launcher was started with SIGTERM ignored (an ignored signal survives exec:
+    a server forked with it would outlive the stop until the SIGKILL fallback, 10 s later)."""
     pidfile = tmp_path / "server.pid"
     server = (
         f"import os, time; open({str(pidfile)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     )
+    ignore = "signal.signal(signal.SIGTERM, signal.SIG_IGN); " if inherited == "ignored" else ""
     launcher = (
-        "import sys; from streamlit_app import launch as m; "
+        f"import signal, sys; {ignore}from streamlit_app import launch as m; "
         f"m.command = lambda port: [sys.executable, '-c', {server!r}]; "
-        "sys.exit(0 if m.launch(1) == -signal.SIGTERM else 3)"
-    ).replace("import sys;", "import signal, sys;")
+        "r = m.launch(1); print('launch returned', r); sys.exit(0 if r == -signal.SIGTERM else 3)"
+    )
     proc = subprocess.Popen([sys.executable, "-c", launcher], cwd=REPO_ROOT)
     try:
         deadline = time.monotonic() + 30
@@ -57,8 +61,10 @@ def test_sigterm_to_the_launcher_stops_the_servers_process_group(tmp_path):
             time.sleep(0.05)
         server_pid = int(pidfile.read_text())
         assert os.getpgid(server_pid) == server_pid  # a process group of its own
+        t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # launch returned the server's exit code (-SIGTERM)
+        assert time.monotonic() - t0 < 5  # the server died of the SIGTERM, not the SIGKILL
         with pytest.raises(ProcessLookupError):
             os.kill(server_pid, 0)
     finally:
