@@ -83,8 +83,12 @@ def die_with_parent() -> None:
 
 
 # PR_SET_PDEATHSIG survives exec: set it, make sure the parent did not die first, then exec.
+# SIGTERM back to its default action first: an ignored SIGTERM inherited from whatever started
+# us would also survive exec, and the child would ignore the SIGTERM that stops it (stop_group
+# then needs its SIGKILL fallback).
 _EXEC_DYING = (
     "import ctypes, os, signal, sys; "
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL); "
     "ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
     "os.getppid() == int(sys.argv[1]) or os._exit(1); "
     "os.execvp(sys.argv[2], sys.argv[2:])"

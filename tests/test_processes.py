@@ -33,3 +33,28 @@ def test_gone_and_zombie_processes_are_dead():
     assert not alive(child.pid)
     child.wait()
     assert not alive(child.pid)
+
+
+def test_a_child_started_dying_with_its_parent_answers_sigterm_even_if_we_ignore_it():
+    """An ignored SIGTERM survives exec; the trampoline gives the child SIGTERM's default back,
+    so stop_group's SIGTERM stops it (not only the SIGKILL fallback)."""
+    import signal
+
+    import pytest
+
+    from ab_pipelines.processes import dying_with_parent
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG and /proc are Linux's")
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        cmd = dying_with_parent(["grep", "^SigIgn", "/proc/self/status"])
+        line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+        plain = subprocess.run(
+            ["grep", "^SigIgn", "/proc/self/status"], capture_output=True, text=True, check=True
+        ).stdout
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    bit = 1 << (signal.SIGTERM - 1)
+    assert int(plain.split()[1], 16) & bit  # without the trampoline the child ignores it
+    assert not int(line.split()[1], 16) & bit
