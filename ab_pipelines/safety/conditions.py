@@ -118,11 +118,10 @@ def _guardrail_breaches(lake: Lake, day: dt.date) -> list[Condition]:
         if not v.breached:
             continue
         assert v.guardrail is not None
-        # A quantile metric has no always-valid estimate: its check reads the fixed horizon's.
-        quantile = v.kind == "quantile"
-        estimate = v.relative if quantile else v.sequential_relative
+        # The estimate the guardrail check reads every day (fixed horizon for a metric that has
+        # no always-valid one).
         effect, bound, margin = (
-            num(estimate.effect),
+            num(v.monitoring_relative.effect),
             num(v.guardrail.bound),
             num(v.guardrail.margin),
         )
@@ -140,7 +139,7 @@ def _guardrail_breaches(lake: Lake, day: dt.date) -> list[Condition]:
                 message=(
                     f"{r['experiment_id']}: guardrail {v.metric} is breached by variant "
                     f"{v.variant} on {day}: relative change {_pct(effect)} vs {v.baseline}, "
-                    f"its {'fixed-horizon' if quantile else 'always-valid'} bound {_pct(bound)} "
+                    f"its {'fixed-horizon' if v.fixed_horizon_only else 'always-valid'} bound {_pct(bound)} "
                     f"lies beyond the {limit} margin."
                 ),
                 detail=json_safe(
