@@ -22,15 +22,29 @@ PEER = REPO_ROOT / ".venv-peers" / "gbstats"
 
 
 def peer_python() -> Path:
+    """The peer venv's python, made on first use. Several test processes (xdist workers) ask at
+    once on a fresh clone: one makes it under an exclusive lock while the others wait, so no two
+    `venv --clear` the same folder."""
+    import fcntl
+
     py = PEER / "bin" / "python"
-    if (
-        not py.exists()
-        or subprocess.run([py, "-c", "import gbstats"], capture_output=True).returncode
-    ):
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER)], check=True)
-        subprocess.run(
-            [py, "-m", "pip", "install", "-q", "gbstats==0.8.0"], check=True, timeout=900
+
+    def ready() -> bool:
+        return (
+            py.exists()
+            and subprocess.run([py, "-c", "import gbstats"], capture_output=True).returncode == 0
         )
+
+    if ready():
+        return py
+    PEER.parent.mkdir(parents=True, exist_ok=True)
+    with open(PEER.parent / ".gbstats.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not ready():  # another process may have made it while we waited
+            subprocess.run([sys.executable, "-m", "venv", "--clear", str(PEER)], check=True)
+            subprocess.run(
+                [py, "-m", "pip", "install", "-q", "gbstats==0.8.0"], check=True, timeout=900
+            )
     return py
 
 
