@@ -44,6 +44,7 @@ from ab_pipelines.lake.tables import (
     BRONZE_QUARANTINE,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
+    GOLD_HETEROGENEITY,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_ALERTS,
@@ -280,7 +281,14 @@ def experiment_days(lake: Lake, experiment_id: str) -> list[dt.date]:
 # ---- scorecard ---------------------------------------------------------------------------------
 
 
-@reads(GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_KILLS, registry=True)
+@reads(
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_SRM,
+    GOLD_SUFFICIENT_STATS,
+    GOLD_HETEROGENEITY,
+    OPS_KILLS,
+    registry=True,
+)
 def scorecard_card(
     lake: Lake, registry: Registry, experiment_id: str, day: dt.date | None = None
 ) -> Scorecard:
@@ -435,6 +443,29 @@ def segment_rows(
                 }
             )
     return _frame(rows, ("segment", "segment_srm_p_value", "segment_srm_flagged", *_SCORE_COLUMNS))
+
+
+def differential_frame(card: Scorecard) -> pd.DataFrame:
+    """Every differential-impact test on the card (gold.heterogeneity): flagged ones first."""
+    rows = [
+        {
+            "metric": d.metric,
+            "variant": d.variant,
+            "attribute": d.attribute,
+            "flagged": d.flagged,
+            "p_adjusted": d.p_adjusted,
+            "p_value": d.p_value,
+            "i2": d.i2,
+            "pooled_lift": d.pooled_effect,
+            "lift_by_level": ", ".join(
+                f"{s.partition('=')[2]} {'n/a' if e is None else f'{e:+.1%}'}"
+                for s, e in zip(d.levels, d.level_effects, strict=True)
+            ),
+            "drivers": ", ".join(d.drivers),
+        }
+        for d in card.differential_impact
+    ]
+    return pd.DataFrame(rows)
 
 
 def plan_lines(card: Scorecard | Mapping[str, Any]) -> list[str]:

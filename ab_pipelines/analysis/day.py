@@ -7,7 +7,8 @@ correction method, a fixed formula) without Spark:
    ``q_*`` columns, from the same models and the same commit), and from the same pass
    ``gold.srm`` and ``gold.health`` (they need the unit counts and crossovers the Spark pass sees);
 2. :func:`results_day` (numpy): ``gold.experiment_results`` from ``gold.sufficient_stats`` and
-   ``gold.srm``, and ``ops.experiment_days`` (each experiment's state that day).
+   ``gold.srm``, ``gold.heterogeneity`` (differential impact across segments, from the segment
+   rows) and ``ops.experiment_days`` (each experiment's state that day).
 
 Which experiments a day analyses, their kill cut and their provenance come from one place,
 :func:`ab_pipelines.analysis.state.states_of_day`.
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ab_pipelines.analysis.differential import heterogeneity_rows
 from ab_pipelines.analysis.results import (
     experiment_results,
     health_rows,
@@ -36,6 +38,7 @@ from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
+    GOLD_HETEROGENEITY,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_EXPERIMENT_DAYS,
@@ -105,7 +108,7 @@ def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
     stats = lake.read_arrow(GOLD_SUFFICIENT_STATS, filter=on_day)
     srm = lake.read_arrow(GOLD_SRM, filter=on_day)
     states = states_of_day(lake, registry, day)
-    parts, decisions = [], {}
+    parts, hetero, decisions = [], [], {}
     for exp_id, state in states.items():
         if not state.analysed:
             continue
@@ -124,14 +127,20 @@ def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
             killed_at=state.killed_at,
         )
         parts.append(with_provenance(t, state))
+        hetero.append(
+            with_provenance(heterogeneity_rows(exp, registry.metrics, day, exp_stats), state)
+        )
         decisions[exp.id] = t.column("decision")[0].as_py() if t.num_rows else "keep_running"
     table = _concat(GOLD_EXPERIMENT_RESULTS, parts)
     lake.write_arrow(GOLD_EXPERIMENT_RESULTS, table, replace=[{"day": day.isoformat()}])
+    hetero_t = _concat(GOLD_HETEROGENEITY, hetero)
+    lake.write_arrow(GOLD_HETEROGENEITY, hetero_t, replace=[{"day": day.isoformat()}])
     state_rows = write_states(lake, day, states)
     return DaySummary(
         day,
         rows={
             GOLD_EXPERIMENT_RESULTS.qualified: table.num_rows,
+            GOLD_HETEROGENEITY.qualified: hetero_t.num_rows,
             OPS_EXPERIMENT_DAYS.qualified: state_rows,
         },
         decisions=decisions,

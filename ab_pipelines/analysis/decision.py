@@ -52,6 +52,9 @@ __all__ = [
     "Guardrail",
     "Killed",
     "MetricVerdict",
+    "AnytimeFdr",
+    "DifferentialImpact",
+    "Discovery",
     "PlanEntry",
     "Scorecard",
     "SegmentScorecard",
@@ -799,6 +802,127 @@ class SegmentScorecard:
         }
 
 
+@dataclass(frozen=True)
+class DifferentialImpact:
+    """Whether a decision metric's effect differs across the levels of a segment attribute (a
+    gold.heterogeneity row: Cochran's Q, BH-adjusted across the experiment's tests)."""
+
+    metric: str
+    variant: str
+    attribute: str
+    p_value: float | None
+    p_adjusted: float | None
+    i2: float | None
+    pooled_effect: float | None
+    flagged: bool
+    levels: tuple[str, ...]
+    level_effects: tuple[float | None, ...]
+    drivers: tuple[str, ...] = ()
+
+    @classmethod
+    def from_gold(cls, row: Mapping[str, Any]) -> DifferentialImpact:
+        return cls(
+            metric=row["metric"],
+            variant=row["variant"],
+            attribute=row["attribute"],
+            p_value=_num(row["p_value"]),
+            p_adjusted=_num(row["p_adjusted"]),
+            i2=_num(row["i2"]),
+            pooled_effect=_num(row["pooled_effect"]),
+            flagged=bool(row["flagged"]),
+            levels=tuple(row["level_names"] or ()),
+            level_effects=tuple(_num(x) for x in row["level_effects"] or ()),
+            drivers=tuple(row["drivers"] or ()),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "variant": self.variant,
+            "attribute": self.attribute,
+            "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
+            "i2": self.i2,
+            "pooled_effect": self.pooled_effect,
+            "flagged": self.flagged,
+            "levels": [
+                {"segment": s, "effect": e}
+                for s, e in zip(self.levels, self.level_effects, strict=True)
+            ],
+            "drivers": list(self.drivers),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DifferentialImpact:
+        return cls(
+            metric=d["metric"],
+            variant=d["variant"],
+            attribute=d["attribute"],
+            p_value=d["p_value"],
+            p_adjusted=d["p_adjusted"],
+            i2=d["i2"],
+            pooled_effect=d["pooled_effect"],
+            flagged=d["flagged"],
+            levels=tuple(x["segment"] for x in d["levels"]),
+            level_effects=tuple(x["effect"] for x in d["levels"]),
+            drivers=tuple(d["drivers"]),
+        )
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """A (metric, variant) that e-BH under continuous monitoring has rejected: since which day,
+    and the e-value it was rejected with (frozen there)."""
+
+    metric: str
+    variant: str
+    since: dt.date
+    e_value: float | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "variant": self.variant,
+            "since": self.since.isoformat(),
+            "e_value": self.e_value,
+        }
+
+
+@dataclass(frozen=True)
+class AnytimeFdr:
+    """e-BH (Wang & Ramdas 2022) over every look so far at an experiment's metrics and variants:
+    the discoveries whose false discovery rate holds at ``alpha`` whenever the card is read."""
+
+    alpha: float
+    hypotheses: int
+    looks: int
+    discoveries: tuple[Discovery, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "method": "e-BH over the always-valid e-values of every metric and variant, "
+            "every analysed day so far",
+            "alpha": self.alpha,
+            "hypotheses": self.hypotheses,
+            "looks": self.looks,
+            "discoveries": [d.as_json() for d in self.discoveries],
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AnytimeFdr:
+        return cls(
+            alpha=d["alpha"],
+            hypotheses=d["hypotheses"],
+            looks=d["looks"],
+            discoveries=tuple(
+                Discovery(
+                    x["metric"], x["variant"], dt.date.fromisoformat(x["since"]), x["e_value"]
+                )
+                for x in d["discoveries"]
+            ),
+        )
+
+
 @dataclass(frozen=True, eq=False)
 class Scorecard(Mapping[str, Any]):
     """An experiment's scorecard on one day: what ``abp results``, the alerts and the dashboard show.
@@ -819,6 +943,8 @@ class Scorecard(Mapping[str, Any]):
     segments: tuple[SegmentScorecard, ...] = ()
     read_at_versions: Mapping[str, int | None] | None = None
     provenance: Provenance | None = None
+    differential_impact: tuple[DifferentialImpact, ...] = ()
+    anytime_fdr: AnytimeFdr | None = None
 
     @property
     def guardrails(self) -> tuple[MetricVerdict, ...]:
@@ -848,6 +974,10 @@ class Scorecard(Mapping[str, Any]):
             out["segments"] = [s.as_json(self.analysis.bayesian) for s in self.segments]
         if self.provenance is not None:
             out["provenance"] = self.provenance.as_json()
+        if self.differential_impact:
+            out["differential_impact"] = [d.as_json() for d in self.differential_impact]
+        if self.anytime_fdr is not None:
+            out["anytime_fdr"] = self.anytime_fdr.as_json()
         return out
 
     @classmethod
@@ -871,6 +1001,12 @@ class Scorecard(Mapping[str, Any]):
             segments=tuple(SegmentScorecard.from_json(s) for s in card.get("segments") or ()),
             read_at_versions=card.get("read_at_versions"),
             provenance=Provenance.from_json(card["provenance"]) if card.get("provenance") else None,
+            differential_impact=tuple(
+                DifferentialImpact.from_json(d) for d in card.get("differential_impact") or ()
+            ),
+            anytime_fdr=AnytimeFdr.from_json(card["anytime_fdr"])
+            if card.get("anytime_fdr")
+            else None,
         )
 
     def __getitem__(self, key: str) -> Any:

@@ -48,6 +48,7 @@ from ab_pipelines.stats import (
     bayesian_decision,
     compare,
     compare_quantiles,
+    e_value,
     n_star_for,
     srm_test,
 )
@@ -267,6 +268,20 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
                 **_estimates("rel", raw[True], j),
                 **_estimates("seq_abs", seq[False], j),
                 **_estimates("seq_rel", seq[True], j),
+                # An overflowing e-value (an effect too large to miss) is stored as 1e300, not
+                # inf, which the table's readers would take for "not computed".
+                "e_value": _num(
+                    np.minimum(
+                        e_value(
+                            seq[True].effect[j],
+                            seq[True].se[j],
+                            seq[True].n_a[j] + seq[True].n_b[j],
+                            alpha,
+                            DEFAULT_SEQUENTIAL_TUNING,
+                        ),
+                        1e300,
+                    )
+                ),
             }
             if has_pre:
                 row.update(

@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -21,6 +22,9 @@ from ab_pipelines.analysis import decision
 from ab_pipelines.analysis.decision import (
     ALL_SEGMENT,
     AnalysisRule,
+    AnytimeFdr,
+    DifferentialImpact,
+    Discovery,
     Killed,
     MetricVerdict,
     PlanEntry,
@@ -36,17 +40,20 @@ from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
+    GOLD_HETEROGENEITY,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_KILLS,
 )
 from ab_pipelines.settings import settings
-from ab_pipelines.stats import days_needed, mde_for, sample_size
+from ab_pipelines.stats import days_needed, mde_for, monitor_discoveries, sample_size
 
 __all__ = [
     "Scorecard",
     "ScorecardError",
     "analysed_days",
+    "anytime_fdr_text",
+    "differential_text",
     "pinned_versions",
     "read_scorecard",
     "render",
@@ -75,7 +82,13 @@ def analysed_days(
     return sorted(set(t.column("day").to_pylist()))
 
 
-_PINNED_TABLES = (GOLD_EXPERIMENT_RESULTS, GOLD_SRM, GOLD_SUFFICIENT_STATS, OPS_KILLS)
+_PINNED_TABLES = (
+    GOLD_EXPERIMENT_RESULTS,
+    GOLD_SRM,
+    GOLD_SUFFICIENT_STATS,
+    GOLD_HETEROGENEITY,
+    OPS_KILLS,
+)
 
 
 def pinned_versions(
@@ -240,6 +253,8 @@ def read_scorecard(
         if r["segment"] == ALL_SEGMENT
     ]
     killed = _kill_record(lake, experiment_id, pinned)
+    hetero = _read(lake, GOLD_HETEROGENEITY, pinned, filter=where).to_pylist()
+    hetero.sort(key=lambda r: (not r["flagged"], r["p_adjusted"] is None, r["p_adjusted"] or 0))
 
     order = _order(exp)
     verdicts = sorted((MetricVerdict.from_gold(r) for r in rows), key=order)
@@ -275,7 +290,63 @@ def read_scorecard(
         ),
         read_at_versions=None if pinned is None else dict(pinned),
         provenance=_provenance(registry, exp, rows or stats),
+        differential_impact=tuple(DifferentialImpact.from_gold(r) for r in hetero),
+        anytime_fdr=_anytime_fdr(
+            lake, exp, day, [v for v in main if not v.fixed_horizon_only], pinned
+        ),
     )
+
+
+def _anytime_fdr(
+    lake: Lake,
+    exp: Experiment,
+    day: dt.date,
+    family: list[MetricVerdict],
+    pinned: Mapping[str, int | None] | None,
+) -> AnytimeFdr | None:
+    """e-BH under continuous monitoring (:func:`ab_pipelines.stats.monitor_discoveries`) over
+    the stored e-values of ``family`` (the card's metrics and variants that have an always-valid
+    estimate) on every analysed day up to ``day``: each hypothesis' e-process is frozen at its
+    first rejection, so the false discovery rate holds at ``alpha`` across all of them whenever
+    the scorecard is read. None when no stored row has an e-value (days analysed before
+    ``e_value`` existed)."""
+    if not family:
+        return None
+    keys = [(v.metric, v.variant) for v in family]
+    where = (
+        (pc.field("experiment_id") == exp.id)
+        & (pc.field("day") <= day)
+        & (pc.field("segment") == ALL_SEGMENT)
+    )
+    rows = _read(
+        lake,
+        GOLD_EXPERIMENT_RESULTS,
+        pinned,
+        filter=where,
+        columns=["day", "metric", "variant", "e_value"],
+    ).to_pylist()
+    days = sorted({r["day"] for r in rows})
+    index = {k: j for j, k in enumerate(keys)}
+    looks = {d: i for i, d in enumerate(days)}
+    e = np.full((len(days), len(keys)), np.nan)
+    for r in rows:
+        j = index.get((r["metric"], r["variant"]))
+        if j is not None and r["e_value"] is not None:
+            e[looks[r["day"]], j] = r["e_value"]
+    if np.isnan(e).all():
+        return None
+    found = monitor_discoveries(e, alpha=exp.analysis.alpha)
+    discoveries = [
+        Discovery(
+            metric=keys[j][0],
+            variant=keys[j][1],
+            since=days[int(found.first_look[j])],
+            e_value=_clean(found.stopped_e[j]),
+        )
+        for j in np.flatnonzero(found.final)
+    ]
+    discoveries.sort(key=lambda d: (d.since, d.metric, d.variant))
+    return AnytimeFdr(exp.analysis.alpha, len(keys), len(days), tuple(discoveries))
 
 
 def _provenance(registry: Registry, exp: Experiment, rows: list[dict]) -> Provenance | None:
@@ -450,4 +521,32 @@ def _render_tail(card: Scorecard, lines: list[str]) -> str:
     if card.segments:
         names = ", ".join(s.segment for s in card.segments)
         lines.append(f"  exploratory segments (not for decisions): {names}")
+    for d in card.differential_impact:
+        if d.flagged:
+            lines.append(f"  {differential_text(d)}")
+    if card.anytime_fdr is not None:
+        lines.append(f"  {anytime_fdr_text(card.anytime_fdr)}")
     return "\n".join(lines)
+
+
+def anytime_fdr_text(fdr: AnytimeFdr) -> str:
+    """The e-BH line of a scorecard (text and dashboard): its family and the discoveries."""
+    found = ", ".join(
+        f"{d.metric} ({d.variant}) since {d.since.isoformat()}" for d in fdr.discoveries
+    )
+    return (
+        f"anytime-valid FDR (e-BH at {fdr.alpha:.0%} over {fdr.hypotheses} metric x variant "
+        f"tests and {fdr.looks} look(s)): " + (found or "no discoveries")
+    )
+
+
+def differential_text(d: DifferentialImpact) -> str:
+    """One flagged differential impact (text and dashboard): the attribute, the adjusted p, the
+    driving levels with their lift."""
+    effects = dict(zip(d.levels, d.level_effects, strict=True))
+    drivers = ", ".join(f"{s} {_pct(effects.get(s)).strip()}" for s in d.drivers)
+    return (
+        f"DIFFERENTIAL IMPACT: {d.metric} ({d.variant}) differs by {d.attribute} "
+        f"(BH p={_p(d.p_adjusted)}, pooled {_pct(d.pooled_effect).strip()})"
+        + (f"; driven by {drivers}" if drivers else "")
+    )

@@ -356,6 +356,10 @@ GOLD_EXPERIMENT_RESULTS = TableSpec(
             *_estimate("cuped_rel"),
             *_estimate("seq_abs"),  # always-valid, on the CUPED estimate where CUPED applies
             *_estimate("seq_rel"),
+            # The e-process behind seq_rel's always-valid p (p = min(1, 1/e)); the scorecard runs
+            # e-BH over every day's values of an experiment's metrics and variants (null: quantile
+            # metrics, and rows written before the column existed).
+            ("e_value", pa.float64()),
             # Bayesian engine (GrowthBook's), on the relative lift (CUPED where it applies),
             # always computed; the decision reads them when analysis.engine is bayesian.
             ("bayes_effect", pa.float64()),  # posterior mean
@@ -424,6 +428,37 @@ GOLD_HEALTH = TableSpec(
     "pre-exposure imbalance of each metric's CUPED covariate.",
 )
 
+GOLD_HETEROGENEITY = TableSpec(
+    "gold",
+    "heterogeneity",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("metric", pa.string()),
+            ("variant", pa.string()),  # the treatment arm compared with the baseline
+            ("attribute", pa.string()),  # the segment attribute, e.g. "platform"
+            ("levels", pa.int64()),  # levels whose effect could be computed (Q's df + 1)
+            ("q", pa.float64()),  # Cochran's Q
+            ("p_value", pa.float64()),
+            ("p_adjusted", pa.float64()),  # Benjamini-Hochberg across the experiment's tests
+            ("i2", pa.float64()),
+            ("pooled_effect", pa.float64()),
+            ("flagged", pa.bool_()),  # p_adjusted <= the experiment's alpha
+            ("level_names", pa.list_(pa.string())),  # e.g. ["platform=android", ...]
+            ("level_effects", pa.list_(pa.float64())),  # the relative lift in each level
+            ("level_z", pa.list_(pa.float64())),  # each level against the others
+            ("drivers", pa.list_(pa.string())),  # the levels that drive a flagged test
+            *PROVENANCE,
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id", "metric", "variant", "attribute"),
+    description="Differential impact per analysis day: does a decision metric's effect differ across "
+    "the levels of a segment attribute (Cochran's Q on the segment rows, BH across the experiment's "
+    "attributes, metrics and variants; ab_pipelines.stats.heterogeneity).",
+)
+
 OPS_EXPERIMENT_DAYS = TableSpec(
     "ops",
     "experiment_days",
@@ -473,6 +508,7 @@ TABLES: dict[str, TableSpec] = {
         GOLD_EXPERIMENT_RESULTS,
         GOLD_SRM,
         GOLD_HEALTH,
+        GOLD_HETEROGENEITY,
         OPS_EXPERIMENT_DAYS,
     )
 }

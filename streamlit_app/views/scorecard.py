@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ab_pipelines.analysis.scorecard import ScorecardError
+from ab_pipelines.analysis.scorecard import ScorecardError, anytime_fdr_text, differential_text
 from streamlit_app import data, ui
 
 reg = ui.registry()
@@ -185,6 +185,13 @@ def show(frame, columns):
 st.subheader("Metrics")
 show(rows[rows["role"] != "guardrail"], table_cols)
 
+if card.anytime_fdr is not None:
+    st.caption(
+        anytime_fdr_text(card.anytime_fdr)
+        + ". e-BH on the always-valid e-values of every metric and variant, every day so far: "
+        "these discoveries keep the false discovery rate under continuous monitoring."
+    )
+
 st.subheader("Guardrails")
 guards = rows[rows["role"] == "guardrail"]
 if guards.empty:
@@ -221,5 +228,14 @@ else:
     flagged = srm_by_segment[srm_by_segment["segment_srm_flagged"] == True]  # noqa: E712
     if not flagged.empty:
         st.warning("SRM flagged in segment(s): " + ", ".join(flagged["segment"]))
+    for d in card.differential_impact:
+        if d.flagged:
+            st.warning(differential_text(d))
+    if card.differential_impact:
+        st.caption(
+            "Differential impact: Cochran's Q of each decision metric's lift across the levels "
+            "of an attribute, Benjamini-Hochberg across the experiment's tests."
+        )
+        st.dataframe(data.differential_frame(card), hide_index=True)
     chosen = st.selectbox("Segment", list(srm_by_segment["segment"]), key=f"segment:{exp.id}")
     show(labelled(segs[segs["segment"] == chosen]), table_cols)
