@@ -152,9 +152,11 @@ def _remember_choice() -> None:
     st.session_state[_CHOSEN] = st.session_state[_PICKER]
 
 
-def pick_experiment(reg: Registry) -> Experiment | None:
-    """The experiment chosen in the sidebar; remembered across pages and kept in the URL."""
-    ids = sorted(reg.experiments)
+def pick_experiment(reg: Registry, holdouts: bool = False) -> Experiment | None:
+    """The experiment chosen in the sidebar; remembered across pages and kept in the URL. With
+    ``holdouts``, the holdouts are offered too (their scorecard: general against holdout)."""
+    subjects = reg.analysed_experiments if holdouts else reg.experiments
+    ids = sorted(subjects)
     if not ids:
         st.info("The registry has no experiments yet: add experiments/<id>.yaml (see Authoring).")
         return None
@@ -167,11 +169,11 @@ def pick_experiment(reg: Registry) -> Experiment | None:
         ids,
         key=_PICKER,
         on_change=_remember_choice,
-        format_func=lambda i: f"{reg.experiments[i].name} ({i})",
+        format_func=lambda i: f"{subjects[i].name} ({i}{', holdout' if i in reg.holdouts else ''})",
     )
     if st.query_params.get("experiment") != choice:
         st.query_params["experiment"] = choice
-    return reg.experiments[choice]
+    return subjects[choice]
 
 
 # ---- styles ------------------------------------------------------------------------------------

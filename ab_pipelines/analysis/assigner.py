@@ -61,14 +61,16 @@ def assign_frame(
         allowed = {str(x) for x in allowed}
         targeted &= np.array([a.get(key) is not None and str(a.get(key)) in allowed for a in attrs])
 
+    # Rule 3b: a held-out unit gets None whatever the status (a shipped variant included).
+    held_out = np.zeros(n, dtype=bool)
+    for held in layer_holdouts(holdouts, exp["layer"]):
+        hb = _buckets(held.salt, unit_text)
+        held_out |= (hb >= held.lo) & (hb < held.hi)
     status = exp["status"]
     if status in ("killed", "stopped"):
-        out[has_unit] = fixed_variant(status, exp["variants"], exp["serve_variant"])
+        out[has_unit & ~held_out] = fixed_variant(status, exp["variants"], exp["serve_variant"])
     elif status == "running":
-        live = has_unit & targeted
-        for held in layer_holdouts(holdouts, exp["layer"]):
-            hb = _buckets(held.salt, unit_text)
-            live &= ~((hb >= held.lo) & (hb < held.hi))
+        live = has_unit & targeted & ~held_out
         if exp["layer"] is not None:
             lo, hi = exp["layer_buckets"]
             lb = _buckets(exp["layer"], unit_text)

@@ -227,9 +227,9 @@ def read_scorecard(
     ``pinned`` (from :func:`pinned_versions`) reads the tables as they were at a past point, so
     a scorecard can be shown again exactly as it was computed then.
     """
-    exp = registry.experiments.get(experiment_id)
+    exp = registry.analysed_experiments.get(experiment_id)
     if exp is None:
-        known = ", ".join(sorted(registry.experiments)) or "none"
+        known = ", ".join(sorted(registry.analysed_experiments)) or "none"
         raise ScorecardError(f"no experiment {experiment_id!r} in the registry (known: {known})")
     days = analysed_days(lake, experiment_id, pinned)
     if not days:

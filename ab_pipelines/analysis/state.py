@@ -251,7 +251,7 @@ def registry_sha(registry: Registry, exp: Experiment) -> str:
     From its YAML file when the registry was read from files; from the model otherwise (a
     registry built in memory, as tests do).
     """
-    path = registry.files.get(f"experiments/{exp.id}")
+    path = registry.files.get(f"experiments/{exp.id}") or registry.files.get(f"holdouts/{exp.id}")
     if path is not None and path.exists():
         return content_sha(path)
     return content_sha(exp.model_dump(mode="json", exclude_unset=True))
@@ -281,16 +281,21 @@ def _state(
     )
 
 
-def states_of_day(lake: Lake, registry: Registry, day: dt.date) -> dict[str, ExperimentState]:
-    """The state on ``day`` of every registry experiment started by then, by id (sorted).
+def states_of_day(
+    lake: Lake, registry: Registry, day: dt.date, holdouts: bool = False
+) -> dict[str, ExperimentState]:
+    """The state on ``day`` of every registry experiment started by then, by id (sorted); with
+    ``holdouts``, of the holdouts too (as :attr:`Registry.analysed_experiments` has them: the
+    daily analysis analyses them, the safety pass and the publisher never touch them).
 
     Reads ``ops.kills`` and ``ops.audit_log`` once for all of them.
     """
     killed = kills(lake)
     config = _in_force(config_versions(lake), day)
+    subjects = registry.analysed_experiments if holdouts else registry.experiments
     return {
         e.id: _state(registry, e, day, killed.get(e.id), config)
-        for e in sorted(registry.experiments.values(), key=lambda e: e.id)
+        for e in sorted(subjects.values(), key=lambda e: e.id)
         if e.start_date <= day
     }
 
@@ -302,9 +307,9 @@ def experiment_state(
 
     Raises KeyError naming the known experiments when ``experiment_id`` is not in the registry.
     """
-    exp = registry.experiments.get(experiment_id)
+    exp = registry.analysed_experiments.get(experiment_id)
     if exp is None:
-        known = ", ".join(sorted(registry.experiments)) or "none"
+        known = ", ".join(sorted(registry.analysed_experiments)) or "none"
         raise KeyError(f"unknown experiment '{experiment_id}'; known: {known}")
     kill = kills(lake).get(experiment_id)
     return _state(registry, exp, day, kill, _in_force(config_versions(lake), day))

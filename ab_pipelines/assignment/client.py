@@ -10,16 +10,19 @@ The rules, in order (CONTRACTS section 6, docs/edge-config.md):
 2. the unit value is the user id when ``unit`` is ``user_id``, else ``attributes[unit]``; a
    missing (None or empty) unit: None. Non-string values are compared and hashed as ``str(v)``;
 3. a forced override for the unit wins;
+3b. a holdout: in a layer held by a running holdout, a unit with ``bucket(holdout salt, unit)`` in
+   the holdout's ``range`` gets None (reason "holdout <id>"), before the status, the targeting,
+   the sticky store, the layer range and the hash: a stopped experiment's shipped variant never
+   reaches the holdout; an override (3) still wins, so QA can see a variant;
 4. ``killed`` returns the baseline, ``stopped`` its ``serve_variant`` (else the baseline);
 5. targeting: every targeted attribute must be given and ``str(value)`` be one of its values;
-5b. a holdout: in a layer held by a running holdout, a unit with ``bucket(holdout salt, unit)`` in
-   the holdout's ``range`` gets None (reason "holdout <id>"; no exposure), before the sticky
-   store, the layer range and the hash; an override (3) still wins, so QA can see a variant, and
-   a killed or stopped experiment (4) serves everyone its one variant as before;
 6. a sticky store, when given, returns the unit's first variant (if still a variant);
 7. the hash: in a layer ``bucket(layer, unit)`` must be in ``layer_buckets``; then the variant whose
    ``variant_buckets`` range holds ``bucket(salt, unit)``, or None;
-8. an exposure is logged once per (unit, experiment) per client, only on steps 6 and 7.
+8. an exposure is logged once per (unit, experiment) per client, only on steps 6 and 7;
+8b. a unit that reaches rule 3b in a held layer is logged once per (unit, holdout) under the
+   holdout's id, variant "holdout" (held out) or "general" (the equally wide bucket range above
+   the held one: it sees the experiments), so the holdout is analysed like an experiment.
 
 Speed: at load, every running experiment hashed on ``user_id`` without targeting gets a compiled
 closure (``_fast_assigner``): salt prefix, overrides and a 10,000-entry bucket-to-variant table
@@ -78,6 +81,7 @@ from ab_pipelines.contracts.payload import (
     CompiledExperiment,
     PayloadError,
     ReadPayload,
+    holdout_group,
     read_payload,
 )
 
@@ -98,7 +102,7 @@ _EXPOSED_PATHS = (STICKY, HASH)
 
 
 def held_out_by(exp: CompiledExperiment, unit: str) -> str | None:
-    """Rule 5b: the id of the first holdout (by id) of the experiment's layer whose range holds
+    """Rule 3b: the id of the first holdout (by id) of the experiment's layer whose range holds
     ``bucket(holdout salt, unit)``, or None."""
     for x in exp.holdouts:
         if x.lo <= bucket(x.salt, unit) < x.hi:
@@ -159,7 +163,7 @@ def _fast_assigner(
     overrides = exp.overrides or None
     layer, lo, hi = exp.layer, exp.layer_lo, exp.layer_hi
     layer_prefix = f"{layer}:".encode("utf-8", "surrogatepass") if layer is not None else b""
-    # rule 5b; holdouts exist only in layers, so an experiment outside one never looks at them
+    # rule 3b; holdouts exist only in layers, so an experiment outside one never looks at them
     held = (
         tuple((f"{x.salt}:".encode("utf-8", "surrogatepass"), x.lo, x.hi) for x in exp.holdouts)
         or None
@@ -315,9 +319,11 @@ class Client:
         elif reporter is None:
             fast = cfg.fast
         else:
+            # An experiment in a held layer also logs holdout exposures (rule 8b): the full path.
             fast = {
                 exp_id: _fast_assigner(cfg.experiments[exp_id], table, reporter(exp_id))
                 for exp_id, table in cfg.fast_tables.items()
+                if not cfg.experiments[exp_id].holdouts
             }
         self._first_exposure, self._fast = report, fast
 
@@ -624,6 +630,14 @@ class Client:
         v = exp.overrides.get(unit)
         if v is not None:
             return v, OVERRIDE, unit
+        if exp.holdouts:  # rule 3b: before the status, so a shipped variant skips the holdout
+            held_by = held_out_by(exp, unit)
+            if trace is not None:
+                trace["held_out_by"] = held_by
+            if held_by is not None:
+                if trace is not None:
+                    trace["decided_by"] = f"holdout {held_by}"
+                return None, None, unit
         if exp.fixed is not None:
             return exp.fixed, exp.status, unit
         if exp.targeting:
@@ -650,13 +664,6 @@ class Client:
                 return None, None, unit
             if trace is not None:
                 trace["targeting_match"] = True
-        held_by = held_out_by(exp, unit)
-        if trace is not None and exp.holdouts:
-            trace["held_out_by"] = held_by
-        if held_by is not None:
-            if trace is not None:
-                trace["decided_by"] = f"holdout {held_by}"
-            return None, None, unit
         if self.sticky is not None:
             try:
                 v = self.sticky.get(unit, exp.id)
@@ -701,9 +708,16 @@ class Client:
             except Exception as exc:  # noqa: BLE001
                 self._log_io_once("sticky set", exc)
         report = self._first_exposure
-        if report is not None and (how is HASH or how is STICKY):
-            user = str(user_id) if user_id is not None and user_id != "" else unit
-            report(exp.id, unit, user, variant, attributes)
+        if report is not None and unit is not None:
+            if exp.holdouts and how is not OVERRIDE:  # rule 8b: reached the holdout rule
+                user = str(user_id) if user_id is not None and user_id != "" else unit
+                for x in exp.holdouts:
+                    group = holdout_group(x, unit)
+                    if group is not None:
+                        report(x.id, unit, user, group, attributes)
+            if how is HASH or how is STICKY:
+                user = str(user_id) if user_id is not None and user_id != "" else unit
+                report(exp.id, unit, user, variant, attributes)
         return variant, how
 
     def assign(

@@ -179,11 +179,33 @@ class Holdout(_Model):
     end_date: dt.date | None = None
     salt: str | None = None
     metrics: ExperimentMetrics = Field(default_factory=ExperimentMetrics)  # for its scorecard
+    analysis: Analysis = Field(default_factory=Analysis)  # of its scorecard (general vs holdout)
     approvals: list[Approval] = Field(default_factory=list)
 
     @property
     def hash_salt(self) -> str:
         return self.salt or self.id
+
+    def as_experiment(self) -> Experiment:
+        """The holdout as the analysis sees it: an experiment of two equal groups whose
+        exposures the SDK logs under the holdout's id (rule 8b, docs/edge-config.md "Holdouts"):
+        ``holdout`` (the baseline: units kept out of every experiment in ``layers``) and
+        ``general`` (as many units, served the layers' experiments and everything shipped
+        there). Its scorecard is the cumulative effect of those layers against the holdout."""
+        return Experiment(
+            id=self.id,
+            name=self.name,
+            owner=self.owner,
+            hypothesis=self.description
+            or f"Cumulative effect of the experiments in {', '.join(self.layers)}",
+            status=self.status,
+            start_date=self.start_date,
+            end_date=self.end_date,
+            variants=[{"id": "holdout", "weight": 0.5}, {"id": "general", "weight": 0.5}],
+            metrics=self.metrics,
+            approvals=self.approvals,
+            analysis=self.analysis,
+        )
 
 
 class EventAgg(_Model):

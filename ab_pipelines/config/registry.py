@@ -4,6 +4,7 @@ and reason. A registry without a holdouts/ folder has no holdouts."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import yaml
@@ -54,8 +55,15 @@ class Registry:
     holdouts: dict[str, Holdout] = field(default_factory=dict)
 
     def known_variants(self) -> dict[str, frozenset[str]]:
-        """experiment id -> its variant ids: what landing accepts in exposures."""
-        return {e.id: frozenset(e.variant_ids) for e in self.experiments.values()}
+        """experiment id -> its variant ids: what landing accepts in exposures (a holdout's
+        exposures carry its id and its groups, "holdout" and "general")."""
+        return {e.id: frozenset(e.variant_ids) for e in self.analysed_experiments.values()}
+
+    @cached_property
+    def analysed_experiments(self) -> dict[str, Experiment]:
+        """The experiments and, under their own ids, the holdouts as the analysis sees them
+        (:meth:`Holdout.as_experiment`): what the daily analysis and ``abp results`` read."""
+        return {**self.experiments, **{h.id: h.as_experiment() for h in self.holdouts.values()}}
 
     def file_of(self, kind: str, id_: str) -> Path:
         """The file defining ``id_`` (``kind`` is "experiments", "metrics" or "holdouts")."""

@@ -92,6 +92,9 @@ def _holdout_problems(registry: Registry, root: Path, known_metrics: set[str]) -
     out: list[Problem] = []
     for h in sorted(registry.holdouts.values(), key=lambda h: h.id):
         name = relative_name(registry.file_of("holdouts", h.id), root)
+        if h.id in registry.experiments:
+            # its exposures and results are filed under its id, as an experiment's are
+            out.append(Problem(name, "id", f"'{h.id}' is also an experiment's id"))
         if h.end_date is not None and h.end_date < h.start_date:
             out.append(
                 Problem(name, "end_date", f"{h.end_date} is before start_date {h.start_date}")

@@ -21,11 +21,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from ab_pipelines.contracts.hashing import BUCKETS, layer_buckets, variant_ranges
+from ab_pipelines.contracts.hashing import BUCKETS, bucket, layer_buckets, variant_ranges
 
 __all__ = [
     "EXPERIMENT_FIELDS",
+    "GENERAL_GROUP",
     "HOLDOUT_FIELDS",
+    "HOLDOUT_GROUP",
     "SCHEMA",
     "STATUSES",
     "CompiledExperiment",
@@ -38,6 +40,7 @@ __all__ = [
     "experiment_entry",
     "fixed_variant",
     "holdout_entry",
+    "holdout_group",
     "layer_holdouts",
     "read_experiment",
     "read_payload",
@@ -169,6 +172,24 @@ class LayerHoldout:
     salt: str
     lo: int
     hi: int
+
+
+#: the two groups of a holdout's analysis (rule 8b, docs/edge-config.md "Holdouts"): the held-out
+#: units, and as many units just above them that see the held layers' experiments.
+HOLDOUT_GROUP, GENERAL_GROUP = "holdout", "general"
+
+
+def holdout_group(x: LayerHoldout, unit: str) -> str | None:
+    """Rule 8b: a unit's group in holdout ``x``: "holdout" when ``bucket(x.salt, unit)`` is in
+    the held range ``[lo, hi)``, "general" in the equally wide range just above it
+    ``[hi, 2·hi − lo)`` (units the layers' experiments are served to: the holdout scorecard's
+    comparison group), else None (not part of the holdout's analysis)."""
+    b = bucket(x.salt, unit)
+    if x.lo <= b < x.hi:
+        return HOLDOUT_GROUP
+    if x.hi <= b < 2 * x.hi - x.lo:
+        return GENERAL_GROUP
+    return None
 
 
 @dataclass(frozen=True, slots=True)

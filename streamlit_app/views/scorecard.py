@@ -6,10 +6,18 @@ from ab_pipelines.analysis.scorecard import ScorecardError, anytime_fdr_text, di
 from streamlit_app import data, ui
 
 reg = ui.registry()
-exp = ui.pick_experiment(reg)
+exp = ui.pick_experiment(reg, holdouts=True)
 if exp is None:
     st.stop()
 st.title(exp.name)
+if exp.id in reg.holdouts:
+    held = reg.holdouts[exp.id]
+    st.info(
+        f"Holdout: {held.share:.0%} of units kept out of every experiment in "
+        f"{', '.join(held.layers)}. The scorecard compares as many units that see them "
+        "(`general`) with the held-out ones (`holdout`): the cumulative effect of everything "
+        "running or shipped in those layers."
+    )
 st.caption(f"`{exp.id}` · owner {exp.owner} · {exp.hypothesis}")
 
 days = ui.view(data.experiment_days, exp.id)

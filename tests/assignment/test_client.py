@@ -423,11 +423,14 @@ def test_compiled_closures_agree_with_the_rules_everywhere():
 
 def test_a_store_set_later_switches_off_the_compiled_path_and_a_sink_rebinds_it():
     client = Client.from_payload(corpus()["payload"], trusted=True)
-    exp_id = next(iter(client.config.fast))
+    exp_id = next(e for e in client.config.fast if not client.config.experiments[e].holdouts)
     assert client._fast is client.config.fast
     sink = ListExposureSink()
     client.exposure_sink = sink
-    assert set(client._fast) == set(client.config.fast)  # closures that log (test_client_fast_path)
+    # closures that log (test_client_fast_path); a held layer's experiments also log holdout
+    # exposures (rule 8b) and take the full path
+    unheld = {e for e in client.config.fast if not client.config.experiments[e].holdouts}
+    assert unheld and set(client._fast) == unheld
     assert client._fast[exp_id] is not client.config.fast[exp_id]
     units = [f"late-{i}" for i in range(50)]
     got = [client.assign(u, exp_id) for u in units]

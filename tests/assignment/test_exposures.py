@@ -22,7 +22,8 @@ class Clock:
 
 
 def _known_variants(p: dict) -> dict[str, frozenset[str]]:
-    return {k: frozenset(e["variants"]) for k, e in p["experiments"].items()}
+    held = {k: frozenset({"holdout", "general"}) for k in p.get("holdouts", {})}
+    return {k: frozenset(e["variants"]) for k, e in p["experiments"].items()} | held
 
 
 def _files(raw):

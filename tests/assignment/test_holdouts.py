@@ -1,4 +1,4 @@
-"""Rule 5b, holdouts (issue 25, part 5), on the corpus payload: both client paths, the reasons,
+"""Rules 3b and 8b, holdouts (issue 25, part 5), on the corpus payload: both client paths, the reasons,
 the exposures, and the payload contract around ``holdouts``."""
 
 from __future__ import annotations
@@ -43,13 +43,46 @@ def test_fast_path_full_path_and_spark_side_agree_on_random_users():
     assert share_in == pytest.approx(0.9 * 0.6, abs=0.02)
 
 
-def test_override_and_a_stopped_experiment_still_serve_held_out_users():
+def test_an_override_still_serves_a_held_out_user_a_shipped_variant_does_not():
     p = corpus()["payload"]
     client = Client.from_payload(p, trusted=True)
     (qa,) = p["experiments"]["search_layout"]["overrides"]
     assert _held(qa) and client.assign(qa, "search_layout") == "treatment"
+    # search_filters is stopped with its treatment shipped: everyone gets it but the holdout,
+    # which keeps measuring what the layer's shipped features add (rule 3b before rule 4)
     held = [u for u in USERS if _held(u)][:200]
-    assert {client.assign(u, "search_filters") for u in held} == {"treatment"}
+    assert {client.assign(u, "search_filters") for u in held} == {None}
+    others = [u for u in USERS if not _held(u)][:200]
+    assert {client.assign(u, "search_filters") for u in others} == {"treatment"}
+    frame = assign_frame(
+        pd.Series(held + others), None, p["experiments"]["search_filters"], p["holdouts"]
+    )
+    assert frame.tolist() == [None] * 200 + ["treatment"] * 200
+
+
+def test_holdout_exposures_name_the_group_once_per_unit():
+    """Rule 8b: a unit reaching the holdout rule in a held layer is logged once under the
+    holdout's id: "holdout" in [0, 1000), "general" in [1000, 2000), nothing above."""
+    p = corpus()["payload"]
+    sink = ListExposureSink()
+    client = Client.from_payload(p, trusted=True, exposure_sink=sink)
+    assert "search_layout" not in client._fast  # a held layer's experiments take the full path
+    users = USERS[:3000]
+    for u in users:
+        for exp_id in ("search_layout", "search_filters", "search_layout"):
+            client.assign(u, exp_id)
+    held = [e for e in sink.events if e["experiment_id"] == "longterm"]
+    want = {
+        u: "holdout" if b < 1000 else "general"
+        for u in users
+        if (b := bucket("longterm_2026", u)) < 2000
+    }
+    assert {e["unit"]: e["variant"] for e in held} == want
+    assert len(held) == len(want)  # once per unit, whichever experiment reached it first
+    assert 0.08 < sum(v == "general" for v in want.values()) / len(users) < 0.12
+    # the experiments' own exposures are as before: none for held-out units
+    logged = {e["unit"] for e in sink.events if e["experiment_id"] == "search_layout"}
+    assert logged and not any(want.get(u) == "holdout" for u in logged)
 
 
 def test_no_exposure_and_the_reason_for_a_held_out_unit():
@@ -62,7 +95,9 @@ def test_no_exposure_and_the_reason_for_a_held_out_unit():
     assert client.evaluate(held[0], experiments=["search_layout"]) == {
         "search_layout": (None, "holdout longterm")
     }
-    assert sink.events == []
+    # no exposure of the experiment; one of the holdout, group "holdout" (rule 8b)
+    assert {(e["experiment_id"], e["variant"]) for e in sink.events} == {("longterm", "holdout")}
+    assert sorted(e["unit"] for e in sink.events) == sorted(held)
     why = client.explain(held[0], "search_layout")
     assert why["held_out_by"] == "longterm" and why["decided_by"] == "holdout longterm"
     assert why["holdouts"] == {"longterm": [0, 1000]}

@@ -47,6 +47,25 @@ def test_a_holdout_loads_with_its_salt_defaulting_to_the_id(registry_copy):
     assert _problems(registry_copy) == []
 
 
+def test_the_analysis_sees_a_holdout_as_an_experiment_of_two_groups(registry_copy):
+    _holdout(registry_copy)
+    reg = load_registry(registry_copy)
+    exp = reg.analysed_experiments["longterm"]
+    assert "longterm" not in reg.experiments  # never published or killed as an experiment
+    assert exp.variant_ids == ["holdout", "general"] and exp.baseline == "holdout"
+    assert exp.metrics.primary == ["conversion"] and exp.start_date.isoformat() == "2026-11-01"
+    assert reg.known_variants()["longterm"] == {"holdout", "general"}  # landing accepts them
+    assert set(reg.analysed_experiments) == set(reg.experiments) | {"longterm"}
+
+
+def test_a_holdout_id_that_is_an_experiment_id_is_refused(registry_copy):
+    _holdout(registry_copy, "checkout_cta")
+    assert any(
+        "holdouts/checkout_cta.yaml" in p and "id" in p and "also an experiment" in p
+        for p in _problems(registry_copy)
+    )
+
+
 @pytest.mark.parametrize("share", [0, 0.25, -0.1])
 def test_a_share_out_of_range_is_a_problem_naming_file_and_field(registry_copy, share):
     _holdout(registry_copy, share=share)
@@ -111,8 +130,11 @@ def test_publish_compiles_running_holdouts_and_the_sdk_honours_them(home, regist
     for exp_id in ("checkout_cta", "checkout_layout"):  # the layer's experiments
         assert {client.assign(u, exp_id) for u in held} == {None}
         assert {client.assign(u, exp_id) for u in free} != {None}
-    logged = {e["unit"] for e in sink.events}
-    assert logged and not logged & set(held)  # no exposure for a held-out unit
+    # no exposure of the experiments for a held-out unit; one of the holdout (rule 8b)
+    logged = {e["unit"] for e in sink.events if e["experiment_id"] != "longterm"}
+    assert logged and not logged & set(held)
+    groups = {e["unit"]: e["variant"] for e in sink.events if e["experiment_id"] == "longterm"}
+    assert {u for u, g in groups.items() if g == "holdout"} == set(held)
     # an experiment outside the layer is untouched
     assert any(client.assign(u, "homepage_aa") is not None for u in held)
     why = client.explain(held[0], "checkout_cta")

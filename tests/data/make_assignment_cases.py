@@ -23,11 +23,12 @@ Rules applied, in order (for one case):
 2. unit value = ``user_id`` if the experiment's ``unit`` is ``"user_id"``, else
    ``attributes[unit]``; a missing, null or empty-string unit value: null.
 3. ``overrides[unit value]`` if present.
+3b. with a ``layer`` named in a holdout's ``layers``: if ``bucket(holdout salt, unit)`` lies in
+   ``[range[0], range[1])`` of that holdout, null (whatever the status: a held-out unit never
+   gets a stopped experiment's shipped variant).
 4. status ``killed``: ``variants[0]``; ``stopped``: ``serve_variant`` or else ``variants[0]``.
 5. every ``targeting`` attribute must be present (not null) in ``attributes`` and its value one of
    the listed strings, else null.
-5b. with a ``layer`` named in a holdout's ``layers``: if ``bucket(holdout salt, unit)`` lies in
-   ``[range[0], range[1])`` of that holdout, null.
 6. (sticky: not used by the corpus)
 7. with a ``layer``: ``bucket(layer, unit)`` must lie in ``[layer_buckets[0], layer_buckets[1])``,
    else null; then the first variant i with ``variant_buckets[i][0] <= bucket(salt, unit) <
@@ -174,6 +175,9 @@ def expected(user_id, experiment_id: str, attributes: dict) -> str | None:
     unit = str(unit)
     if unit in e["overrides"]:
         return e["overrides"][unit]
+    for h in HOLDOUTS.values():
+        if e["layer"] in h["layers"] and h["range"][0] <= bucket(h["salt"], unit) < h["range"][1]:
+            return None
     if e["status"] == "killed":
         return e["variants"][0]
     if e["status"] == "stopped":
@@ -181,9 +185,6 @@ def expected(user_id, experiment_id: str, attributes: dict) -> str | None:
     for attr, allowed in e["targeting"].items():
         value = attributes.get(attr)
         if value is None or str(value) not in allowed:
-            return None
-    for h in HOLDOUTS.values():
-        if e["layer"] in h["layers"] and h["range"][0] <= bucket(h["salt"], unit) < h["range"][1]:
             return None
     if e["layer"] is not None:
         lo, hi = e["layer_buckets"]
@@ -307,7 +308,8 @@ def build() -> dict:
     # attributes never change a non-targeted experiment
     add("user-3", "homepage_hero", {"country": "FR", "platform": "web"})
     # holdouts: the edges of the held range, the users above, an override of a held-out user,
-    # a stopped experiment in a held layer (everyone gets its variant), a device-keyed layer
+    # a stopped experiment in a held layer (its shipped variant reaches every unit but the
+    # held-out ones), a device-keyed layer
     held_edges = boundary_ids("longterm_2026", (0, 999, 1000, 9999)).values()
     for u in [*held_edges, *users, HELD_QA]:
         for exp_id in ("search_layout", "search_filters"):
