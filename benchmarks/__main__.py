@@ -11,10 +11,12 @@ from ab_pipelines.settings import REPO_ROOT
 from benchmarks import (
     bench_analysis,
     bench_assignment,
+    bench_bayesian,
     bench_connector,
     bench_edge,
     bench_landing,
     bench_producer,
+    bench_quantile,
     bench_scaling,
     bench_statistics,
 )
@@ -26,6 +28,8 @@ BENCHMARKS = {
     "landing": (bench_landing, "duckdb"),
     "analysis": (bench_analysis, "duckdb"),
     "statistics": (bench_statistics, "gbstats"),
+    "bayesian": (bench_bayesian, "gbstats"),
+    "quantile": (bench_quantile, "gbstats"),
     "assignment": (bench_assignment, "growthbook"),
     "scaling": (bench_scaling, "duckdb"),
     "producer": (bench_producer, "growthbook"),
