@@ -10,8 +10,9 @@ and 5; choices the contract leaves open are documented in docs/analysis.md):
   confidence sequence (N* = 5000), computed on the CUPED estimate where CUPED applies.
 - A quantile metric gets the fixed-horizon difference of quantiles only
   (:func:`~ab_pipelines.stats.compare_quantiles` on the ``q_*`` columns: GrowthBook's method, a
-  clustered variance for events nested in units): no CUPED, no always-valid, no Bayesian
-  estimates (those columns are null), and its ``mean_*`` are the arms' sample quantiles.
+  clustered variance for events nested in units): no CUPED, no always-valid estimates (those
+  columns are null), a Bayesian posterior on that difference (as gbstats takes a quantile
+  statistic), and its ``mean_*`` are the arms' sample quantiles.
 - Which estimate a decision reads, the family and its adjustment, the guardrail check and the
   decision itself are :mod:`ab_pipelines.analysis.decision`'s: this module computes the numbers
   and asks it.
@@ -44,12 +45,12 @@ from ab_pipelines.stats import (
     Prior,
     QuantileMoments,
     RatioMoments,
-    bayesian_compare,
     bayesian_decision,
     compare,
     compare_quantiles,
     e_value,
     n_star_for,
+    posterior,
     srm_test,
 )
 
@@ -341,24 +342,29 @@ def _prior(metric: Metric) -> Prior | None:
 
 
 def _bayes_cells(cells: list[_Cell], exp: Experiment, cuped: list[bool]) -> list[dict]:
-    """The Bayesian engine's posterior of every cell's relative lift (CUPED where ``cuped[i]``)
-    and its call under the experiment's thresholds; one vectorized call per group of cells that
-    share a kind, a prior and a direction. A quantile cell has none (fixed horizon only)."""
+    """The Bayesian engine's posterior of every cell's relative lift (CUPED where ``cuped[i]``;
+    a quantile cell: of its difference of quantiles, as gbstats' EffectBayesianABTest takes a
+    QuantileStatistic) and its call under the experiment's thresholds; one vectorized call per
+    group of cells that share a kind, a prior and a direction."""
     out: list[dict] = [{} for _ in cells]
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(cells):
-        if c.metric.kind == "quantile":
-            continue
-        key = (c.metric.kind == "ratio", c.metric.prior, c.metric.higher_is_better, cuped[i])
+        # a quantile metric: its (ν, level) instead of the moments' kind and CUPED
+        kind = _quantile_of(c) if c.metric.kind == "quantile" else c.metric.kind == "ratio"
+        key = (kind, c.metric.prior, c.metric.higher_is_better, cuped[i])
         groups.setdefault(key, []).append(i)
-    for (ratio, _, higher_is_better, with_cuped), idx in groups.items():
-        a = _moments([cells[i].base for i in idx], ratio)
-        b = _moments([cells[i].arm for i in idx], ratio)
-        r = bayesian_compare(
-            a,
-            b,
-            relative=True,
-            cuped=with_cuped,
+    for (kind, _, higher_is_better, with_cuped), idx in groups.items():
+        if isinstance(kind, tuple):  # quantile: the posterior of the difference of quantiles
+            q, clustered = kind
+            a = _quantile_moments([cells[i].base for i in idx], q, clustered)
+            b = _quantile_moments([cells[i].arm for i in idx], q, clustered)
+            comparison = compare_quantiles(a, b, relative=True, alpha=exp.analysis.alpha)
+        else:
+            a = _moments([cells[i].base for i in idx], kind)
+            b = _moments([cells[i].arm for i in idx], kind)
+            comparison = compare(a, b, relative=True, alpha=exp.analysis.alpha, cuped=with_cuped)
+        r = posterior(
+            comparison,
             prior=_prior(cells[idx[0]].metric),
             alpha=exp.analysis.alpha,
             higher_is_better=higher_is_better,

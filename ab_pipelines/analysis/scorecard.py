@@ -471,7 +471,7 @@ def _bayesian_lines(card: Scorecard) -> list[str]:
     ]
     for m in card.metrics:
         b = m.bayesian
-        if b is None and m.fixed_horizon_only:  # no posterior: the fixed-horizon estimate, shown
+        if b is None and m.fixed_horizon_only:  # a quantile row stored without its posterior
             fixed = m.relative
             ci = f"[{_pct(fixed.ci_low)}, {_pct(fixed.ci_high)}]"
             g = m.shown_guardrail

@@ -23,6 +23,7 @@ from ab_pipelines.stats.bayesian import (
     Prior,
     bayesian_compare,
     bayesian_decision,
+    posterior,
 )
 from ab_pipelines.stats.compare import Comparison, compare
 from ab_pipelines.stats.corrections import adjust_pvalues
@@ -90,6 +91,7 @@ __all__ = [
     "always_valid_p_value",
     "bayesian_compare",
     "bayesian_decision",
+    "posterior",
     "bound_levels",
     "compare",
     "compare_adjusted",

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from scipy import special
 
-from ab_pipelines.stats.compare import compare
+from ab_pipelines.stats.compare import Comparison, compare
 from ab_pipelines.stats.moments import Moments, RatioMoments
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "Prior",
     "bayesian_compare",
     "bayesian_decision",
+    "posterior",
 ]
 
 #: GrowthBook's default confidence level: chance to win above it is a winner, below 1 − it a loser
@@ -233,8 +234,32 @@ def bayesian_compare(
         >>> bool(abs(s.effect) < abs(r.effect))
         True
     """
-    prior = _FLAT_PRIOR if prior is None else prior
     c = compare(a, b, relative=relative, alpha=alpha, cuped=cuped, sequential_tuning=None)
+    return posterior(c, prior, alpha, higher_is_better)
+
+
+def posterior(
+    c: Comparison,
+    prior: Prior | None = None,
+    alpha: float = 0.05,
+    higher_is_better: bool = True,
+) -> BayesianComparison:
+    """The Bayesian read of a fixed-horizon comparison already made: the normal-normal update of
+    the module docstring on ``c.effect`` and ``c.se`` (its scale, relative or absolute, is
+    ``c.relative``). :func:`bayesian_compare` is ``posterior(compare(...))``; a quantile metric's
+    :func:`~ab_pipelines.stats.quantile.compare_quantiles` gives its posterior the same way, as
+    gbstats' ``EffectBayesianABTest`` takes a ``QuantileStatistic`` (its mean the sample quantile,
+    its variance the clustered delta-method one).
+
+    Examples:
+        >>> a = Moments(n=3407, sum=1396.87, sum_sq=52377.9767)
+        >>> b = Moments(n=3461, sum=2422.7, sum_sq=134698.29)
+        >>> p = posterior(compare(a, b, relative=False))
+        >>> p == bayesian_compare(a, b, relative=False)
+        True
+    """
+    prior = _FLAT_PRIOR if prior is None else prior
+    relative = c.relative
     d = np.asarray(c.effect, dtype=np.float64)
     v = np.asarray(c.se, dtype=np.float64) ** 2
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pytest
 import yaml
 from click.testing import CliRunner
+from scipy import stats as sps
 
 from ab_pipelines.analysis.day import results_day, stats_day
 from ab_pipelines.analysis.decision import MetricVerdict, Scorecard, guardrail_check
@@ -354,8 +355,20 @@ def test_results_rows_are_compare_quantiles_of_the_numpy_statistics(analysed, qu
                     assert got == pytest.approx(expected, rel=1e-9), (r["metric"], prefix, k)
         assert (r["n_baseline"], r["n_variant"]) == (int(a.units), int(b.units))
         assert _same(r["mean_baseline"], a.quantile) and _same(r["mean_variant"], b.quantile)
-        fixed_horizon_only = [c for c in r if c.startswith(("seq_", "cuped_", "bayes_"))]
+        fixed_horizon_only = [c for c in r if c.startswith(("seq_", "cuped_"))]
         assert all(r[c] is None for c in fixed_horizon_only), r["metric"]
+        # the Bayesian engine's posterior of the relative difference of quantiles (flat prior:
+        # N(effect, se^2), gbstats' EffectBayesianABTest on a quantile statistic)
+        c = compare_quantiles(a, b, relative=True, alpha=exp.analysis.alpha)
+        if math.isnan(c.effect):
+            assert r["bayes_effect"] is None and r["bayes_chance_to_win"] is None
+        else:
+            sign = 1.0 if m.higher_is_better else -1.0
+            win = sps.norm.cdf(sign * c.effect / c.se)
+            assert r["bayes_effect"] == pytest.approx(c.effect, rel=1e-9)
+            assert r["bayes_chance_to_win"] == pytest.approx(win, rel=1e-7, abs=1e-12)
+            z = sps.norm.ppf(1 - exp.analysis.alpha / 2)
+            assert r["bayes_ci_low"] == pytest.approx(c.effect - z * c.se, rel=1e-7)
         checked += 1
     assert checked == 4 * 2 * 4  # 4 quantile metrics x 2 non-baseline variants x 4 segments
     main = {(r["metric"], r["variant"]): r for r in results if r["segment"] == "all"}
