@@ -4,7 +4,9 @@ Two steps (``ab_pipelines.analysis.day``):
 
 - ``analysis_sql`` (Spark, pool "spark"): one asset per SQL model of ``dbt_like_sql/``, whose
   dependencies come from its ``{{ ref() }}`` calls (as dagster-dbt does for dbt models), ending
-  in ``gold/sufficient_stats``; the same pass writes ``gold/srm`` and ``gold/health``. The
+  in ``gold/sufficient_stats``; the same pass writes ``gold/srm`` and ``gold/health``, and
+  ``gold/interactions`` from the day-level model ``sql/interaction_cells`` (every pair of the
+  day's experiments, cut from their ``metric_values`` and ``analysed_units``). The
   intermediate models are Spark views inside the run (not stored): their assets carry the SQL.
 - ``gold/experiment_results`` (numpy, no Spark): estimates, adjusted p-values, guardrails and the
   decision, from the sufficient statistics and the SRM test; the same step writes the table
@@ -27,11 +29,19 @@ from dagster import (
 )
 
 import ab_pipelines.analysis.day
+import ab_pipelines.analysis.interactions
 import ab_pipelines.analysis.results
 import ab_pipelines.analysis.sql_models
 import ab_pipelines.analysis.sufficient_stats
 from ab_pipelines.analysis.day import results_day, stats_day
-from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, topological_order
+from ab_pipelines.analysis.interactions import CELLS_MODEL, SOURCE_MODELS
+from ab_pipelines.analysis.sql_models import (
+    MODELS_DIR,
+    load_models,
+    models_reading,
+    topological_order,
+)
+from ab_pipelines.analysis.sufficient_stats import EXPERIMENT_SOURCES
 from ab_pipelines.config import RegistryError, load_registry
 from ab_pipelines.lake import engine_tags
 from ab_pipelines.lake.tables import (
@@ -39,6 +49,7 @@ from ab_pipelines.lake.tables import (
     BRONZE_METRIC_EVENTS,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
+    GOLD_INTERACTIONS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_EXPERIMENT_DAYS,
@@ -65,6 +76,13 @@ LATE_ARRIVAL_DAYS = _late_arrival_days()
 # Day D of gold depends on the bronze arrival days D .. D + late (and, cumulatively, all before).
 _LATE = TimeWindowPartitionMapping(start_offset=0, end_offset=LATE_ARRIVAL_DAYS)
 _MODELS = load_models(MODELS_DIR)
+_EXPERIMENT_MODELS = models_reading(_MODELS, EXPERIMENT_SOURCES)
+# Every experiment's models, then the day-level ones that read what those leave behind (the
+# order the step yields them in: Dagster wants dependencies first).
+_ORDER = [
+    *_EXPERIMENT_MODELS,
+    *(n for n in topological_order(_MODELS) if n not in _EXPERIMENT_MODELS),
+]
 _SQL_VERSION = "".join(p.read_text() for p in sorted(MODELS_DIR.glob("*.sql")))
 # The sources the models read ({{ source() }}; filtered by the Python step) and their bronze tables.
 _SOURCES = {"exposures": BRONZE_EXPOSURES, "events": BRONZE_METRIC_EVENTS}
@@ -74,6 +92,7 @@ _CODE = code_version(
     ab_pipelines.analysis.sufficient_stats,
     ab_pipelines.analysis.results,
     ab_pipelines.analysis.day,
+    ab_pipelines.analysis.interactions,
     extra=_SQL_VERSION,
 )
 
@@ -85,7 +104,13 @@ def _model_key(name: str) -> AssetKey:
 def _model_spec(name: str) -> AssetSpec:
     model = _MODELS[name]
     deps = [AssetDep(_model_key(r)) for r in model.refs]
-    deps += [AssetDep(asset_key(_SOURCES[s]), partition_mapping=_LATE) for s in model.sources]
+    deps += [
+        AssetDep(asset_key(_SOURCES[s]), partition_mapping=_LATE)
+        for s in model.sources
+        if s in _SOURCES
+    ]
+    # A day-level model's sources are cut from the experiments' models (interaction_cells).
+    deps += [AssetDep(_model_key(SOURCE_MODELS[s])) for s in model.sources if s in SOURCE_MODELS]
     first_line = model.template.strip().splitlines()[0].lstrip("-{# ").strip()
     final = name == _FINAL_MODEL
     return AssetSpec(
@@ -102,7 +127,7 @@ def _model_spec(name: str) -> AssetSpec:
 
 
 _SPECS = [
-    *(_model_spec(n) for n in topological_order(_MODELS)),
+    *(_model_spec(n) for n in _ORDER),
     AssetSpec(
         asset_key(GOLD_SRM),
         deps=[AssetDep(_model_key("analysed_units"))],
@@ -110,6 +135,15 @@ _SPECS = [
         group_name="gold",
         owners=[OWNER],
         kinds={"delta"},
+        code_version=_CODE,
+    ),
+    AssetSpec(
+        asset_key(GOLD_INTERACTIONS),
+        deps=[AssetDep(_model_key(CELLS_MODEL))],
+        description=GOLD_INTERACTIONS.description,
+        group_name="gold",
+        owners=[OWNER],
+        kinds={"numpy", "delta"},
         code_version=_CODE,
     ),
     AssetSpec(
@@ -144,9 +178,10 @@ def analysis_sql(context: AssetExecutionContext, lake: LakeResource):
         summaries.append(s)
         context.log.info(
             f"{day}: {s.rows} (SRM flagged: {', '.join(s.srm_flagged) or 'none'}; "
-            f"health flags: {len(s.health_flagged)})"
+            f"health flags: {len(s.health_flagged)}; "
+            f"interactions flagged: {', '.join(s.interactions_flagged) or 'none'})"
         )
-    for name in topological_order(_MODELS):
+    for name in _ORDER:
         if name == _FINAL_MODEL:
             continue
         yield MaterializeResult(
@@ -166,6 +201,9 @@ def analysis_sql(context: AssetExecutionContext, lake: LakeResource):
     health_meta = table_metadata(lake.lake, GOLD_HEALTH, days)
     health_meta["flagged_last_day"] = MetadataValue.json(list(last.health_flagged))
     yield MaterializeResult(asset_key=asset_key(GOLD_HEALTH), metadata=health_meta)
+    interactions_meta = table_metadata(lake.lake, GOLD_INTERACTIONS, days)
+    interactions_meta["flagged_last_day"] = MetadataValue.json(list(last.interactions_flagged))
+    yield MaterializeResult(asset_key=asset_key(GOLD_INTERACTIONS), metadata=interactions_meta)
 
 
 @asset(

@@ -14,6 +14,7 @@ from benchmarks import (
     bench_bayesian,
     bench_connector,
     bench_edge,
+    bench_interactions,
     bench_landing,
     bench_producer,
     bench_quantile,
@@ -27,6 +28,7 @@ from benchmarks.report import render
 BENCHMARKS = {
     "landing": (bench_landing, "duckdb"),
     "analysis": (bench_analysis, "duckdb"),
+    "interactions": (bench_interactions, None),
     "statistics": (bench_statistics, "gbstats"),
     "bayesian": (bench_bayesian, "gbstats"),
     "quantile": (bench_quantile, "gbstats"),

@@ -5,7 +5,10 @@ correction method, a fixed formula) without Spark:
 
 1. :func:`stats_day` (Spark): ``gold.sufficient_stats`` (a quantile metric's statistics in its
    ``q_*`` columns, from the same models and the same commit), and from the same pass
-   ``gold.srm`` and ``gold.health`` (they need the unit counts and crossovers the Spark pass sees);
+   ``gold.srm`` and ``gold.health`` (they need the unit counts and crossovers the Spark pass sees)
+   and ``gold.interactions`` (the interaction scan of every pair of the day's experiments, from
+   cells that one grouping over the per-unit values of every experiment's models gives:
+   :mod:`ab_pipelines.analysis.interactions`);
 2. :func:`results_day` (numpy): ``gold.experiment_results`` from ``gold.sufficient_stats`` and
    ``gold.srm``, ``gold.heterogeneity`` (differential impact across segments, from the segment
    rows) and ``ops.experiment_days`` (each experiment's state that day).
@@ -25,6 +28,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ab_pipelines.analysis.differential import heterogeneity_rows
+from ab_pipelines.analysis.interactions import kept_inputs, write_interactions
+from ab_pipelines.analysis.regression_stats import RegressionInputs
 from ab_pipelines.analysis.results import (
     experiment_results,
     health_rows,
@@ -39,6 +44,8 @@ from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_HETEROGENEITY,
+    GOLD_INTERACTIONS,
+    GOLD_REGRESSION_STATS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_EXPERIMENT_DAYS,
@@ -57,6 +64,7 @@ class DaySummary:
     decisions: dict[str, str]
     srm_flagged: tuple[str, ...] = ()
     health_flagged: tuple[str, ...] = ()
+    interactions_flagged: tuple[str, ...] = ()
 
 
 def _concat(spec: TableSpec, parts: list[pa.Table]) -> pa.Table:
@@ -64,11 +72,24 @@ def _concat(spec: TableSpec, parts: list[pa.Table]) -> pa.Table:
 
 
 def stats_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
-    """Spark pass for ``day``: gold.sufficient_stats, gold.srm and gold.health (replacing the day)."""
-    written = write_day(spark, lake, registry, day)
+    """Spark pass for ``day``: gold.sufficient_stats, gold.srm, gold.health, gold.interactions
+    and gold.regression_stats (replacing the day)."""
+    regression = RegressionInputs(spark, registry, day)
+    with kept_inputs(registry) as inputs:
+
+        def keep(experiment_id, models):
+            # regression first: it runs on the frames now; the scan's keep takes metric_values
+            # out of the mapping (to release it after the day's cells)
+            regression.keep(experiment_id, models)
+            inputs.keep(experiment_id, models)
+
+        written = write_day(spark, lake, registry, day, keep=keep)
+        cells = inputs.cells(spark)
+    interactions = write_interactions(lake, registry, day, cells, written.states)
+    regression_t = regression.write(lake, written.states)
     srm, health = [], []
     for e in written.experiments:
-        exp = registry.experiments[e.experiment_id]
+        exp = registry.analysed_experiments[e.experiment_id]
         srm.append(srm_rows(exp, day, e.units))
         health.append(
             health_rows(exp, registry.metrics, day, e.stats, e.units.get("all", {}), e.crossovers)
@@ -91,10 +112,17 @@ def stats_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DaySummary
             GOLD_SUFFICIENT_STATS.qualified: sum(e.stats.num_rows for e in written.experiments),
             GOLD_SRM.qualified: srm_t.num_rows,
             GOLD_HEALTH.qualified: health_t.num_rows,
+            GOLD_INTERACTIONS.qualified: interactions.num_rows,
+            GOLD_REGRESSION_STATS.qualified: regression_t.num_rows,
         },
         decisions={},
         srm_flagged=tuple(flagged_srm),
         health_flagged=tuple(flagged_health),
+        interactions_flagged=tuple(
+            f"{r['experiment_a']} x {r['experiment_b']}/{r['metric']}"
+            for r in interactions.to_pylist()
+            if r["flagged"]
+        ),
     )
 
 
@@ -107,12 +135,13 @@ def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
     on_day = pc.field("day") == day
     stats = lake.read_arrow(GOLD_SUFFICIENT_STATS, filter=on_day)
     srm = lake.read_arrow(GOLD_SRM, filter=on_day)
-    states = states_of_day(lake, registry, day)
+    regression = lake.read_arrow(GOLD_REGRESSION_STATS, filter=on_day)
+    states = states_of_day(lake, registry, day, holdouts=True)
     parts, hetero, decisions = [], [], {}
     for exp_id, state in states.items():
         if not state.analysed:
             continue
-        exp = registry.experiments[exp_id]
+        exp = registry.analysed_experiments[exp_id]
         mine = pc.field("experiment_id") == exp.id
         exp_stats = stats.filter(mine)
         exp_srm = srm.filter(mine)
@@ -125,6 +154,7 @@ def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
             exp_stats,
             srm_flagged(exp_srm),
             killed_at=state.killed_at,
+            regression=regression.filter(mine),
         )
         parts.append(with_provenance(t, state))
         hetero.append(

@@ -56,6 +56,7 @@ __all__ = [
     "DifferentialImpact",
     "Discovery",
     "PlanEntry",
+    "Regression",
     "Scorecard",
     "SegmentScorecard",
     "Srm",
@@ -339,6 +340,48 @@ def guardrail_check(
 
 
 @dataclass(frozen=True)
+class Regression:
+    """Regression adjustment on several covariates (report only: never what a decision reads):
+    the fixed-horizon estimates, the variance cut against the raw estimate, the covariates kept."""
+
+    variance_reduction: float | None
+    covariates: list[str]
+    absolute: Estimate
+    relative: Estimate
+
+    @classmethod
+    def from_gold(cls, row: Mapping[str, Any]) -> Regression | None:
+        """The ``adj_*`` columns; None without them (no analysis.covariates, or older rows)."""
+        if row.get("adj_covariates") is None:
+            return None
+        return cls(
+            row["adj_variance_reduction"],
+            list(row["adj_covariates"]),
+            Estimate.from_gold(row, "adj_abs"),
+            Estimate.from_gold(row, "adj_rel"),
+        )
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> Regression | None:
+        if d is None:
+            return None
+        return cls(
+            d["variance_reduction"],
+            list(d["covariates"]),
+            Estimate.from_json(d["absolute"]),
+            Estimate.from_json(d["relative"]),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "covariates": self.covariates,
+            "variance_reduction": self.variance_reduction,
+            "absolute": self.absolute.as_json(),
+            "relative": self.relative.as_json(),
+        }
+
+
+@dataclass(frozen=True)
 class MetricVerdict:
     """One metric × non-baseline variant × segment: its estimates and where the decision stands.
 
@@ -372,6 +415,7 @@ class MetricVerdict:
     kind: str | None = None
     quantile: float | None = None
     level: str | None = None
+    regression: Regression | None = None
 
     @classmethod
     def from_gold(cls, row: Mapping[str, Any]) -> MetricVerdict:
@@ -413,6 +457,7 @@ class MetricVerdict:
             kind=row.get("metric_kind"),
             quantile=row.get("metric_quantile"),
             level=row.get("metric_level"),
+            regression=Regression.from_gold(row),
         )
 
     @classmethod
@@ -452,6 +497,7 @@ class MetricVerdict:
             kind=e.get("kind"),
             quantile=e.get("quantile"),
             level=e.get("level"),
+            regression=Regression.from_json(e.get("regression")),
         )
 
     def arms(self) -> dict[str, Any]:
@@ -541,7 +587,8 @@ class MetricVerdict:
         """The metric entry of CONTRACTS section 4; with ``bayesian`` (the experiment's engine),
         also the posterior under key ``bayesian``.
 
-        Beyond the contract: ``kind`` (when stored), and for a quantile metric ``quantile`` (ν)
+        Beyond the contract: ``kind`` (when stored); ``regression`` (report only) when the
+        experiment sets ``analysis.covariates``; for a quantile metric ``quantile`` (ν)
         and ``level``; its ``mean`` holds the arms' sample quantiles, its ``n`` the units the
         quantiles are of, and ``sequential`` is null (fixed horizon only).
         """
@@ -576,6 +623,8 @@ class MetricVerdict:
             entry["bayesian"] = None if self.bayesian is None else self.bayesian.as_json()
         if self.maturing:
             entry["maturing"] = {base: self.maturing_baseline, var: self.maturing_variant}
+        if self.regression is not None:
+            entry["regression"] = self.regression.as_json()
         return entry
 
     @property

@@ -45,8 +45,10 @@ from ab_pipelines.stats import (
     Prior,
     QuantileMoments,
     RatioMoments,
+    RegressionMoments,
     bayesian_decision,
     compare,
+    compare_adjusted,
     compare_quantiles,
     e_value,
     n_star_for,
@@ -391,6 +393,55 @@ def _bayes_cells(cells: list[_Cell], exp: Experiment, cuped: list[bool]) -> list
     return out
 
 
+def _adjusted_cells(cells: list[_Cell], exp: Experiment, regression: pa.Table | None) -> list[dict]:
+    """Regression adjustment on several covariates (report only) of every segment-"all" cell whose
+    arms have gold.regression_stats rows: :func:`~ab_pipelines.stats.compare_adjusted`, fixed
+    horizon, absolute and relative, the guard on (``adj_covariates``: those it kept, θ != 0)."""
+    out: list[dict] = [{} for _ in cells]
+    if regression is None or regression.num_rows == 0:
+        return out
+    rows = {
+        (r["metric"], r["variant"], r["segment"]): r
+        for r in regression.to_pylist()
+        if r["experiment_id"] == exp.id
+    }
+    for i, c in enumerate(cells):
+        base = rows.get((c.metric.id, exp.baseline, c.segment))
+        arm = rows.get((c.metric.id, c.variant, c.segment))
+        if base is None or arm is None or base["covariates"] != arm["covariates"]:
+            continue
+        a, b = _regression_moments(base), _regression_moments(arm)
+        adj = {
+            rel: compare_adjusted(a, b, relative=rel, alpha=exp.analysis.alpha)
+            for rel in (False, True)
+        }
+        if _num(adj[True].effect[0]) is None and _num(adj[False].effect[0]) is None:
+            continue  # nothing computable (e.g. no unit counts yet): the columns stay null
+        theta = np.asarray(adj[True].theta).reshape(-1)
+        out[i] = {
+            **_estimates("adj_abs", adj[False], 0),
+            **_estimates("adj_rel", adj[True], 0),
+            "adj_variance_reduction": _num(adj[True].variance_reduction[0]),
+            "adj_covariates": [
+                name
+                for name, t in zip(base["covariates"], theta, strict=True)
+                if np.isfinite(t) and t != 0.0
+            ],
+        }
+    return out
+
+
+def _regression_moments(row: Mapping[str, Any]) -> RegressionMoments:
+    """One gold.regression_stats row as RegressionMoments of one comparison (leading axis 1)."""
+    p = len(row["sums"])
+    return RegressionMoments(
+        n=np.array([row["n"]], dtype=np.float64),
+        sums=np.asarray(row["sums"], dtype=np.float64).reshape(1, p),
+        cross=np.asarray(row["cross"], dtype=np.float64).reshape(1, p, p),
+        responses=int(row["responses"]),
+    )
+
+
 def decide(exp: Experiment, rows: list[dict], srm_is_flagged: bool, has_ended: bool) -> str:
     """:func:`ab_pipelines.analysis.decision.decide` on result rows (``_better`` set, any segment)."""
     standings = [
@@ -415,11 +466,14 @@ def experiment_results(
     stats: pa.Table,
     srm_is_flagged: bool,
     killed_at: dt.datetime | None = None,
+    regression: pa.Table | None = None,
 ) -> pa.Table:
     """gold.experiment_results rows of one experiment on ``day`` (every segment), with its decision.
 
     ``stats`` holds the experiment's gold.sufficient_stats rows of that day. A (metric, variant,
-    segment) whose arm rows are missing counts as n = 0 (every estimate null).
+    segment) whose arm rows are missing counts as n = 0 (every estimate null). ``regression``:
+    its gold.regression_stats rows of that day, for the ``adj_*`` columns (report only: nothing
+    the decision reads); None or no rows leaves them null.
     """
     by_key = {(r["metric"], r["variant"], r["segment"]): r for r in stats.to_pylist()}
     segments = sorted({r["segment"] for r in by_key.values()} | {ALL_SEGMENT})
@@ -441,11 +495,13 @@ def experiment_results(
     ]
     estimates = _compare_cells(cells, exp)
     bayes = _bayes_cells(cells, exp, [est.get("cuped_theta") is not None for est in estimates])
+    adjusted = _adjusted_cells(cells, exp, regression)
     rows = []
-    for c, est, post in zip(cells, estimates, bayes, strict=True):
+    for c, est, post, adj in zip(cells, estimates, bayes, adjusted, strict=True):
         row = {name: None for name in GOLD_EXPERIMENT_RESULTS.schema.names}
         row.update(est)
         row.update(post)
+        row.update(adj)
         row.update(
             experiment_id=exp.id,
             metric=c.metric.id,

@@ -394,7 +394,9 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
     """A terminal scorecard: SRM, decision, one line per metric and variant.
 
     The lift shown is the one decisions read: CUPED where it applies, with the always-valid 95%
-    interval; the fixed-horizon p-value is labelled "fixed p" and is not for peeking. A quantile
+    interval; the fixed-horizon p-value is labelled "fixed p" and is not for peeking. With
+    ``analysis.covariates``, "| adj" adds the multi-covariate fixed-horizon lift, its variance
+    reduction against raw and how many covariates the guard kept (report only). A quantile
     metric has no always-valid interval: its line shows the fixed-horizon lift and interval, says
     "fixed horizon only" and gives each arm's quantile. ``card`` is the typed scorecard or its
     JSON face.
@@ -433,6 +435,12 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
         tail = _quantile_note(m)
         if m.cuped is not None and m.cuped.variance_reduction is not None:
             tail = f"  -{m.cuped.variance_reduction:.0%} var"
+        r = m.regression
+        if r is not None and r.variance_reduction is not None:  # report only: never decides
+            tail += (
+                f"  | adj {_pct(r.relative.effect).strip()} -{r.variance_reduction:.0%} var "
+                f"({len(r.covariates)} cov)"
+            )
         g = m.shown_guardrail
         if g is not None:
             tail += f"  guardrail ±{g.margin:.0%}: {'BREACHED' if g.breached else 'ok'}"

@@ -47,6 +47,7 @@ __all__ = [
     "Model",
     "ModelError",
     "load_models",
+    "models_reading",
     "render",
     "run_models",
     "sql_literal",
@@ -90,6 +91,28 @@ def load_models(folder: Path | str = MODELS_DIR) -> dict[str, Model]:
             raise ModelError(f"{m.path}: ref to unknown model(s) {', '.join(unknown)}")
     topological_order(models)  # fails on a cycle
     return models
+
+
+def models_reading(models: Mapping[str, Model], sources: Iterable[str]) -> dict[str, Model]:
+    """The models that can run on ``sources`` alone: each reads only sources among them and refs
+    only such models (one folder holds the per-experiment models and the day-level ones, which read
+    what the per-experiment runs left behind).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (d / "a.sql").write_text("SELECT * FROM {{ source('events') }}")
+        >>> _ = (d / "b.sql").write_text("SELECT * FROM {{ ref('a') }}")
+        >>> _ = (d / "c.sql").write_text("SELECT * FROM {{ source('cells') }}")
+        >>> sorted(models_reading(load_models(d), ["events"]))
+        ['a', 'b']
+    """
+    given, out = set(sources), {}
+    for name in topological_order(models):
+        m = models[name]
+        if set(m.sources) <= given and all(r in out for r in m.refs):
+            out[name] = m
+    return out
 
 
 def topological_order(models: Mapping[str, Model]) -> list[str]:

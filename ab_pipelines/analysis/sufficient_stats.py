@@ -65,13 +65,19 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
-from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, release, run_models
+from ab_pipelines.analysis.sql_models import (
+    MODELS_DIR,
+    load_models,
+    models_reading,
+    release,
+    run_models,
+)
 from ab_pipelines.analysis.state import (
     ANALYSED_STATUSES,
     ExperimentState,
@@ -93,6 +99,7 @@ from ab_pipelines.stats.quantile import N_STAR_GRID, bound_levels
 __all__ = [
     "ANALYSED_STATUSES",
     "ARRIVAL_MARGIN_DAYS",
+    "EXPERIMENT_SOURCES",
     "DayStats",
     "ExperimentStats",
     "arrival_partitions",
@@ -104,6 +111,12 @@ __all__ = [
 ]
 
 PERSISTED_MODELS = ("first_exposures", "unit_sides")
+# What one experiment's models read; the day-level models of the folder (interaction_cells) read
+# what these runs leave behind and run apart (ab_pipelines.analysis.interactions).
+EXPERIMENT_SOURCES = ("exposures", "events")
+# Called with (experiment id, its models' frames) while they are kept: what else the day needs of
+# them. A persisted frame it pops from the mapping is not released on exit: it owns it then.
+KeepModels = Callable[[str, Mapping[str, Any]], None]
 ALL_SEGMENT = "all"
 
 
@@ -330,14 +343,16 @@ def experiment_models(
     experiment_id: str,
     day: dt.date,
     killed_at: dt.datetime | None = None,
+    persist: Iterable[str] = (),
 ) -> Iterator[dict[str, Any]]:
     """The SQL models of one experiment on ``day``, run in ``spark``: model name -> DataFrame.
 
-    Inside the block the persisted models are kept by the engine; they are released on exit.
+    Inside the block the persisted models (``PERSISTED_MODELS`` and ``persist``) are kept by the
+    engine; they are released on exit.
     """
     from pyspark.sql import functions as F
 
-    exp = registry.experiments[experiment_id]
+    exp = registry.analysed_experiments[experiment_id]
     metrics = _metrics_of(registry, exp)
     day_end = _midnight(day + dt.timedelta(days=1))
     partitions = arrival_partitions(exp, day)  # the last is D + late_arrival_days
@@ -360,19 +375,20 @@ def experiment_models(
     events_read = sorted(set().union(*(m.events() for m in metrics)))
     event_columns = ["user_id", "event", "value", "ts", "properties"]
     events = counted(BRONZE_METRIC_EVENTS, event_columns).where(F.col("event").isin(events_read))
+    kept = tuple(dict.fromkeys([*PERSISTED_MODELS, *persist]))
     out = run_models(
         spark,
-        load_models(MODELS_DIR),
+        models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES),
         model_vars(exp, metrics, day, killed_at),
         sources={"exposures": exposures, "events": events},
         # Read by several models and by the three actions below: computed once each (the
         # exposures scan and the one join to the metric events), not once per reader.
-        persist=PERSISTED_MODELS,
+        persist=kept,
     )
     try:
         yield out
     finally:
-        release(spark, out, PERSISTED_MODELS)
+        release(spark, out, kept)
 
 
 def experiment_stats(
@@ -382,13 +398,23 @@ def experiment_stats(
     experiment_id: str,
     day: dt.date,
     killed_at: dt.datetime | None = None,
+    keep: KeepModels | None = None,
 ) -> ExperimentStats:
-    """The sufficient statistics of every metric of one experiment on ``day``, every segment."""
-    exp = registry.experiments[experiment_id]
-    with experiment_models(spark, lake, registry, experiment_id, day, killed_at) as out:
+    """The sufficient statistics of every metric of one experiment on ``day``, every segment.
+
+    ``keep`` is called with the experiment's model frames before they are released (the
+    interaction scan keeps its per-unit values and arms from there); ``metric_values`` is then
+    persisted too, and a persisted frame that ``keep`` pops from the mapping is its to release.
+    """
+    exp = registry.analysed_experiments[experiment_id]
+    # What keep reads is computed once: the per-unit values serve it and the sums alike.
+    persist = ("metric_values",) if keep is not None else ()
+    with experiment_models(spark, lake, registry, experiment_id, day, killed_at, persist) as out:
         crossovers = out["first_exposures"].where("crossover").count()
         counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
         sums = out["sufficient_stats"].toArrow()  # ordered by the model
+        if keep is not None:
+            keep(experiment_id, out)
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))
@@ -410,19 +436,24 @@ def kill_times(lake: Lake) -> dict[str, dt.datetime]:
     return {exp_id: k.at for exp_id, k in kills(lake).items()}
 
 
-def write_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DayStats:
+def write_day(
+    spark, lake: Lake, registry: Registry, day: dt.date, keep: KeepModels | None = None
+) -> DayStats:
     """Compute every experiment analysed on ``day`` (running or stopped, started by then, see
     :func:`~.state.states_of_day`); replace partition ``day``.
 
     Each row carries the registry sha and config version of the experiment's state that day. A
-    re-run replaces the partition with the same rows (the inputs of a day are fixed).
+    re-run replaces the partition with the same rows (the inputs of a day are fixed). ``keep``:
+    see :func:`experiment_stats`.
     """
-    states = states_of_day(lake, registry, day)
+    states = states_of_day(lake, registry, day, holdouts=True)
     results = []
     for s in states.values():
         if not s.analysed:
             continue
-        r = experiment_stats(spark, lake, registry, s.experiment_id, day, killed_at=s.killed_at)
+        r = experiment_stats(
+            spark, lake, registry, s.experiment_id, day, killed_at=s.killed_at, keep=keep
+        )
         results.append(replace(r, stats=with_provenance(r.stats, s)))
     table = pa.concat_tables(
         [GOLD_SUFFICIENT_STATS.schema.empty_table(), *(r.stats for r in results)]

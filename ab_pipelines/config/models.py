@@ -69,6 +69,9 @@ class Approval(_Model):
     sha: str
 
 
+ATTRIBUTE_COVARIATE = "attribute:"  # an Analysis.covariates entry naming an exposure attribute
+
+
 class Analysis(_Model):
     """Analysis settings of one experiment."""
 
@@ -89,6 +92,38 @@ class Analysis(_Model):
     chance_to_win_threshold: float = Field(default=0.95, gt=0.5, lt=1)
     # ... and the expected loss of the arm chosen, relative to the baseline mean, is at most this.
     risk_threshold: float = Field(default=0.0025, ge=0, lt=1)
+    # Regression adjustment, report only (docs/analysis.md, "In the pipeline"): extra covariates
+    # of every non-quantile metric, after the metric's own pre-period value(s). A metric id of
+    # the experiment (its pre-period value per unit), or "attribute:<name>" (also written
+    # {attribute: <name>}): an exposure attribute as 0/1 dummies of its segment_top_n most
+    # frequent values among the analysed units that day.
+    covariates: list[str] = Field(default_factory=list)
+
+    @field_validator("covariates", mode="before")
+    @classmethod
+    def _attribute_entries(cls, v: object) -> object:
+        # `- attribute: platform` is read as "attribute:platform".
+        if not isinstance(v, list):
+            return v
+        out = []
+        for x in v:
+            if isinstance(x, dict):
+                if set(x) != {"attribute"} or not isinstance(x["attribute"], str):
+                    raise ValueError(f"an entry is a metric id or {{attribute: <name>}}, got {x}")
+                x = f"{ATTRIBUTE_COVARIATE}{x['attribute']}"
+            out.append(x)
+        return out
+
+    @property
+    def covariate_metrics(self) -> list[str]:
+        """The metric ids of ``covariates``, in order."""
+        return [c for c in self.covariates if not c.startswith(ATTRIBUTE_COVARIATE)]
+
+    @property
+    def covariate_attributes(self) -> list[str]:
+        """The exposure attributes of ``covariates``, in order."""
+        n = len(ATTRIBUTE_COVARIATE)
+        return [c[n:] for c in self.covariates if c.startswith(ATTRIBUTE_COVARIATE)]
 
 
 class Experiment(_Model):

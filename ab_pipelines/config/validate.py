@@ -79,6 +79,7 @@ def content_problems(registry: Registry, root: Path) -> list[Problem]:
         name = relative_name(registry.file_of("experiments", exp.id), root)
         problems += _experiment_problems(exp, name, units)
         problems += _reference_problems(exp, name, registry.metrics.keys() | metric_files)
+        problems += _covariate_problems(exp, name, registry.metrics.keys() | metric_files)
     problems += _overlap_problems(registry, root)
     problems += _holdout_problems(registry, root, registry.metrics.keys() | metric_files)
     return problems
@@ -117,6 +118,7 @@ def _holdout_problems(registry: Registry, root: Path, known_metrics: set[str]) -
                     )
                 )
         out += _reference_problems(h, name, known_metrics)
+        out += _covariate_problems(h, name, known_metrics)
     return out
 
 
@@ -233,6 +235,34 @@ def _reference_problems(e: Experiment | Holdout, name: str, known: Iterable[str]
         for m in ids
         if m not in known
     ]
+
+
+def _covariate_problems(e: Experiment | Holdout, name: str, known: Iterable[str]) -> list[Problem]:
+    """``analysis.covariates``: known metrics of the experiment itself (their per-unit pre-period
+    values are computed only for those), named attributes, nothing twice."""
+    m_ = e.metrics
+    own = {*m_.primary, *m_.secondary, *(g.metric for g in m_.guardrails)}
+    known, field = set(known), "analysis.covariates"
+    out, seen = [], set()
+    for entry in e.analysis.covariates:
+        if entry in seen:
+            out.append(Problem(name, field, f"'{entry}' is listed twice"))
+        seen.add(entry)
+    for m in e.analysis.covariate_metrics:
+        if m not in known:
+            out.append(Problem(name, field, f"unknown metric '{m}' (no metrics/{m}.yaml)"))
+        elif m not in own:
+            out.append(
+                Problem(
+                    name,
+                    field,
+                    f"metric '{m}' is not one of this experiment's metrics (primary, secondary or "
+                    "guardrails): only their pre-period values are computed",
+                )
+            )
+    if any(not a.strip() for a in e.analysis.covariate_attributes):
+        out.append(Problem(name, field, "an attribute covariate needs a name (attribute:<name>)"))
+    return out
 
 
 def _overlap_problems(registry: Registry, root: Path) -> list[Problem]:

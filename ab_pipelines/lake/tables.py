@@ -354,6 +354,12 @@ GOLD_EXPERIMENT_RESULTS = TableSpec(
             ("cuped_variance_reduction", pa.float64()),
             *_estimate("cuped_abs"),  # fixed-horizon, CUPED (null without pre-period data)
             *_estimate("cuped_rel"),
+            # Regression adjustment on several covariates (report only: decisions read CUPED),
+            # fixed horizon, from gold.regression_stats; null without analysis.covariates.
+            *_estimate("adj_abs"),
+            *_estimate("adj_rel"),
+            ("adj_variance_reduction", pa.float64()),  # 1 - Var(adjusted)/Var(raw), relative
+            ("adj_covariates", pa.list_(pa.string())),  # those the guard kept (θ != 0)
             *_estimate("seq_abs"),  # always-valid, on the CUPED estimate where CUPED applies
             *_estimate("seq_rel"),
             # The e-process behind seq_rel's always-valid p (p = min(1, 1/e)); the scorecard runs
@@ -459,6 +465,84 @@ GOLD_HETEROGENEITY = TableSpec(
     "attributes, metrics and variants; ab_pipelines.stats.heterogeneity).",
 )
 
+GOLD_INTERACTIONS = TableSpec(
+    "gold",
+    "interactions",
+    pa.schema(
+        [
+            ("experiment_a", pa.string()),  # the pair, a < b by id
+            ("experiment_b", pa.string()),
+            ("metric", pa.string()),  # a decision metric of a or b
+            ("values_from", pa.string()),  # the experiment whose per-unit values the cells sum
+            ("variants_a", pa.list_(pa.string())),  # a's arms, the baseline first
+            ("variants_b", pa.list_(pa.string())),
+            # the k x m cells, row-major (a's variant, then b's): units and the metric's value
+            ("cell_a", pa.list_(pa.string())),
+            ("cell_b", pa.list_(pa.string())),
+            ("cell_n", pa.list_(pa.int64())),
+            ("cell_mean", pa.list_(pa.float64())),
+            ("units", pa.int64()),  # units analysed in both experiments (with a value)
+            ("statistic", pa.float64()),  # the Wald chi-square of the A x B terms
+            ("df", pa.int64()),  # (k - 1)(m - 1)
+            ("p_value", pa.float64()),
+            (
+                "p_adjusted",
+                pa.float64(),
+            ),  # Benjamini-Hochberg across every pair and metric of the day
+            ("flagged", pa.bool_()),  # p_adjusted <= the scan's false discovery rate
+            ("driver_a", pa.string()),  # the contrast with the largest |z|: a's arm ...
+            ("driver_b", pa.string()),  # ... and b's arm
+            (
+                "interaction",
+                pa.float64(),
+            ),  # its contrast: a's effect in driver_b minus in b's baseline
+            ("interaction_se", pa.float64()),
+            ("effect_in_baseline", pa.float64()),  # a's effect (driver_a) in b's baseline
+            ("effect_in_driver", pa.float64()),  # a's effect (driver_a) in driver_b
+            ("traffic_p_value", pa.float64()),  # chi-square independence of cell_n
+            ("registry_sha_a", pa.string()),
+            ("registry_sha_b", pa.string()),
+            ("config_version", pa.int64()),
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_a", "experiment_b", "metric"),
+    description="Interactions between concurrent experiments per analysis day: for every pair that "
+    "shares units and every decision metric of either, the Wald test of the A x B terms on the "
+    "per-cell sufficient statistics (one SQL grouping, dbt_like_sql/interaction_cells.sql), BH "
+    "across every pair and metric of the day (ab_pipelines.analysis.interactions).",
+)
+
+GOLD_REGRESSION_STATS = TableSpec(
+    "gold",
+    "regression_stats",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("metric", pa.string()),
+            ("variant", pa.string()),
+            ("segment", pa.string()),  # "all" (the only segment computed)
+            # Z's columns after the responses, in order: the metric's own pre-period value(s)
+            # (pre_<metric>, or pre_<metric>_num and pre_<metric>_den for a ratio), then
+            # analysis.covariates: other metrics' pre-period values and "<attribute>=<value>" dummies
+            ("covariates", pa.list_(pa.string())),
+            ("responses", pa.int64()),  # 1: Z = [y, x...]; 2 (a ratio): Z = [num, den, x...]
+            ("n", pa.int64()),  # units that count (mature)
+            ("sums", pa.list_(pa.float64())),  # Σ Z, p = responses + len(covariates) values
+            ("cross", pa.list_(pa.float64())),  # Z'Z, p × p row-major
+            *PROVENANCE,
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id", "metric", "variant", "segment"),
+    description="Regression adjustment's sufficient statistics per analysis day, experiment (those "
+    "with analysis.covariates), non-quantile metric and variant: n, Σ Z and Z'Z of Z = the "
+    "metric's response(s), its own pre-period value(s) and the experiment's covariates "
+    "(dbt_like_sql/regression_stats.sql; ab_pipelines.stats.RegressionMoments).",
+)
+
 OPS_EXPERIMENT_DAYS = TableSpec(
     "ops",
     "experiment_days",
@@ -509,6 +593,8 @@ TABLES: dict[str, TableSpec] = {
         GOLD_SRM,
         GOLD_HEALTH,
         GOLD_HETEROGENEITY,
+        GOLD_INTERACTIONS,
+        GOLD_REGRESSION_STATS,
         OPS_EXPERIMENT_DAYS,
     )
 }

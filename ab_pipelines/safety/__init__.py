@@ -15,8 +15,11 @@ Pure Python on the Delta tables (no Dagster, no Spark). A day's flow::
 Conditions (:mod:`.conditions`): facts about one analysis day read from gold.experiment_results
 (``guardrail_breach``, critical, subject ``metric/variant``), gold.srm (``srm``, critical),
 gold.health (``crossovers``, warning), ops.dq_results (``dq_failed``, critical, no experiment,
-subject ``table.check``) and silver.exposure_counts (``no_exposures``, warning: a running
-experiment with no exposure event on that day). A missing table yields no condition.
+subject ``table.check``), silver.exposure_counts (``no_exposures``, warning: a running
+experiment with no exposure event on that day) and gold.interactions (``interaction``, warning,
+experiment A of the pair, subject ``B/metric``: the daily scan flagged that the two experiments
+interact on the metric; the message names the pair, the metric and the cells). A missing table
+yields no condition.
 
 Rules of ops.alerts (:mod:`.alerts`):
 

@@ -11,6 +11,7 @@ empty, so it yields no condition):
 | ``crossovers`` | warning | the experiment | ``""`` | gold.health check "crossovers" is flagged |
 | ``dq_failed`` | critical | ``""`` | ``table.check`` | an ops.dq_results row of the day did not pass |
 | ``no_exposures`` | warning | the experiment | ``""`` | a running experiment (``ExperimentState.running``) has no exposure with event_date = day in silver.exposure_counts |
+| ``interaction`` | warning | experiment A of the pair | ``B/metric`` | a gold.interactions row is flagged (BH across every pair and metric of the day) and neither experiment is stopped or killed |
 
 Experiments that are stopped or killed by ``day`` (:func:`stopped_experiments`) still get their
 gold conditions here; ``reconcile`` ignores them and closes their alerts.
@@ -33,6 +34,7 @@ from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
+    GOLD_INTERACTIONS,
     GOLD_SRM,
     SILVER_EXPOSURE_COUNTS,
 )
@@ -57,6 +59,7 @@ CONDITION_KINDS: tuple[str, ...] = (
     "crossovers",
     "dq_failed",
     "no_exposures",
+    "interaction",
 )
 _SAMPLE_CHARS = 500
 
@@ -272,6 +275,78 @@ def _no_exposures(lake: Lake, registry: Registry, day: dt.date) -> list[Conditio
     ]
 
 
+def _mean(x: float | None) -> str:
+    """A cell mean: 4 significant digits, in plain notation (1668, 0.1234)."""
+    return "n/a" if x is None else f"{x:.4g}" if abs(x) < 1e5 else f"{x:.0f}"
+
+
+def _relative_to_baseline(row: dict, effect: float | None, b_arm: str) -> str:
+    """A's effect within B's arm ``b_arm`` relative to A's baseline there (cell row 0)."""
+    base = row["cell_mean"][row["variants_b"].index(b_arm)]
+    return "n/a" if effect is None or not base else _pct(effect / base)
+
+
+def _interactions(lake: Lake, registry: Registry, day: dt.date) -> list[Condition]:
+    """The flagged interactions of the day's scan, one condition per (pair, metric)."""
+    where = _on_day(day) & (pc.field("flagged") == pa.scalar(True))
+    rows = lake.read_arrow(GOLD_INTERACTIONS, filter=where).to_pylist()
+    if not rows:
+        return []
+    stopped = stopped_experiments(lake, registry, day)
+    out = []
+    for r in rows:
+        a, b, metric = r["experiment_a"], r["experiment_b"], r["metric"]
+        if a in stopped or b in stopped:
+            continue  # a stopped or killed experiment's interaction is moot
+        cells = [
+            {"a": x, "b": y, "n": n, "mean": m}
+            for x, y, n, m in zip(
+                r["cell_a"], r["cell_b"], r["cell_n"], r["cell_mean"], strict=True
+            )
+        ]
+        shown = "; ".join(f"{c['a']}/{c['b']} n={c['n']} mean={_mean(c['mean'])}" for c in cells)
+        da, db, base_b = r["driver_a"], r["driver_b"], r["variants_b"][0]
+        driver = ""
+        if da is not None:
+            in_base = _relative_to_baseline(r, r["effect_in_baseline"], base_b)
+            in_driver = _relative_to_baseline(r, r["effect_in_driver"], db)
+            driver = (
+                f" The effect of {a} {da} (vs {r['variants_a'][0]}) is {in_base} when {b} is "
+                f"{base_b} and {in_driver} when it is {db}."
+            )
+        out.append(
+            Condition(
+                kind="interaction",
+                severity=WARNING,
+                experiment_id=a,
+                subject=f"{b}/{metric}",
+                effect=num(r["interaction"]),
+                message=(
+                    f"{a} x {b}: the experiments interact on {metric} on {day} "
+                    f"(BH-adjusted p = {_g(num(r['p_adjusted']))}, raw p = {_g(num(r['p_value']))})."
+                    f"{driver} Cells ({a}/{b}): {shown}."
+                ),
+                detail=json_safe(
+                    {
+                        "experiment_a": a,
+                        "experiment_b": b,
+                        "metric": metric,
+                        "values_from": r["values_from"],
+                        "cells": cells,
+                        "statistic": r["statistic"],
+                        "df": r["df"],
+                        "p_value": r["p_value"],
+                        "p_adjusted": r["p_adjusted"],
+                        "driver": [da, db],
+                        "interaction": r["interaction"],
+                        "interaction_se": r["interaction_se"],
+                    }
+                ),
+            )
+        )
+    return out
+
+
 def conditions_for_day(lake: Lake, registry: Registry, day: dt.date) -> list[Condition]:
     """Every alert condition holding on analysis day ``day``, sorted by identity."""
     found = [
@@ -280,5 +355,6 @@ def conditions_for_day(lake: Lake, registry: Registry, day: dt.date) -> list[Con
         *_crossovers(lake, day),
         *_dq_failed(lake, day),
         *_no_exposures(lake, registry, day),
+        *_interactions(lake, registry, day),
     ]
     return sorted(found, key=lambda c: c.identity)

@@ -31,6 +31,7 @@ from ab_pipelines.simulate.truth import (
     EXPOSURE_DROP,
     experiment_truth,
     exposure_dropped,
+    interaction_truth,
     merge_truth,
     user_multipliers,
 )
@@ -217,7 +218,8 @@ def simulate_days(
             if exp.id not in assignments_cache:
                 assignments_cache[exp.id] = assign_population(pop, exp, assigner)
             assignments[exp.id] = assignments_cache[exp.id]
-        mults = user_multipliers(pop.size, assignments, registry.experiments)
+        segments = {"platform": pop.platform_names, "country": pop.country_names}
+        mults = user_multipliers(pop.size, assignments, registry.experiments, segments)
         plans = _exposure_plans(pop, running, assignments, assigner)
         events = day_events(pop, day, n_seed, mults, plans)
         delivered = deliver_day(home.raw, day, n_seed, events, sink)
@@ -239,7 +241,12 @@ def simulate_days(
                 entries[exp.id] = experiment_truth(
                     exp, registry.metrics, day, eligible, pop.visit_prob, pop.purchase_prob, other_q
                 )
-            merge_truth(home.truth_file, entries, {"users": n_users, "seed": n_seed})
+            merge_truth(
+                home.truth_file,
+                entries,
+                {"users": n_users, "seed": n_seed},
+                interaction_truth(registry.experiments),
+            )
     if new_state is not None:
         tmp = state_path(home).with_name(".sim_state.tmp")
         tmp.write_bytes(orjson.dumps(new_state, option=orjson.OPT_INDENT_2) + b"\n")

@@ -65,6 +65,16 @@ class Population:
         return len(self.user_ids)
 
     @cached_property
+    def platform_names(self) -> np.ndarray:
+        """Each user's platform name (the ``platform`` attribute)."""
+        return np.asarray(PLATFORMS)[self.platform]
+
+    @cached_property
+    def country_names(self) -> np.ndarray:
+        """Each user's country code (the ``country`` attribute)."""
+        return np.asarray(COUNTRIES)[self.country]
+
+    @cached_property
     def attributes(self) -> list[dict[str, str]]:
         """The targeting attributes of every user (what an exposure's ``attributes`` holds)."""
         return [

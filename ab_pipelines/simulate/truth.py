@@ -3,6 +3,17 @@
 Effects are multiplicative and act on the visits of users assigned to a non-baseline variant. The
 estimand is the relative difference of per-user metric means between a variant and the baseline (for
 ratio metrics, the ratio of sums), over the users the assigner puts into the experiment.
+
+Two plants leave every experiment's expected lift as :data:`EFFECTS` says, and are recorded beside:
+
+- :data:`INTERACTIONS`, a pure A×B term between two experiments of different layers: for the
+  users in both, the multiplier is × (1 + size) when both are in the planted variant or both in
+  the baseline and × (1 − size) otherwise. Averaged over the other experiment's arms (50/50 by
+  hash, independent of the own arm) it is 1, so neither experiment's expected lift moves; the
+  effect of one depends on the arm of the other (the daily interaction scan must flag the pair).
+- :data:`SEGMENT_EFFECTS`, a variant's multiplier that differs across the levels of a segment
+  attribute: one level gets its own value and the others one value chosen so that the variant's
+  expected lift over the population stays the planted one (the heterogeneity test must flag it).
 """
 
 from __future__ import annotations
@@ -17,14 +28,19 @@ import orjson
 
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.contracts.hashing import BUCKETS, bucket
+from ab_pipelines.simulate.population import PLATFORM_SHARES, PLATFORM_SPEED_MS, PLATFORMS
 
 __all__ = [
     "EFFECTS",
     "EXPOSURE_DROP",
+    "INTERACTIONS",
     "MULTIPLIER_KINDS",
+    "SEGMENT_EFFECTS",
     "conversion_lift",
     "exposure_dropped",
     "experiment_truth",
+    "interaction_truth",
+    "segment_truth",
     "merge_truth",
     "metric_lift",
     "planted_multipliers",
@@ -44,6 +60,46 @@ EFFECTS: dict[str, dict[str, dict[str, float]]] = {
     "hero_video": {"treatment": {"page_load": 1.15}},
 }
 
+# A pure interaction (module doc): the lite results page saves much less load time when the new
+# recommendations ranking is on (its widget loads on the page): search_speed's lite effect on page
+# load is about −19% under the old ranking and about −0.5% under the new one, −10% on average.
+INTERACTIONS: tuple[dict, ...] = (
+    {
+        "experiments": ("recs_ranking", "search_speed"),
+        "variants": ("treatment", "lite"),
+        "multiplier": "page_load",
+        "size": 0.05,
+    },
+)
+
+
+def _other_levels(overall: float, level: str, value: float, weights: Mapping[str, float]) -> float:
+    """The multiplier of every level but ``level`` that keeps the weighted average at ``overall``."""
+    rest = sum(w for k, w in weights.items() if k != level)
+    total = sum(weights.values())
+    return 1.0 + ((overall - 1.0) * total - (value - 1.0) * weights[level]) / rest
+
+
+# search_speed runs on phones (ios, android). A page-load sum weighs each platform by its share of
+# users times its mean load time (population.py), so with lite at ×0.80 on android, ios gets the
+# multiplier that keeps the lift over both at the planted ×0.90: ×1.0143 (lite does nothing there).
+_PHONES = {
+    p: share * speed
+    for p, share, speed in zip(PLATFORMS, PLATFORM_SHARES, PLATFORM_SPEED_MS, strict=True)
+    if p in ("ios", "android")
+}
+# experiment -> variant -> attribute -> level -> multipliers (replacing the variant's own there).
+SEGMENT_EFFECTS: dict[str, dict[str, dict[str, dict[str, dict[str, float]]]]] = {
+    "search_speed": {
+        "lite": {
+            "platform": {
+                "android": {"page_load": 0.80},
+                "ios": {"page_load": _other_levels(0.90, "android", 0.80, _PHONES)},
+            }
+        }
+    }
+}
+
 # A broken split: the exposure events (not the behaviour) of this share of a variant's users are
 # lost, chosen by hash, so a chi-square sample-ratio test flags the experiment.
 EXPOSURE_DROP: dict[str, dict[str, float]] = {"recs_ranking": {"treatment": 0.08}}
@@ -61,9 +117,14 @@ def planted_multipliers(experiment_id: str, variant: str) -> dict[str, float]:
 
 
 def user_multipliers(
-    size: int, assignments: Mapping[str, np.ndarray], experiments: Mapping[str, Experiment]
+    size: int,
+    assignments: Mapping[str, np.ndarray],
+    experiments: Mapping[str, Experiment],
+    attributes: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-user product of the multipliers of every experiment variant the user is in.
+    """Per-user product of the multipliers of every experiment variant the user is in, with the
+    planted segment effects (``attributes``: attribute -> each user's level; none without) and
+    the planted interactions between the experiments of ``assignments``.
 
     ``assignments`` maps an experiment id to the users' variant indexes (-1: not in it).
     """
@@ -73,10 +134,86 @@ def user_multipliers(
         for i, vid in enumerate(exp.variant_ids):
             if i == 0:
                 continue  # effects act on non-baseline variants only
+            mine = variants == i
             for k, m in planted_multipliers(exp_id, vid).items():
-                if m != 1.0:
-                    out[k][variants == i] *= m
+                per_user = np.full(size, m)
+                for attr, levels in SEGMENT_EFFECTS.get(exp_id, {}).get(vid, {}).items():
+                    if attributes is None or attr not in attributes:
+                        continue
+                    user_level = np.asarray(attributes[attr])
+                    for level, mult in levels.items():
+                        per_user[user_level == level] = mult.get(k, m)
+                if np.any(per_user != 1.0):
+                    out[k][mine] *= per_user[mine]
+    for plant in INTERACTIONS:
+        (a, b), (va, vb) = plant["experiments"], plant["variants"]
+        if a not in assignments or b not in assignments:
+            continue
+        sign_a = _interaction_sign(assignments[a], experiments[a], va)
+        sign_b = _interaction_sign(assignments[b], experiments[b], vb)
+        out[plant["multiplier"]] *= 1.0 + plant["size"] * sign_a * sign_b
     return out
+
+
+def _interaction_sign(variants: np.ndarray, exp: Experiment, planted: str) -> np.ndarray:
+    """+1 in the planted variant, −1 in the baseline, 0 elsewhere (other variants, not in it)."""
+    sign = np.zeros(len(variants))
+    sign[variants == exp.variant_ids.index(planted)] = 1.0
+    sign[variants == 0] = -1.0
+    return sign
+
+
+def interaction_truth(experiments: Mapping[str, Experiment]) -> list[dict]:
+    """The planted interactions among ``experiments`` as the truth file records them: the cells'
+    multipliers and the expected relative effect of B's planted variant on the multiplier within
+    A's baseline and planted variant (the cells name A's variant, then B's)."""
+    out = []
+    for plant in INTERACTIONS:
+        (a, b), (va, vb), d = plant["experiments"], plant["variants"], plant["size"]
+        if a not in experiments or b not in experiments:
+            continue
+        base_a, base_b = experiments[a].baseline, experiments[b].baseline
+        own_b = planted_multipliers(b, vb)[plant["multiplier"]]
+        cells = {
+            f"{x}/{y}": 1.0 + d * sx * sy
+            for x, sx in ((base_a, -1.0), (va, 1.0))
+            for y, sy in ((base_b, -1.0), (vb, 1.0))
+        }
+        within = {
+            x: own_b * cells[f"{x}/{vb}"] / cells[f"{x}/{base_b}"] - 1.0 for x in (base_a, va)
+        }
+        out.append(
+            {
+                "experiments": [a, b],
+                "variants": {a: va, b: vb},
+                "multiplier": plant["multiplier"],
+                "size": d,
+                "cell_multipliers": cells,
+                "effect_of_b_within_a": within,
+            }
+        )
+    return out
+
+
+def segment_truth() -> dict:
+    """The planted segment effects and each level's expected lift of the multiplier it changes.
+
+    >>> lv = segment_truth()["search_speed"]["lite"]["platform"]
+    >>> round(lv["android"]["page_load"], 4), round(lv["ios"]["page_load"], 4)
+    (-0.2, 0.0143)
+    """
+    return {
+        exp: {
+            vid: {
+                attr: {
+                    level: {k: m - 1.0 for k, m in mult.items()} for level, mult in levels.items()
+                }
+                for attr, levels in attrs.items()
+            }
+            for vid, attrs in variants.items()
+        }
+        for exp, variants in SEGMENT_EFFECTS.items()
+    }
 
 
 def exposure_dropped(
@@ -204,15 +341,27 @@ def experiment_truth(
     return entry
 
 
-def merge_truth(path: Path, entries: Mapping[str, dict], meta: Mapping[str, object]) -> dict:
+def merge_truth(
+    path: Path,
+    entries: Mapping[str, dict],
+    meta: Mapping[str, object],
+    interactions: Sequence[dict] = (),
+) -> dict:
     """Merge per-day truth entries into the truth file (lifts by as-of day accumulate); return it.
 
-    ``entries`` maps an experiment id to its entry of one day, as :func:`experiment_truth` built it.
+    ``entries`` maps an experiment id to its entry of one day, as :func:`experiment_truth` built it;
+    ``interactions`` are the planted interactions (:func:`interaction_truth`); the planted segment
+    effects are written with :func:`segment_truth`'s lifts.
     """
     truth = orjson.loads(path.read_bytes()) if path.exists() else {}
     truth.update(meta)
     truth["effects"] = EFFECTS
     truth["exposure_drop"] = EXPOSURE_DROP
+    truth["interactions"] = list(interactions)
+    truth["segment_effects"] = {
+        "multipliers": SEGMENT_EFFECTS,
+        "expected_relative_lift": segment_truth(),
+    }
     experiments = truth.setdefault("experiments", {})
     for exp_id, new in entries.items():
         old = experiments.setdefault(exp_id, {"metrics": {}})

@@ -6,16 +6,23 @@ import datetime as dt
 
 import pytest
 
+from ab_pipelines.analysis.regression_stats import SOURCE_MODELS
 from ab_pipelines.analysis.sql_models import (
     MODELS_DIR,
     ModelError,
     load_models,
+    models_reading,
     render,
     run_models,
     sql_literal,
     topological_order,
 )
-from ab_pipelines.analysis.sufficient_stats import arrival_partitions, metric_vars, model_vars
+from ab_pipelines.analysis.sufficient_stats import (
+    EXPERIMENT_SOURCES,
+    arrival_partitions,
+    metric_vars,
+    model_vars,
+)
 from ab_pipelines.config.models import Experiment, Metric
 
 
@@ -50,9 +57,13 @@ def test_sources_are_lineage_too(tmp_path, spark):
     assert out["b"].collect()[0].x == 1
     # the real folder: which models read bronze
     real = load_models(MODELS_DIR)
-    assert {n: m.sources for n, m in real.items() if m.sources} == {
+    got = {n: tuple(sorted(m.sources)) for n, m in real.items() if m.sources}
+    assert got == {
         "in_window_exposures": ("exposures",),
         "unit_sides": ("events",),
+        # the day-level models read what the experiments' runs kept, not bronze
+        "interaction_cells": ("interaction_arms", "interaction_values"),
+        "regression_stats": tuple(sorted(SOURCE_MODELS)),
     }
 
 
@@ -112,8 +123,13 @@ def _real_vars(**over):
     }
 
 
+def _experiment_models():
+    """The per-experiment models (those that run on bronze alone), as each experiment runs them."""
+    return models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES)
+
+
 def test_real_models_render():
-    models = load_models(MODELS_DIR)
+    models = _experiment_models()
     assert "_macros" not in models
     order = topological_order(models)
     assert order.index("in_window_exposures") < order.index("first_exposures")
@@ -140,7 +156,7 @@ def test_real_models_render():
 
 
 def test_real_models_render_unit_segments_and_overrides():
-    models = load_models(MODELS_DIR)
+    models = _experiment_models()
     vars_ = _real_vars(unit="team_id", overrides=["T9"], segments=["platform"], segment_top_n=3)
     sql = {name: render(models[name], vars_) for name in topological_order(models)}
     assert "get_json_object(attributes, '$.team_id') AS unit" in sql["in_window_exposures"]
@@ -242,7 +258,7 @@ def test_metric_vars_windows_and_maturity():
 
 
 def test_windows_render_into_the_one_join():
-    models = load_models(MODELS_DIR)
+    models = _experiment_models()
     vars_ = _real_vars(metric_ids=[m.id for m in _WINDOWED], **metric_vars(_WINDOWED))
     sql = {name: render(models[name], vars_) for name in topological_order(models)}
     sides = sql["unit_sides"]

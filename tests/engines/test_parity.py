@@ -7,7 +7,9 @@ compared, and the gold tables a whole day's analysis writes: counts and text exa
 a relative 1e-9 (parallel sums may differ in their last bits; tests/compare.py).
 
 This is what guards against the engine's silent failures (docs/engines.md): a model that Sail
-ran differently, or rows it dropped, show here as a difference.
+ran differently, or rows it dropped, show here as a difference. The day-level model
+(interaction_cells, which reads what every experiment's models leave behind) is compared on the
+cells of the whole day, and its gold table, gold.interactions, with the other gold tables.
 
 The analysis reads a registry copy in which two experiments also read quantile metrics (the repo's
 files stay as approved): search_speed guards the demo metric page_load_p90 (event level, with
@@ -27,16 +29,29 @@ import pytest
 import yaml
 
 from ab_pipelines.analysis.day import results_day, stats_day
-from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models
-from ab_pipelines.analysis.sufficient_stats import ANALYSED_STATUSES, experiment_models
+from ab_pipelines.analysis.interactions import CELLS_MODEL, day_interaction_cells
+from ab_pipelines.analysis.regression_stats import (
+    REGRESSION_MODEL,
+    experiment_regression_sums,
+    regression_design,
+)
+from ab_pipelines.analysis.sql_models import MODELS_DIR, load_models, models_reading
+from ab_pipelines.analysis.sufficient_stats import (
+    ANALYSED_STATUSES,
+    EXPERIMENT_SOURCES,
+    experiment_models,
+)
 from ab_pipelines.config import load_registry
 from ab_pipelines.events.landing import land_day
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.engine import SESSION_CONF
-from ab_pipelines.lake.tables import GOLD_SUFFICIENT_STATS
+from ab_pipelines.lake.tables import (
+    GOLD_INTERACTIONS,
+    GOLD_SUFFICIENT_STATS,
+)
 from ab_pipelines.settings import REPO_ROOT, paths
 from ab_pipelines.simulate import simulate_days
-from tests.compare import GOLD, differences, table_differences
+from tests.compare import GOLD, close, differences, table_differences
 from tests.engines.jvm import ConnectServer
 
 pytestmark = [pytest.mark.spark, pytest.mark.jvm, pytest.mark.slow, pytest.mark.xdist_group("jvm")]
@@ -50,6 +65,12 @@ LAST = START + dt.timedelta(days=SIM_DAYS - 1)
 MODEL_EXPERIMENTS = ("homepage_aa", "search_speed")
 KILLED = {"homepage_aa": dt.datetime(2026, 11, 4, 13, 30, tzinfo=dt.UTC)}
 QUANTILE_MODELS = ("quantile_values", "quantile_stats")
+# The regression model (run per experiment with analysis.covariates, on its kept models): a ratio
+# metric as a covariate, attribute dummies from analysed_units (segments) and from the exposures.
+COVARIATES = {
+    "search_speed": ["conversion", "attribute:platform", "attribute:country"],
+    "homepage_aa": ["orders", "revenue_per_order", "attribute:platform"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +91,12 @@ def analysed_registry(tmp_path_factory):
 
     add("search_speed", "guardrails", {"metric": "page_load_p90", "max_relative_change": 0.02})
     add("homepage_aa", "secondary", "revenue_p90")
+    # regression_stats: attributes on analysed_units (segments) and read from the exposures
+    for exp_id, covariates in COVARIATES.items():
+        path = root / "experiments" / f"{exp_id}.yaml"
+        exp = yaml.safe_load(path.read_text())
+        exp["analysis"]["covariates"] = covariates
+        path.write_text(yaml.safe_dump(exp, sort_keys=False))
     return load_registry(root)
 
 
@@ -124,7 +151,9 @@ def _experiments(registry, day):
 
 def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, analysed_registry):
     lake, registry = Lake(demo_home), analysed_registry
-    names = list(load_models(MODELS_DIR))
+    names = list(models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES))
+    # compared below
+    assert set(load_models(MODELS_DIR)) - set(names) == {CELLS_MODEL, REGRESSION_MODEL}
     experiments = [e for e in _experiments(registry, LAST) if e in MODEL_EXPERIMENTS]
     assert len(experiments) == len(MODEL_EXPERIMENTS)
     compared, quantile_rows = 0, 0
@@ -145,6 +174,34 @@ def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, analysed_reg
     assert quantile_rows > 1_000  # the quantile models ran on real rows on both engines
 
 
+def test_the_interaction_cells_model_gives_the_same_rows(spark, jvm, demo_home, analysed_registry):
+    lake, registry = Lake(demo_home), analysed_registry
+    a, b = (day_interaction_cells(s, lake, registry, LAST) for s in (spark, jvm))
+    b = b.cast(a.schema) if b.schema != a.schema else b
+    assert a.num_rows == b.num_rows > 20
+    assert table_differences(a, b, name=CELLS_MODEL) == []
+    assert len({(r["experiment_a"], r["experiment_b"]) for r in a.to_pylist()}) >= 5
+
+
+def test_the_regression_stats_model_gives_the_same_rows(spark, jvm, demo_home, analysed_registry):
+    lake, registry, compared = Lake(demo_home), analysed_registry, 0
+    for exp_id in COVARIATES:
+        exp = registry.experiments[exp_id]
+        design = regression_design(exp, registry.metrics)
+        with (
+            experiment_models(spark, lake, registry, exp_id, LAST, KILLED.get(exp_id)) as sail,
+            experiment_models(jvm, lake, registry, exp_id, LAST, KILLED.get(exp_id)) as spark_jvm,
+        ):
+            a, b = (experiment_regression_sums(s, exp, design, out)
+                    for s, out in ((spark, sail), (jvm, spark_jvm)))  # fmt: skip
+        b = b.cast(a.schema) if b.schema != a.schema else b
+        assert a.num_rows == b.num_rows >= 4
+        assert table_differences(a, b, name=f"{exp_id}/{REGRESSION_MODEL}") == []
+        assert a.column("n").to_pylist() != [0] * a.num_rows
+        compared += a.num_rows
+    assert compared >= 10
+
+
 def test_a_whole_day_of_analysis_writes_the_same_gold_tables(
     spark, jvm, demo_home, analysed_registry
 ):
@@ -158,8 +215,31 @@ def test_a_whole_day_of_analysis_writes_the_same_gold_tables(
         lake = Lake(homes[name])
         stats_day(session, lake, registry, LAST)
         results_day(lake, registry, LAST)
-    counts, problems = differences(homes["sail"].home, homes["jvm"].home, GOLD)
+    # differences() compares lists exactly: every list-of-floats column of the gold tables (cell
+    # means, level effects, regression sums: sums taken in another order) is compared apart, to
+    # the same tolerance as the other floats.
+    float_lists = {
+        spec: [f.name for f in spec.schema if pa.types.is_list(f.type)
+               and pa.types.is_floating(f.type.value_type)]
+        for spec in GOLD
+    }  # fmt: skip
+    ignore = sorted({c for cols in float_lists.values() for c in cols})
+    counts, problems = differences(homes["sail"].home, homes["jvm"].home, GOLD, ignore=ignore)
     assert not problems, "\n".join(problems[:20])
+    for spec, columns in float_lists.items():
+        rows = [
+            Lake(homes[name]).read_arrow(spec).sort_by(
+                [(k, "ascending") for k in [*spec.partition_by, *spec.keys]]).to_pylist()
+            for name in ("sail", "jvm")
+        ]  # fmt: skip
+        for x, y in zip(*rows, strict=True):
+            for c in columns:
+                assert (x[c] is None) == (y[c] is None), (spec.qualified, c)
+                assert x[c] is None or (
+                    len(x[c]) == len(y[c])
+                    and all(close(u, v) for u, v in zip(x[c], y[c], strict=True))
+                ), (spec.qualified, c, x[c], y[c])
+    assert Lake(homes["sail"]).read_arrow(GOLD_INTERACTIONS).num_rows > 0
     assert all(a > 0 for a, _ in counts.values()), counts
     quantiles = [
         r

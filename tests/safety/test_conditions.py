@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import pyarrow as pa
 import pytest
 
+from ab_pipelines.lake.tables import GOLD_INTERACTIONS
 from ab_pipelines.safety import CONDITION_KINDS, Condition, conditions_for_day, stopped_experiments
 from tests.safety.factory import (
     DAY,
@@ -141,6 +143,31 @@ def test_no_exposures_only_for_experiments_running_that_day(lake):
     }
 
 
+def write_interaction(lake, day, a: str, b: str) -> None:
+    """One flagged gold.interactions row of the pair (a, b) on revenue (2 x 2 cells)."""
+    row = {name: None for name in GOLD_INTERACTIONS.schema.names}
+    arms = ["control", "treatment"]
+    row.update(
+        experiment_a=a,
+        experiment_b=b,
+        metric="revenue",
+        values_from=a,
+        variants_a=arms,
+        variants_b=arms,
+        cell_a=["control", "control", "treatment", "treatment"],
+        cell_b=arms * 2,
+        cell_n=[100, 100, 100, 100],
+        cell_mean=[1.0, 1.0, 1.0, 2.0],
+        p_value=1e-6,
+        p_adjusted=1e-5,
+        flagged=True,
+        day=day,
+    )
+    lake.write_arrow(
+        GOLD_INTERACTIONS, pa.Table.from_pylist([row], schema=GOLD_INTERACTIONS.schema)
+    )
+
+
 def test_every_kind_at_once_is_sorted_by_identity(lake):
     exp = experiment()
     other = experiment("other")
@@ -149,7 +176,11 @@ def test_every_kind_at_once_is_sorted_by_identity(lake):
     write_health(lake, exp, DAY, crossovers=400)
     write_dq(lake, DAY, failing=("not_null", "unique_ids"))
     write_exposures(lake, DAY, {"exp": 10})
+    write_interaction(lake, DAY, "exp", "other")
     conds = conditions_for_day(lake, registry(exp, other), DAY)
     assert sorted(set(kinds(conds))) == sorted(CONDITION_KINDS)
     assert [c.identity for c in conds] == sorted(c.identity for c in conds)
-    assert len(conds) == 6
+    assert len(conds) == 7
+    (hit,) = [c for c in conds if c.kind == "interaction"]
+    assert hit.experiment_id == "exp" and hit.subject == "other/revenue"
+    assert "control/treatment n=100" in hit.message
