@@ -440,16 +440,26 @@ def _kill_check(p: Paths) -> str:
 
 
 def _scorecards(p: Paths, reg) -> str:
-    """Every analysed experiment's scorecard on its latest analysed day."""
+    """Every analysed experiment's scorecard on its latest analysed day, then every holdout's
+    (general against holdout: the cumulative effect of its layers)."""
     from ab_pipelines.analysis.scorecard import ScorecardError, render, scorecard
     from ab_pipelines.lake import Lake
 
     lake, cards = Lake(p), []
-    for exp in sorted(reg.experiments.values(), key=lambda e: e.id):
+    subjects = sorted(reg.experiments.values(), key=lambda e: e.id)
+    subjects += [reg.analysed_experiments[h] for h in sorted(reg.holdouts)]
+    for exp in subjects:
         try:
-            cards.append(render(scorecard(lake, reg, exp.id)))
+            card = render(scorecard(lake, reg, exp.id))
         except ScorecardError:
             continue
+        if exp.id in reg.holdouts:
+            h = reg.holdouts[exp.id]
+            card = (
+                f"holdout {h.id}: {h.share:.0%} of units kept out of {', '.join(h.layers)}; "
+                "general (served the layers' experiments) against holdout\n" + card
+            )
+        cards.append(card)
     if not cards:
         return "no analysed day yet"
     head = (

@@ -134,7 +134,7 @@ def registry_fingerprint() -> str:
     h = hashlib.sha256()
     root = registry_root()
     files = [root / "units.yaml"] + [
-        f for d in ("experiments", "metrics") for f in sorted((root / d).glob("*.y*ml"))
+        f for d in ("experiments", "metrics", "holdouts") for f in sorted((root / d).glob("*.y*ml"))
     ]
     for f in files:
         if f.exists():

@@ -45,6 +45,7 @@ from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_HETEROGENEITY,
+    GOLD_INTERACTIONS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_ALERTS,
@@ -286,6 +287,7 @@ def experiment_days(lake: Lake, experiment_id: str) -> list[dt.date]:
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     GOLD_HETEROGENEITY,
+    GOLD_INTERACTIONS,
     OPS_KILLS,
     registry=True,
 )
@@ -443,6 +445,24 @@ def segment_rows(
                 }
             )
     return _frame(rows, ("segment", "segment_srm_p_value", "segment_srm_flagged", *_SCORE_COLUMNS))
+
+
+def interaction_frame(card: Scorecard) -> pd.DataFrame:
+    """Every interaction test of the card's experiment that day (gold.interactions), flagged first."""
+    rows = [
+        {
+            "pair": f"{i.experiment_a} x {i.experiment_b}",
+            "metric": i.metric,
+            "flagged": i.flagged,
+            "p_adjusted": i.p_adjusted,
+            "p_value": i.p_value,
+            "cells (a/b: n, mean)": "; ".join(
+                f"{a}/{b}: {n:,}, {'n/a' if m is None else f'{m:.4g}'}" for a, b, n, m in i.cells
+            ),
+        }
+        for i in card.interactions
+    ]
+    return pd.DataFrame(rows)
 
 
 def differential_frame(card: Scorecard) -> pd.DataFrame:

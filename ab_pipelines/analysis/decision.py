@@ -50,6 +50,7 @@ __all__ = [
     "Cuped",
     "Estimate",
     "Guardrail",
+    "Interaction",
     "Killed",
     "MetricVerdict",
     "AnytimeFdr",
@@ -919,6 +920,76 @@ class DifferentialImpact:
 
 
 @dataclass(frozen=True)
+class Interaction:
+    """A gold.interactions row that involves the card's experiment: does its effect on a metric
+    depend on another concurrent experiment's arm (the scan's Wald test, BH across the day)."""
+
+    experiment_a: str
+    experiment_b: str
+    metric: str
+    p_value: float | None
+    p_adjusted: float | None
+    flagged: bool
+    cells: tuple[tuple[str, str, int, float | None], ...]  # (a's arm, b's arm, n, mean)
+    effect_in_baseline: float | None = None  # a's effect (driver arm) in b's baseline
+    effect_in_driver: float | None = None  # ... and in b's driver arm
+    driver_b: str | None = None
+
+    @classmethod
+    def from_gold(cls, row: Mapping[str, Any]) -> Interaction:
+        return cls(
+            experiment_a=row["experiment_a"],
+            experiment_b=row["experiment_b"],
+            metric=row["metric"],
+            p_value=_num(row["p_value"]),
+            p_adjusted=_num(row["p_adjusted"]),
+            flagged=bool(row["flagged"]),
+            cells=tuple(
+                (a, b, int(n), _num(m))
+                for a, b, n, m in zip(
+                    row["cell_a"] or (),
+                    row["cell_b"] or (),
+                    row["cell_n"] or (),
+                    row["cell_mean"] or (),
+                    strict=True,
+                )
+            ),
+            effect_in_baseline=_num(row.get("effect_in_baseline")),
+            effect_in_driver=_num(row.get("effect_in_driver")),
+            driver_b=row.get("driver_b"),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "experiment_a": self.experiment_a,
+            "experiment_b": self.experiment_b,
+            "metric": self.metric,
+            "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
+            "flagged": self.flagged,
+            "cells": [{"a": a, "b": b, "n": n, "mean": m} for a, b, n, m in self.cells],
+            "effect_in_baseline": self.effect_in_baseline,
+            "effect_in_driver": self.effect_in_driver,
+            "driver_b": self.driver_b,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Interaction:
+        return cls(
+            experiment_a=d["experiment_a"],
+            experiment_b=d["experiment_b"],
+            metric=d["metric"],
+            p_value=d["p_value"],
+            p_adjusted=d["p_adjusted"],
+            flagged=d["flagged"],
+            cells=tuple((c["a"], c["b"], c["n"], c["mean"]) for c in d["cells"]),
+            effect_in_baseline=d.get("effect_in_baseline"),
+            effect_in_driver=d.get("effect_in_driver"),
+            driver_b=d.get("driver_b"),
+        )
+
+
+@dataclass(frozen=True)
 class Discovery:
     """A (metric, variant) that e-BH under continuous monitoring has rejected: since which day,
     and the e-value it was rejected with (frozen there)."""
@@ -994,6 +1065,7 @@ class Scorecard(Mapping[str, Any]):
     provenance: Provenance | None = None
     differential_impact: tuple[DifferentialImpact, ...] = ()
     anytime_fdr: AnytimeFdr | None = None
+    interactions: tuple[Interaction, ...] = ()
 
     @property
     def guardrails(self) -> tuple[MetricVerdict, ...]:
@@ -1027,6 +1099,8 @@ class Scorecard(Mapping[str, Any]):
             out["differential_impact"] = [d.as_json() for d in self.differential_impact]
         if self.anytime_fdr is not None:
             out["anytime_fdr"] = self.anytime_fdr.as_json()
+        if self.interactions:
+            out["interactions"] = [i.as_json() for i in self.interactions]
         return out
 
     @classmethod
@@ -1056,6 +1130,7 @@ class Scorecard(Mapping[str, Any]):
             anytime_fdr=AnytimeFdr.from_json(card["anytime_fdr"])
             if card.get("anytime_fdr")
             else None,
+            interactions=tuple(Interaction.from_json(i) for i in card.get("interactions") or ()),
         )
 
     def __getitem__(self, key: str) -> Any:

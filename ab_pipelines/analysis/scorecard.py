@@ -25,6 +25,7 @@ from ab_pipelines.analysis.decision import (
     AnytimeFdr,
     DifferentialImpact,
     Discovery,
+    Interaction,
     Killed,
     MetricVerdict,
     PlanEntry,
@@ -41,6 +42,7 @@ from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HETEROGENEITY,
+    GOLD_INTERACTIONS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_KILLS,
@@ -54,6 +56,7 @@ __all__ = [
     "analysed_days",
     "anytime_fdr_text",
     "differential_text",
+    "interaction_text",
     "pinned_versions",
     "read_scorecard",
     "render",
@@ -87,6 +90,7 @@ _PINNED_TABLES = (
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     GOLD_HETEROGENEITY,
+    GOLD_INTERACTIONS,
     OPS_KILLS,
 )
 
@@ -255,6 +259,14 @@ def read_scorecard(
     killed = _kill_record(lake, experiment_id, pinned)
     hetero = _read(lake, GOLD_HETEROGENEITY, pinned, filter=where).to_pylist()
     hetero.sort(key=lambda r: (not r["flagged"], r["p_adjusted"] is None, r["p_adjusted"] or 0))
+    pairs = (pc.field("experiment_a") == experiment_id) | (
+        pc.field("experiment_b") == experiment_id
+    )
+    inter = _read(lake, GOLD_INTERACTIONS, pinned, filter=pairs & (pc.field("day") == day))
+    inter = sorted(
+        inter.to_pylist(),
+        key=lambda r: (not r["flagged"], r["p_adjusted"] is None, r["p_adjusted"] or 0),
+    )
 
     order = _order(exp)
     verdicts = sorted((MetricVerdict.from_gold(r) for r in rows), key=order)
@@ -291,6 +303,7 @@ def read_scorecard(
         read_at_versions=None if pinned is None else dict(pinned),
         provenance=_provenance(registry, exp, rows or stats),
         differential_impact=tuple(DifferentialImpact.from_gold(r) for r in hetero),
+        interactions=tuple(Interaction.from_gold(r) for r in inter),
         anytime_fdr=_anytime_fdr(
             lake, exp, day, [v for v in main if not v.fixed_horizon_only], pinned
         ),
@@ -532,9 +545,35 @@ def _render_tail(card: Scorecard, lines: list[str]) -> str:
     for d in card.differential_impact:
         if d.flagged:
             lines.append(f"  {differential_text(d)}")
+    for i in card.interactions:
+        if i.flagged:
+            lines.append(f"  {interaction_text(i)}")
     if card.anytime_fdr is not None:
         lines.append(f"  {anytime_fdr_text(card.anytime_fdr)}")
     return "\n".join(lines)
+
+
+def interaction_text(i: Interaction) -> str:
+    """One flagged interaction (text and dashboard): the pair, the metric, the adjusted p and
+    how the first experiment's effect changes with the second's arm."""
+    how = ""
+    if i.cells and i.effect_in_baseline is not None and i.effect_in_driver is not None:
+        means = {(a, b): m for a, b, _, m in i.cells}
+        base_a, base_b = i.cells[0][0], i.cells[0][1]  # the cells are row-major, baselines first
+
+        def lift(effect: float, b_arm: str | None) -> str:
+            m = means.get((base_a, b_arm))
+            return "n/a" if not m else f"{effect / m:+.1%}"
+
+        how = (
+            f"; {i.experiment_a}'s effect is {lift(i.effect_in_baseline, base_b)} when "
+            f"{i.experiment_b} is {base_b} and {lift(i.effect_in_driver, i.driver_b)} when it is "
+            f"{i.driver_b}"
+        )
+    return (
+        f"INTERACTION: {i.experiment_a} x {i.experiment_b} on {i.metric} "
+        f"(BH p={_p(i.p_adjusted)}){how}"
+    )
 
 
 def anytime_fdr_text(fdr: AnytimeFdr) -> str:

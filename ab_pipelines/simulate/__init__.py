@@ -153,6 +153,46 @@ def _exposure_plans(
     return plans
 
 
+def _holdout_plans(
+    pop: Population,
+    registry: Registry,
+    running: list[Experiment],
+    day: dt.date,
+    assigner: Assigner,
+    groups_cache: dict[str, np.ndarray],
+) -> list[ExposurePlan]:
+    """The exposures of the running holdouts (rule 8b): a user reaching the holdout rule in a
+    held layer (every user, once an experiment of the layer runs: each visit is evaluated for
+    every running experiment) logs its group, ``holdout`` or ``general``, under the holdout's id;
+    as the SDK logged them when the SDK assigns (``sdk_assigner``)."""
+    from ab_pipelines.contracts.hashing import BUCKETS
+    from ab_pipelines.contracts.payload import LayerHoldout, holdout_group
+
+    sdk_logged = getattr(assigner, "logged", None)
+    plans = []
+    for h in sorted(registry.holdouts.values(), key=lambda h: h.id):
+        live = h.status == "running" and h.start_date <= day
+        if not live or (h.end_date is not None and day > h.end_date):
+            continue
+        if not any(e.layer in h.layers for e in running):
+            continue  # no experiment of its layers runs: nobody reaches the rule
+        exp = h.as_experiment()
+        if h.id not in groups_cache:
+            held = LayerHoldout(h.id, h.hash_salt, 0, round(BUCKETS * h.share))
+            index = {v: i for i, v in enumerate(exp.variant_ids)}
+            groups_cache[h.id] = np.array(
+                [index.get(holdout_group(held, u), -1) for u in pop.user_ids], dtype=np.int64
+            )
+        variants = groups_cache[h.id]
+        if sdk_logged is not None:
+            units = sdk_logged(h.id)
+            logged = np.array([u in units for u in pop.user_ids], dtype=bool)
+        else:
+            logged = variants >= 0
+        plans.append(ExposurePlan(exp, variants, logged))
+    return plans
+
+
 def simulate_days(
     home: Paths,
     start: dt.date,
@@ -206,6 +246,7 @@ def simulate_days(
 
     pop = make_population(n_users, n_seed)
     assignments_cache: dict[str, np.ndarray] = {}
+    holdout_groups: dict[str, np.ndarray] = {}
     files: list[str] = []
     lines: dict[str, int] = {}
     malformed = duplicates = late = 0
@@ -221,6 +262,7 @@ def simulate_days(
         segments = {"platform": pop.platform_names, "country": pop.country_names}
         mults = user_multipliers(pop.size, assignments, registry.experiments, segments)
         plans = _exposure_plans(pop, running, assignments, assigner)
+        plans += _holdout_plans(pop, registry, running, day, assigner, holdout_groups)
         events = day_events(pop, day, n_seed, mults, plans)
         delivered = deliver_day(home.raw, day, n_seed, events, sink)
         files += delivered.files

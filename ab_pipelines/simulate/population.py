@@ -112,16 +112,20 @@ def registry_assigner(registry: Registry | None = None) -> Assigner:
     """An assigner that asks the SDK (CONTRACTS section 6), on the registry, without kills or a
     sticky store: the rules live once, in :class:`~ab_pipelines.assignment.Client`.
 
-    Each experiment is compiled as the publisher compiles it (``compile_experiment``) into an
-    unsigned payload that a trusted SDK client evaluates: a forced override wins; a stopped
+    Each experiment is compiled as the publisher compiles it (``compile_experiment``, with the
+    registry's running holdouts) into an unsigned payload that a trusted SDK client evaluates: a
+    forced override wins; a held-out user gets None; a stopped
     experiment returns its ``shipped_variant`` (else the baseline); an experiment that is not
     running or stopped, or whose targeting does not match, returns None; then the hash. When
     ``registry`` is given, its definition of the experiment wins over the one passed in (as the
     SDK reads the published config, not the caller's copy).
     """
     from ab_pipelines.assignment.client import Client
-    from ab_pipelines.config.publish import compile_experiment
+    from ab_pipelines.config.publish import compile_experiment, compile_holdouts
     from ab_pipelines.contracts.payload import build_payload
+
+    # the running holdouts, as the publisher compiles them: held-out users get no variant
+    holdouts = compile_holdouts(registry) if registry is not None else {}
 
     # id(experiment) -> (experiment, its one-experiment client), built once per definition.
     clients: dict[int, tuple[Experiment, Client]] = {}
@@ -130,7 +134,7 @@ def registry_assigner(registry: Registry | None = None) -> Assigner:
         hit = clients.get(id(exp))
         if hit is None or hit[0] is not exp:
             entries = {exp.id: compile_experiment(exp, killed=False)}
-            payload = build_payload(entries, version=1, published_at=None)
+            payload = build_payload(entries, version=1, published_at=None, holdouts=holdouts)
             hit = (exp, Client.from_payload(payload, trusted=True))
             clients[id(exp)] = hit
         return hit[1]

@@ -2,7 +2,12 @@
 
 import streamlit as st
 
-from ab_pipelines.analysis.scorecard import ScorecardError, anytime_fdr_text, differential_text
+from ab_pipelines.analysis.scorecard import (
+    ScorecardError,
+    anytime_fdr_text,
+    differential_text,
+    interaction_text,
+)
 from streamlit_app import data, ui
 
 reg = ui.registry()
@@ -213,6 +218,20 @@ else:
     st.caption("Red ticks: where harm beyond the margin starts.")
     tail = ["mean_baseline", "mean_variant", "statistic", "desired", "role", "estimate"]
     show(guards, [*table_cols[:5], "margin", "bound", "breached", *tail])
+
+st.subheader("Interactions with concurrent experiments")
+if not card.interactions:
+    st.caption("No concurrent experiment shares units with this one on this day.")
+else:
+    for i in card.interactions:
+        if i.flagged:
+            st.warning(interaction_text(i))
+    st.caption(
+        "The daily scan tests, for every pair of experiments that share units and every decision "
+        "metric, whether one experiment's effect depends on the other's arm (Wald test of the "
+        "A x B terms on the cell means; Benjamini-Hochberg across every pair and metric of the day)."
+    )
+    st.dataframe(data.interaction_frame(card), hide_index=True)
 
 st.subheader("How much longer")
 lines = data.plan_lines(card)

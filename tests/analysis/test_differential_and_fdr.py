@@ -221,3 +221,37 @@ def test_the_scorecard_shows_flagged_impact_and_e_bh_discoveries_over_the_days(h
     # gold.heterogeneity carries provenance like every gold table the analysis writes.
     het = lake.read_arrow(GOLD_HETEROGENEITY).to_pylist()
     assert het and all(r["registry_sha"] for r in het)
+
+
+def test_the_scorecard_carries_the_interactions_of_its_experiment(home, registry):
+    """gold.interactions rows naming the experiment (as A or as B) are on its card that day: the
+    flagged one as a text line, every one in the JSON face (which round-trips)."""
+    from tests.safety.test_conditions import write_interaction
+
+    lake = Lake(home)
+    exp = registry.experiments["checkout_cta"]
+    rng = np.random.default_rng(8)
+    day = exp.start_date
+    stats = stats_table(
+        {"control": arm_values(rng, 500), "treatment": arm_values(rng, 500)},
+        exp_id=exp.id,
+        day=day,
+    )
+    stats = stats.filter(pa.compute.is_in(stats.column("metric"), pa.array(["conversion"])))
+    _write_day(lake, exp, day, stats)
+    results_day(lake, registry, day)
+    write_interaction(lake, day, "checkout_cta", "hero_video")
+    write_interaction(lake, day, "homepage_aa", "search_speed")  # not this experiment's
+    card = read_scorecard(lake, registry, exp.id, day)
+    assert [(i.experiment_a, i.experiment_b) for i in card.interactions] == [
+        ("checkout_cta", "hero_video")
+    ]
+    assert "INTERACTION: checkout_cta x hero_video on revenue" in render(card)
+    face = json.loads(to_json(card))
+    assert face["interactions"][0]["cells"][3] == {
+        "a": "treatment",
+        "b": "treatment",
+        "n": 100,
+        "mean": 2.0,
+    }
+    assert type(card).from_json(face) == card
