@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ab_pipelines.analysis.differential import heterogeneity_rows
 from ab_pipelines.analysis.results import experiment_results, health_rows, srm_flagged, srm_rows
 from ab_pipelines.config import load_registry
 from ab_pipelines.config.models import Experiment, Metric
@@ -33,6 +34,7 @@ from ab_pipelines.lake.tables import (
     BRONZE_QUARANTINE,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
+    GOLD_HETEROGENEITY,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
     OPS_DQ_RESULTS,
@@ -54,6 +56,8 @@ LIFTS = {
 SRM_SKEW = {"recs_ranking": 0.06}  # the baseline gets this much more than its share
 KILLED = "hero_video"
 SEGMENTS = {"platform": (("ios", 0.6), ("android", 0.4))}
+# A segment whose effect differs (the differential-impact flag): lite saves 25% on android only.
+SEGMENT_LIFTS = {("search_speed", "page_load_ms", "platform=android"): -0.25}
 
 
 @dataclass(frozen=True)
@@ -69,9 +73,9 @@ class Demo:
 
 
 def copy_registry(into: Path) -> Path:
-    """A copy of the repo's registry (experiments, metrics, units) that tests may change."""
+    """A copy of the repo's registry (experiments, metrics, holdouts, units) that tests may change."""
     into.mkdir(parents=True, exist_ok=True)
-    for folder in ("experiments", "metrics"):
+    for folder in ("experiments", "metrics", "holdouts"):
         shutil.copytree(REPO_ROOT / folder, into / folder)
     if (REPO_ROOT / "units.yaml").exists():
         shutil.copy2(REPO_ROOT / "units.yaml", into / "units.yaml")
@@ -120,7 +124,8 @@ def _stats_rows(
     rows = []
     for mid in dict.fromkeys(exp.metric_ids()):
         for i, (variant, n) in enumerate(sizes.items()):
-            lift = 0.0 if i == 0 else LIFTS.get((exp.id, mid), 0.0)
+            planted = SEGMENT_LIFTS.get((exp.id, mid, segment), LIFTS.get((exp.id, mid), 0.0))
+            lift = 0.0 if i == 0 else planted
             m = RatioMoments.from_values(*_values(rng, metrics[mid], n, lift))
             rows.append(
                 {
@@ -136,7 +141,7 @@ def _stats_rows(
 
 
 def _day_tables(registry, day: dt.date, killed_at: dt.datetime | None, seed: int):
-    stats_all, results, srm, health = [], [], [], []
+    stats_all, results, srm, health, hetero = [], [], [], [], []
     for exp in sorted(registry.experiments.values(), key=lambda e: e.id):
         if exp.status != "running" or exp.start_date > day:
             continue
@@ -164,7 +169,9 @@ def _day_tables(registry, day: dt.date, killed_at: dt.datetime | None, seed: int
                 exp, registry.metrics, day, stats, sizes, crossovers=sum(sizes.values()) // 400
             )
         )
+        hetero.append(heterogeneity_rows(exp, registry.metrics, day, stats))
     return {
+        GOLD_HETEROGENEITY: pa.concat_tables(hetero),
         GOLD_SUFFICIENT_STATS: pa.concat_tables(stats_all),
         GOLD_EXPERIMENT_RESULTS: pa.concat_tables(results),
         GOLD_SRM: pa.concat_tables(srm),

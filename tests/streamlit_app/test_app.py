@@ -94,6 +94,7 @@ def test_scorecard_switches_between_raw_cuped_fixed_and_sequential(dashboard_env
     assert subheaders == [
         "Metrics",
         "Guardrails",
+        "Interactions with concurrent experiments",
         "How much longer",
         "Segments (exploratory)",
     ]
@@ -332,3 +333,24 @@ def test_a_bayesian_experiment_shows_chance_to_win_and_risk(demo, tmp_path, monk
     assert at.dataframe[0].value["lift"].iloc[0] == pytest.approx(
         card["metrics"][0]["sequential"]["relative"]["effect"]
     )
+
+
+def test_scorecard_flags_a_differential_impact_beside_the_segments(dashboard_env):
+    """search_speed's lite saves 25% of load time on android and 10% on ios (demo_data): the
+    segment section warns with the attribute and the driving level, and lists every test."""
+    at = app("scorecard", "search_speed")
+    flags = [e.value for e in at.warning if "DIFFERENTIAL IMPACT" in e.value]
+    assert flags and "page_load_ms (lite) differs by platform" in flags[0]
+    assert "platform=android" in flags[0]
+    tests = next(d.value for d in at.dataframe if "attribute" in d.value.columns)
+    assert set(tests["attribute"]) == {"platform"} and tests["flagged"].any()
+    assert "Interactions with concurrent experiments" in texts(at)
+
+
+def test_a_holdout_is_in_the_scorecard_picker(dashboard_env):
+    at = app("scorecard")
+    picker = at.sidebar.selectbox(key="experiment_picker")
+    assert "Checkout long-term holdout (checkout_holdout, holdout)" in picker.options
+    picker.select("checkout_holdout").run()
+    assert not at.exception, at.exception
+    assert any("Holdout: 5% of units kept out" in e.value for e in at.info)
