@@ -343,6 +343,8 @@ _SCORE_COLUMNS = (
     "risk_variant",
     "bayes_call",
     "maturing",
+    "adj_lift",
+    "adj_variance_reduction",
 )
 
 
@@ -383,6 +385,10 @@ def _entry_row(
         "risk_variant": None if b is None else b.risk_variant,
         "bayes_call": None if b is None else b.call,
         "maturing": v.maturing,
+        # regression adjustment on several covariates (analysis.covariates): reported beside
+        # CUPED, never what decides
+        "adj_lift": None if v.regression is None else v.regression.relative.effect,
+        "adj_variance_reduction": None if v.regression is None else v.regression.variance_reduction,
     }
 
 

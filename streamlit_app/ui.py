@@ -213,7 +213,11 @@ def style_rows(frame: pd.DataFrame) -> Any:
             out.append(css)
         return out
 
-    pct_cols = [c for c in ("lift", "ci_low", "ci_high", "margin", "bound", "effect") if c in frame]
+    pct_cols = [
+        c
+        for c in ("lift", "ci_low", "ci_high", "margin", "bound", "effect", "adj_lift")
+        if c in frame
+    ]
     p_cols = [
         c
         for c in ("p_value", "p_value_adjusted", "srm_p_value", "segment_srm_p_value")
@@ -225,8 +229,9 @@ def style_rows(frame: pd.DataFrame) -> Any:
         **{c: _p for c in p_cols},
         **{c: _num for c in num_cols},
     }
-    if "variance_reduction" in frame:
-        fmt["variance_reduction"] = lambda x: "n/a" if pd.isna(x) else f"{x:.0%}"
+    for col in ("variance_reduction", "adj_variance_reduction"):
+        if col in frame:
+            fmt[col] = lambda x: "n/a" if pd.isna(x) else f"{x:.0%}"
     if "chance_to_win" in frame:
         fmt["chance_to_win"] = lambda x: "n/a" if pd.isna(x) else f"{x:.1%}"
     for col in ("risk_control", "risk_variant"):

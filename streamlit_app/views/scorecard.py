@@ -149,6 +149,7 @@ table_cols = [
     "role",
     "estimate",
     "variance_reduction",
+    *(["adj_lift", "adj_variance_reduction"] if rows["adj_lift"].notna().any() else []),
     "n_baseline",
     "n_variant",
     "maturing",
@@ -183,6 +184,13 @@ config = {
     ),
     "desired": st.column_config.TextColumn("good if", help="the metric's desired direction"),
     "variance_reduction": st.column_config.TextColumn("CUPED var. cut"),
+    "adj_lift": st.column_config.TextColumn(
+        "multi-covariate lift",
+        help="fixed-horizon lift adjusted on analysis.covariates (reported; decisions read CUPED)",
+    ),
+    "adj_variance_reduction": st.column_config.TextColumn(
+        "multi-covariate var. cut", help="variance cut of that lift against the raw estimate"
+    ),
     "margin": st.column_config.TextColumn("margin", help="harm allowed (relative change)"),
     "bound": st.column_config.TextColumn("bound", help="the always-valid harm-side bound"),
 }
