@@ -31,7 +31,7 @@ from ab_pipelines.analysis.decision import (
     Srm,
     view_estimate,
 )
-from ab_pipelines.analysis.scorecard import analysed_days, read_scorecard
+from ab_pipelines.analysis.scorecard import SCORECARD_TABLES, analysed_days, read_scorecard
 from ab_pipelines.analysis.state import ExperimentState, states_of_day
 from ab_pipelines.analysis.state import kills as kill_records
 from ab_pipelines.config.approvals import content_sha
@@ -44,10 +44,7 @@ from ab_pipelines.lake.tables import (
     BRONZE_QUARANTINE,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
-    GOLD_HETEROGENEITY,
-    GOLD_INTERACTIONS,
     GOLD_SRM,
-    GOLD_SUFFICIENT_STATS,
     OPS_ALERTS,
     OPS_AUDIT_LOG,
     OPS_DQ_RESULTS,
@@ -282,15 +279,7 @@ def experiment_days(lake: Lake, experiment_id: str) -> list[dt.date]:
 # ---- scorecard ---------------------------------------------------------------------------------
 
 
-@reads(
-    GOLD_EXPERIMENT_RESULTS,
-    GOLD_SRM,
-    GOLD_SUFFICIENT_STATS,
-    GOLD_HETEROGENEITY,
-    GOLD_INTERACTIONS,
-    OPS_KILLS,
-    registry=True,
-)
+@reads(*SCORECARD_TABLES, registry=True)
 def scorecard_card(
     lake: Lake, registry: Registry, experiment_id: str, day: dt.date | None = None
 ) -> Scorecard:

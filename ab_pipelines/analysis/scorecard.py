@@ -51,6 +51,7 @@ from ab_pipelines.settings import settings
 from ab_pipelines.stats import days_needed, mde_for, monitor_discoveries, sample_size
 
 __all__ = [
+    "SCORECARD_TABLES",
     "Scorecard",
     "ScorecardError",
     "analysed_days",
@@ -85,7 +86,8 @@ def analysed_days(
     return sorted(set(t.column("day").to_pylist()))
 
 
-_PINNED_TABLES = (
+#: every table a scorecard reads (what a pinned read pins, and the dashboard's cache key)
+SCORECARD_TABLES = (
     GOLD_EXPERIMENT_RESULTS,
     GOLD_SRM,
     GOLD_SUFFICIENT_STATS,
@@ -118,7 +120,7 @@ def pinned_versions(
     assert at is not None
     if at.tzinfo is None:
         raise ScorecardError(f"the time {at.isoformat()} has no zone (add Z or an offset)")
-    pinned = {s.qualified: lake.version_at(s, at) for s in _PINNED_TABLES}
+    pinned = {s.qualified: lake.version_at(s, at) for s in SCORECARD_TABLES}
     if pinned[GOLD_EXPERIMENT_RESULTS.qualified] is None:
         raise ScorecardError(f"nothing had been analysed yet at {at.isoformat()}")
     if version is not None:
