@@ -383,6 +383,29 @@ class Regression:
 
 
 @dataclass(frozen=True)
+class Poststratified:
+    """The relative lift post-stratified on a segment attribute (GrowthBook's approach; report
+    only: never what a decision reads)."""
+
+    attribute: str
+    relative: Estimate
+
+    @classmethod
+    def from_gold(cls, row: Mapping[str, Any]) -> Poststratified | None:
+        """The ``ps_*`` columns; None without them (no analysis.poststratify, or older rows)."""
+        if row.get("ps_attribute") is None:
+            return None
+        return cls(row["ps_attribute"], Estimate.from_gold(row, "ps_rel"))
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any] | None) -> Poststratified | None:
+        return None if d is None else cls(d["attribute"], Estimate.from_json(d["relative"]))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"attribute": self.attribute, "relative": self.relative.as_json()}
+
+
+@dataclass(frozen=True)
 class MetricVerdict:
     """One metric × non-baseline variant × segment: its estimates and where the decision stands.
 
@@ -417,6 +440,7 @@ class MetricVerdict:
     quantile: float | None = None
     level: str | None = None
     regression: Regression | None = None
+    poststratified: Poststratified | None = None
 
     @classmethod
     def from_gold(cls, row: Mapping[str, Any]) -> MetricVerdict:
@@ -459,6 +483,7 @@ class MetricVerdict:
             quantile=row.get("metric_quantile"),
             level=row.get("metric_level"),
             regression=Regression.from_gold(row),
+            poststratified=Poststratified.from_gold(row),
         )
 
     @classmethod
@@ -499,6 +524,7 @@ class MetricVerdict:
             quantile=e.get("quantile"),
             level=e.get("level"),
             regression=Regression.from_json(e.get("regression")),
+            poststratified=Poststratified.from_json(e.get("poststratified")),
         )
 
     def arms(self) -> dict[str, Any]:
@@ -626,6 +652,8 @@ class MetricVerdict:
             entry["maturing"] = {base: self.maturing_baseline, var: self.maturing_variant}
         if self.regression is not None:
             entry["regression"] = self.regression.as_json()
+        if self.poststratified is not None:
+            entry["poststratified"] = self.poststratified.as_json()
         return entry
 
     @property

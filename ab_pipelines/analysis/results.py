@@ -49,6 +49,7 @@ from ab_pipelines.stats import (
     bayesian_decision,
     compare,
     compare_adjusted,
+    compare_poststratified,
     compare_quantiles,
     e_value,
     n_star_for,
@@ -431,6 +432,39 @@ def _adjusted_cells(cells: list[_Cell], exp: Experiment, regression: pa.Table | 
     return out
 
 
+def _poststratified_cells(
+    cells: list[_Cell], exp: Experiment, by_key: Mapping[tuple, dict], estimates: list[dict]
+) -> list[dict]:
+    """GrowthBook's post-stratification of every segment-"all" cell of a mean or proportion
+    metric on ``analysis.poststratify``: :func:`~ab_pipelines.stats.compare_poststratified` on
+    the segment rows of that attribute (its levels partition the units), CUPED within each level
+    where the cell's CUPED applies; levels with fewer than 2 units in an arm are left out. Report
+    only (the ``ps_*`` columns); nothing else reads them."""
+    out: list[dict] = [{} for _ in cells]
+    attr = exp.analysis.poststratify
+    if attr is None:
+        return out
+    levels = sorted({s for (_, _, s) in by_key if s.startswith(f"{attr}=")})
+    for i, c in enumerate(cells):
+        if c.segment != ALL_SEGMENT or c.metric.kind not in ("mean", "proportion"):
+            continue
+        pairs = [
+            (by_key[(c.metric.id, exp.baseline, s)], by_key[(c.metric.id, c.variant, s)])
+            for s in levels
+            if (c.metric.id, exp.baseline, s) in by_key and (c.metric.id, c.variant, s) in by_key
+        ]
+        pairs = [(a, b) for a, b in pairs if a["n"] >= 2 and b["n"] >= 2]
+        if len(pairs) < 2:
+            continue
+        a = _moments([p[0] for p in pairs], ratio=False)
+        b = _moments([p[1] for p in pairs], ratio=False)
+        cuped = estimates[i].get("cuped_theta") is not None
+        r = compare_poststratified(a, b, relative=True, alpha=exp.analysis.alpha, cuped=cuped)
+        fields = ("effect", "ci_low", "ci_high", "p_value")
+        out[i] = {"ps_attribute": attr} | {f"ps_rel_{f}": _num(getattr(r, f)) for f in fields}
+    return out
+
+
 def _regression_moments(row: Mapping[str, Any]) -> RegressionMoments:
     """One gold.regression_stats row as RegressionMoments of one comparison (leading axis 1)."""
     p = len(row["sums"])
@@ -496,12 +530,14 @@ def experiment_results(
     estimates = _compare_cells(cells, exp)
     bayes = _bayes_cells(cells, exp, [est.get("cuped_theta") is not None for est in estimates])
     adjusted = _adjusted_cells(cells, exp, regression)
+    stratified = _poststratified_cells(cells, exp, by_key, estimates)
     rows = []
-    for c, est, post, adj in zip(cells, estimates, bayes, adjusted, strict=True):
+    for c, est, post, adj, ps in zip(cells, estimates, bayes, adjusted, stratified, strict=True):
         row = {name: None for name in GOLD_EXPERIMENT_RESULTS.schema.names}
         row.update(est)
         row.update(post)
         row.update(adj)
+        row.update(ps)
         row.update(
             experiment_id=exp.id,
             metric=c.metric.id,

@@ -456,6 +456,9 @@ def render(card: Scorecard | Mapping[str, Any]) -> str:
                 f"  | adj {_pct(r.relative.effect).strip()} -{r.variance_reduction:.0%} var "
                 f"({len(r.covariates)} cov)"
             )
+        ps = m.poststratified
+        if ps is not None:  # report only: never decides
+            tail += f"  | ps {_pct(ps.relative.effect).strip()} by {ps.attribute}"
         g = m.shown_guardrail
         if g is not None:
             tail += f"  guardrail ±{g.margin:.0%}: {'BREACHED' if g.breached else 'ok'}"

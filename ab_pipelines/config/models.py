@@ -98,6 +98,10 @@ class Analysis(_Model):
     # {attribute: <name>}): an exposure attribute as 0/1 dummies of its segment_top_n most
     # frequent values among the analysed units that day.
     covariates: list[str] = Field(default_factory=list)
+    # Post-stratification, report only (GrowthBook's approach; docs/analysis.md): the effect
+    # averaged over the levels of this segment attribute, weighted by their share of units. It
+    # must be one of ``segments`` (the strata are its segment rows).
+    poststratify: str | None = None
 
     @field_validator("covariates", mode="before")
     @classmethod

@@ -262,6 +262,16 @@ def _covariate_problems(e: Experiment | Holdout, name: str, known: Iterable[str]
             )
     if any(not a.strip() for a in e.analysis.covariate_attributes):
         out.append(Problem(name, field, "an attribute covariate needs a name (attribute:<name>)"))
+    ps = e.analysis.poststratify
+    if ps is not None and ps not in e.analysis.segments:
+        have = ", ".join(e.analysis.segments) or "none"
+        out.append(
+            Problem(
+                name,
+                "analysis.poststratify",
+                f"'{ps}' is not one of analysis.segments ({have}): its strata are the segment rows",
+            )
+        )
     return out
 
 

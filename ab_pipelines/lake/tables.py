@@ -360,6 +360,10 @@ GOLD_EXPERIMENT_RESULTS = TableSpec(
             *_estimate("adj_rel"),
             ("adj_variance_reduction", pa.float64()),  # 1 - Var(adjusted)/Var(raw), relative
             ("adj_covariates", pa.list_(pa.string())),  # those the guard kept (θ != 0)
+            # Post-stratified on analysis.poststratify (report only, segment "all", mean and
+            # proportion metrics): the relative lift averaged over that attribute's levels.
+            ("ps_attribute", pa.string()),
+            *_estimate("ps_rel"),
             *_estimate("seq_abs"),  # always-valid, on the CUPED estimate where CUPED applies
             *_estimate("seq_rel"),
             # The e-process behind seq_rel's always-valid p (p = min(1, 1/e)); the scorecard runs

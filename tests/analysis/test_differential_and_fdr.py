@@ -255,3 +255,64 @@ def test_the_scorecard_carries_the_interactions_of_its_experiment(home, registry
         "mean": 2.0,
     }
     assert type(card).from_json(face) == card
+
+
+def test_poststratification_on_a_segment_attribute_is_reported_beside_cuped():
+    """analysis.poststratify: the ps_* columns of segment "all" equal compare_poststratified on
+    the attribute's segment rows (GrowthBook's approach), CUPED within levels where it applies;
+    nothing the decision reads changes; the JSON entry carries it."""
+    from ab_pipelines.analysis.decision import MetricVerdict
+    from ab_pipelines.stats import Moments, compare_poststratified
+
+    plain = experiment(analysis={"segments": ["platform"]})
+    ps = experiment(analysis={"segments": ["platform"], "poststratify": "platform"})
+    stats = _segmented(np.random.default_rng(31), 2000, {"platform=ios": 0.2})
+    without = experiment_results(plain, METRICS, DAY, stats, False).to_pylist()
+    with_ps = experiment_results(ps, METRICS, DAY, stats, False).to_pylist()
+    by = {(r["metric"], r["variant"], r["segment"]): r for r in stats.to_pylist()}
+    checked = 0
+    for a, b in zip(without, with_ps, strict=True):
+        assert {k: v for k, v in a.items() if not k.startswith("ps_")} == {
+            k: v for k, v in b.items() if not k.startswith("ps_")
+        }
+        if b["segment"] != "all" or METRICS[b["metric"]].kind == "ratio":
+            assert b["ps_attribute"] is None and b["ps_rel_effect"] is None
+            continue
+
+        def strata(variant, metric=b["metric"]):
+            rows = [by[(metric, variant, s)] for s in LEVELS]
+            return [
+                Moments(
+                    r["n"],
+                    r["num_sum"],
+                    r["num_sum_sq"],
+                    r["pre_num_sum"],
+                    r["pre_num_sum_sq"],
+                    r["num_pre_num_sum"],
+                )
+                for r in rows
+            ]
+
+        want = compare_poststratified(
+            strata("control"), strata("treatment"), relative=True, cuped=True
+        )
+        assert b["ps_attribute"] == "platform"
+        assert b["ps_rel_effect"] == pytest.approx(want.effect, rel=1e-12)
+        assert b["ps_rel_ci_low"] == pytest.approx(want.ci_low, rel=1e-12)
+        entry = MetricVerdict.from_gold(b).as_json()
+        assert entry["poststratified"]["attribute"] == "platform"
+        checked += 1
+    assert checked == 2  # revenue and conversion (page_load_ms is a ratio)
+
+
+def test_poststratify_must_name_a_segment_attribute(registry_copy):
+    from ab_pipelines.config import validate_registry
+
+    path = registry_copy / "experiments" / "search_speed.yaml"
+    text = path.read_text()
+    path.write_text(text.replace("segment_top_n: 3}", "segment_top_n: 3, poststratify: browser}"))
+    problems = [
+        p for p in validate_registry(registry_copy, None) if p.field == "analysis.poststratify"
+    ]
+    assert len(problems) == 1 and problems[0].file == "experiments/search_speed.yaml"
+    assert "'browser' is not one of analysis.segments (platform, country)" in problems[0].reason
