@@ -644,3 +644,68 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class _Stale:
+    """A record as consume() returns it, fetched before its partition was lost and assigned
+    again (what _take must not put after the files' end)."""
+
+    def __init__(self, partition: int, offset: int) -> None:
+        self._partition, self._offset = partition, offset
+
+    def error(self):
+        return None
+
+    def topic(self) -> str:
+        return TOPIC
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, NOW_MS)
+
+    def key(self) -> bytes:
+        return b"stale"
+
+    def value(self) -> bytes:
+        return _exposure(f"stale-{self._offset}")
+
+
+def test_a_first_record_past_the_files_end_after_an_assignment_is_read_again(broker, home, caplog):
+    """A lost partition's unwritten file is dropped and the partition assigned again from its
+    files' end, inside one consume call that also returns records fetched before the loss: the
+    first of them lies past the files' end. Taking it would leave the dropped records out of every
+    file; the connector skips it and reads the partition again from the files' end."""
+    p = _producer(broker.bootstrap)
+    for i in range(300):
+        p.produce(TOPIC, _exposure(f"u{i}"), f"u{i}".encode(), partition=0)
+    p.flush()
+    settings = ConnectorSettings(max_records=200, max_seconds=30, **EXPOSURES_ONLY)
+    with SinkConnector(home.home, broker.bootstrap, settings, KAFKA) as connector:
+        deadline = time.monotonic() + 30
+        while (TOPIC, 0) not in connector.assignment and time.monotonic() < deadline:
+            connector.step(0.2)
+        owned = connector._owned[(TOPIC, 0)]
+        while owned.next_offset < 300 and time.monotonic() < deadline:
+            connector.step(0.2)
+        assert owned.next_offset == 300
+        # 0..199 are in a file; as after a loss, the open file of 200..299 is dropped and the
+        # partition is fresh from 200
+        assert owned.file is not None and owned.file.records == 100
+        owned.file.discard()
+        owned.file = None
+        owned.next_offset, owned.fresh = 200, True
+        assert connector._take([_Stale(0, 250), _Stale(0, 251)]) == 0
+        assert owned.next_offset == 200 and owned.reseeks == 1
+        assert "reading it again from there" in caplog.text
+        while owned.next_offset < 300 and time.monotonic() < deadline:
+            connector.step(0.2)
+        assert owned.next_offset == 300 and not owned.fresh  # 200..299 taken again, in order
+        connector.write_all()
+    lines = _dump_lines(home.raw)
+    assert sorted(x["offset"] for x in lines) == list(range(300))
+    assert not any(x["value"]["user_id"].startswith("stale") for x in lines)

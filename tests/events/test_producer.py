@@ -246,7 +246,10 @@ def test_broker_down_when_the_sdk_starts(tmp_path):
         }
         assert len({v["event_id"] for v in values}) == len(values) == n
         assert sink.close() == 0
-    assert max(times) < 0.05, f"an assign_all call took {max(times) * 1000:.1f} ms"
+    # Never blocked on the broker: a blocked call would wait for a connection (seconds). The
+    # bound is loose because one call can meet a GIL switch or a collection on a loaded machine
+    # (54.7 ms once in a full run); speed itself is measured in the producer benchmark.
+    assert max(times) < 0.25, f"an assign_all call took {max(times) * 1000:.1f} ms"
 
 
 def test_no_broker_known_yet_then_the_embedded_one(tmp_path):

@@ -224,7 +224,9 @@ def test_exposures_respect_layers_targeting_and_start_dates(parsed, registry):
             assert orjson.loads(r["attributes"])["platform"] in {"ios", "android"}
             assert r["ts"].date() >= dt.date(2026, 11, 4)
     assert not [u for u, exps in by_user.items() if {"checkout_cta", "checkout_layout"} <= exps]
-    assert {e for exps in by_user.values() for e in exps} == set(registry.experiments)
+    # every experiment logs exposures, and so does every running holdout (rule 8b)
+    holdouts = {h.id for h in registry.holdouts.values() if h.status == "running"}
+    assert {e for exps in by_user.values() for e in exps} == set(registry.experiments) | holdouts
     # One exposure per visit (one visit a day): copies share the event_id, so count distinct ids.
     visits = defaultdict(set)
     for r in rows:
