@@ -207,7 +207,9 @@ def test_demo_through_spark_connect_on_a_cluster_equals_the_embedded_engine(tmp_
 
     counts, problems = differences(on_cluster, embedded, [*GOLD, TABLES["silver.exposure_counts"]])
     assert not problems, "\n".join(problems[:20])
-    assert all(a > 0 for a, _ in counts.values()), counts
+    # every table has rows but gold.heterogeneity: in these two demo days no experiment with
+    # segment attributes runs yet (search_speed starts on the third), so no test is possible
+    assert all(a > 0 for name, (a, _) in counts.items() if name != "gold.heterogeneity"), counts
     for name in ("bronze.exposures", "bronze.metric_events", "bronze.quarantine"):
         spec = TABLES[name]
         n = [Lake(paths(h)).read_arrow(spec, columns=[]).num_rows for h in (on_cluster, embedded)]
