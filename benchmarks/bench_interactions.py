@@ -27,7 +27,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -40,7 +39,17 @@ from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS
 from ab_pipelines.settings import REPO_ROOT, Paths
 from benchmarks.bench_analysis import PeakMemory
-from benchmarks.data import DAY, LOOKBACK_DAYS, START, _bronze, _epoch_us, _events, _ids, _ts
+from benchmarks.data import (
+    DAY,
+    LOOKBACK_DAYS,
+    START,
+    BenchData,
+    _bronze,
+    _epoch_us,
+    _events,
+    _ids,
+    _ts,
+)
 from benchmarks.report import Benchmark, Row
 
 __all__ = ["Measured", "measure", "run"]
@@ -84,19 +93,6 @@ def bench_registry() -> Registry:
     return Registry(experiments=experiments, metrics=metrics)
 
 
-@dataclass(frozen=True)
-class Data:
-    scale: float
-    home: Path
-    users: int
-    events: int
-    exposures: int
-
-    @property
-    def lake(self) -> Lake:
-        return Lake(Paths(self.home))
-
-
 def _exposures(rng: np.random.Generator, users: int) -> pa.Table:
     begin, end = _epoch_us(START), _epoch_us(DAY + dt.timedelta(days=1))
     user, exp, arm, ts = [], [], [], []
@@ -122,14 +118,14 @@ def _exposures(rng: np.random.Generator, users: int) -> pa.Table:
     return _bronze(BRONZE_EXPOSURES, cols, n, 0)
 
 
-def make_data(scale: float, seed: int = 26) -> Data:
+def make_data(scale: float, seed: int = 26) -> BenchData:
     """The bronze tables at ``scale`` (1 = 200,000 users, 2M events), made once and reused."""
     users, events = int(USERS_AT_1X * scale), int(EVENTS_AT_1X * scale)
     home = DATA_ROOT / f"scale-{scale:g}"
     marker = home / "bench-data.json"
     if marker.exists() and json.loads(marker.read_text()).get("format") == FORMAT:
         meta = json.loads(marker.read_text())
-        return Data(scale, home, users, events, meta["exposures"])
+        return BenchData(scale, home, users, events, meta["exposures"])
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
     lake = Lake(Paths(home))
@@ -138,12 +134,12 @@ def make_data(scale: float, seed: int = 26) -> Data:
     lake.write_arrow(BRONZE_EXPOSURES, exposures)
     lake.write_arrow(BRONZE_METRIC_EVENTS, _events(rng, users, events, 0))
     marker.write_text(json.dumps({"format": FORMAT, "exposures": exposures.num_rows}))
-    return Data(scale, home, users, events, exposures.num_rows)
+    return BenchData(scale, home, users, events, exposures.num_rows)
 
 
 @dataclass(frozen=True)
 class Measured:
-    data: Data
+    data: BenchData
     analysis: list[float]  # write_day alone
     with_scan: list[float]  # write_day keeping the inputs, then the cells, the scan, the commit
     scan_only: list[float]  # of which: the cells model, the scan and the commit
@@ -158,13 +154,15 @@ class Measured:
         return statistics.median(self.with_scan) / statistics.median(self.analysis) - 1.0
 
 
-def _analysis(spark, data: Data, registry: Registry) -> float:
+def _analysis(spark, data: BenchData, registry: Registry) -> float:
     t0 = time.perf_counter()
     write_day(spark, data.lake, registry, DAY)
     return time.perf_counter() - t0
 
 
-def _with_scan(spark, data: Data, registry: Registry) -> tuple[float, float, pa.Table, pa.Table]:
+def _with_scan(
+    spark, data: BenchData, registry: Registry
+) -> tuple[float, float, pa.Table, pa.Table]:
     t0 = time.perf_counter()
     with kept_inputs(registry) as inputs:
         written = write_day(spark, data.lake, registry, DAY, keep=inputs.keep)

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ab_pipelines.config.models import Experiment
+from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.stats import adjust_pvalues, guardrail_bound, guardrail_breached
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "cuped_applies",
     "decide",
     "decision_estimate",
+    "decision_metrics",
     "engine_effect",
     "fixed_horizon",
     "guardrail_check",
@@ -176,6 +177,14 @@ def better(relative_effect: float | None, higher_is_better: bool) -> bool | None
     if relative_effect is None or relative_effect == 0:
         return None
     return (relative_effect > 0) == higher_is_better
+
+
+def decision_metrics(exp: Experiment, metrics: Mapping[str, Metric]) -> list[str]:
+    """The metrics an experiment decides on beyond its family: its primary metrics, then its
+    guardrails (each once), quantile metrics left out (no per-unit or per-level moments to
+    pool). What the interaction scan and the differential-impact test examine."""
+    ids = [*exp.metrics.primary, *(g.metric for g in exp.metrics.guardrails)]
+    return [m for m in dict.fromkeys(ids) if m in metrics and metrics[m].kind != "quantile"]
 
 
 def in_family(role: str, segment: str) -> bool:

@@ -27,38 +27,13 @@ import numpy as np
 import pyarrow as pa
 from scipy import special
 
-from ab_pipelines.analysis.decision import ALL_SEGMENT
+from ab_pipelines.analysis.decision import ALL_SEGMENT, decision_metrics
+from ab_pipelines.analysis.results import gold_moments
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.lake.tables import GOLD_HETEROGENEITY
-from ab_pipelines.stats import Moments, RatioMoments
 from ab_pipelines.stats.heterogeneity import heterogeneity_scan, heterogeneity_test
 
-__all__ = ["decision_metrics", "heterogeneity_rows"]
-
-
-def decision_metrics(exp: Experiment, metrics: Mapping[str, Metric]) -> list[str]:
-    """The metrics whose effect is tested across segments: primary metrics, then guardrails
-    (each once), quantile metrics left out."""
-    ids = [*exp.metrics.primary, *(g.metric for g in exp.metrics.guardrails)]
-    return [m for m in dict.fromkeys(ids) if metrics[m].kind != "quantile"]
-
-
-def _moments(rows: list[dict], ratio: bool) -> Moments | RatioMoments:
-    """Per-level moments (levels on the last axis) of gold.sufficient_stats rows."""
-
-    def col(name: str) -> np.ndarray:
-        return np.array([r.get(name) or 0.0 for r in rows], dtype=np.float64)
-
-    if ratio:
-        return RatioMoments(**{f: col(f) for f in RatioMoments.__dataclass_fields__})
-    return Moments(
-        n=col("n"),
-        sum=col("num_sum"),
-        sum_sq=col("num_sum_sq"),
-        pre_sum=col("pre_num_sum"),
-        pre_sum_sq=col("pre_num_sum_sq"),
-        sum_cross=col("num_pre_num_sum"),
-    )
+__all__ = ["heterogeneity_rows"]
 
 
 def _usable(t) -> int:
@@ -90,8 +65,8 @@ def heterogeneity_rows(
                 ]
                 if len(have) < 2:
                     continue
-                a = _moments([by_key[(mid, exp.baseline, s)] for s in have], ratio)
-                b = _moments([by_key[(mid, vid, s)] for s in have], ratio)
+                a = gold_moments([by_key[(mid, exp.baseline, s)] for s in have], ratio)
+                b = gold_moments([by_key[(mid, vid, s)] for s in have], ratio)
                 test = heterogeneity_test(a, b, relative=True)
                 if cuped:
                     # CUPED within each level: smaller standard errors, the same hypothesis; kept

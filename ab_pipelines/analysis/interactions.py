@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from ab_pipelines.analysis.decision import decision_metrics
 from ab_pipelines.analysis.sql_models import (
     MODELS_DIR,
     load_models,
@@ -60,7 +61,6 @@ from ab_pipelines.analysis.sql_models import (
     run_models,
 )
 from ab_pipelines.analysis.state import ExperimentState, states_of_day
-from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.engine import release_checkpoints
@@ -76,7 +76,6 @@ __all__ = [
     "InteractionInputs",
     "ScanTest",
     "day_interaction_cells",
-    "decision_metrics",
     "interaction_rows",
     "scan_tests",
     "write_interactions",
@@ -104,12 +103,6 @@ class ScanTest:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.experiment_a, self.experiment_b, self.metric)
-
-
-def decision_metrics(exp: Experiment, metrics: Mapping[str, Metric]) -> list[str]:
-    """The experiment's primary metrics and guardrails, in that order, quantile metrics left out."""
-    ids = [*exp.metrics.primary, *(g.metric for g in exp.metrics.guardrails)]
-    return [m for m in dict.fromkeys(ids) if m in metrics and metrics[m].kind != "quantile"]
 
 
 def scan_tests(registry: Registry, experiment_ids: Iterable[str]) -> list[ScanTest]:

@@ -56,6 +56,7 @@ from ab_pipelines.stats import (
     posterior,
     srm_test,
 )
+from ab_pipelines.stats.quantile import CLUSTER_FIELDS
 
 __all__ = [
     "ALL_SEGMENT",
@@ -64,6 +65,7 @@ __all__ = [
     "IMBALANCE_ALPHA",
     "decide",
     "experiment_results",
+    "gold_moments",
     "health_rows",
     "srm_rows",
 ]
@@ -139,7 +141,7 @@ def _column(rows: list[dict], name: str) -> np.ndarray:
     return np.array([r[name] for r in rows], dtype=np.float64)
 
 
-def _moments(rows: list[dict], ratio: bool) -> Moments | RatioMoments:
+def gold_moments(rows: list[dict], ratio: bool) -> Moments | RatioMoments:
     """The arms of ``rows`` (gold.sufficient_stats rows) as one vectorized moments object."""
     if ratio:
         return RatioMoments(**{f: _column(rows, f) for f in _RATIO_FIELDS})
@@ -155,15 +157,7 @@ def _moments(rows: list[dict], ratio: bool) -> Moments | RatioMoments:
 
 
 # The per-unit sums of an event-level quantile (QuantileMoments' clustered fields), by column.
-_CLUSTER_FIELDS = (
-    "n_units",
-    "below_sum",
-    "below_sum_sq",
-    "events_sum",
-    "events_sum_sq",
-    "below_events_sum",
-)
-_CLUSTER_COLUMNS = {c: f for c, f in QUANTILE_FIELDS.items() if f in _CLUSTER_FIELDS}
+_CLUSTER_COLUMNS = {c: f for c, f in QUANTILE_FIELDS.items() if f in CLUSTER_FIELDS}
 
 
 def _quantile_moments(rows: list[dict], q: float, clustered: bool) -> QuantileMoments:
@@ -234,8 +228,8 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
         ]
         if not idx:
             continue
-        a = _moments([cells[i].base for i in idx], ratio)
-        b = _moments([cells[i].arm for i in idx], ratio)
+        a = gold_moments([cells[i].base for i in idx], ratio)
+        b = gold_moments([cells[i].arm for i in idx], ratio)
         raw = {rel: compare(a, b, relative=rel, alpha=alpha) for rel in (False, True)}
         cup = {rel: compare(a, b, relative=rel, alpha=alpha, cuped=True) for rel in (False, True)}
         seq_raw = {
@@ -363,8 +357,8 @@ def _bayes_cells(cells: list[_Cell], exp: Experiment, cuped: list[bool]) -> list
             b = _quantile_moments([cells[i].arm for i in idx], q, clustered)
             comparison = compare_quantiles(a, b, relative=True, alpha=exp.analysis.alpha)
         else:
-            a = _moments([cells[i].base for i in idx], kind)
-            b = _moments([cells[i].arm for i in idx], kind)
+            a = gold_moments([cells[i].base for i in idx], kind)
+            b = gold_moments([cells[i].arm for i in idx], kind)
             comparison = compare(a, b, relative=True, alpha=exp.analysis.alpha, cuped=with_cuped)
         r = posterior(
             comparison,
@@ -456,8 +450,8 @@ def _poststratified_cells(
         pairs = [(a, b) for a, b in pairs if a["n"] >= 2 and b["n"] >= 2]
         if len(pairs) < 2:
             continue
-        a = _moments([p[0] for p in pairs], ratio=False)
-        b = _moments([p[1] for p in pairs], ratio=False)
+        a = gold_moments([p[0] for p in pairs], ratio=False)
+        b = gold_moments([p[1] for p in pairs], ratio=False)
         cuped = estimates[i].get("cuped_theta") is not None
         r = compare_poststratified(a, b, relative=True, alpha=exp.analysis.alpha, cuped=cuped)
         fields = ("effect", "ci_low", "ci_high", "p_value")

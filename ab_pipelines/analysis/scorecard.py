@@ -260,15 +260,12 @@ def read_scorecard(
     ]
     killed = _kill_record(lake, experiment_id, pinned)
     hetero = _read(lake, GOLD_HETEROGENEITY, pinned, filter=where).to_pylist()
-    hetero.sort(key=lambda r: (not r["flagged"], r["p_adjusted"] is None, r["p_adjusted"] or 0))
+    hetero.sort(key=_flagged_first)
     pairs = (pc.field("experiment_a") == experiment_id) | (
         pc.field("experiment_b") == experiment_id
     )
     inter = _read(lake, GOLD_INTERACTIONS, pinned, filter=pairs & (pc.field("day") == day))
-    inter = sorted(
-        inter.to_pylist(),
-        key=lambda r: (not r["flagged"], r["p_adjusted"] is None, r["p_adjusted"] or 0),
-    )
+    inter = sorted(inter.to_pylist(), key=_flagged_first)
 
     order = _order(exp)
     verdicts = sorted((MetricVerdict.from_gold(r) for r in rows), key=order)
@@ -310,6 +307,11 @@ def read_scorecard(
             lake, exp, day, [v for v in main if not v.fixed_horizon_only], pinned
         ),
     )
+
+
+def _flagged_first(row: Mapping[str, Any]) -> tuple:
+    """Order of a scan's rows on the card: flagged first, then by adjusted p (none last)."""
+    return (not row["flagged"], row["p_adjusted"] is None, row["p_adjusted"] or 0)
 
 
 def _anytime_fdr(

@@ -46,6 +46,7 @@ from ab_pipelines.stats.compare import Comparison, compare
 from ab_pipelines.stats.moments import Moments
 
 __all__ = [
+    "CLUSTER_FIELDS",
     "N_STAR_GRID",
     "QuantileMoments",
     "bound_levels",
@@ -61,7 +62,8 @@ N_STAR_GRID = tuple(100 * 2**k for k in range(20))
 # QuantileStatistic both fix 0.05); only their width divided by 2z enters the variance.
 _Z = float(special.ndtri(0.975))
 
-_CLUSTER_FIELDS = (
+#: QuantileMoments' per-unit sums of an event-level quantile (None at level unit).
+CLUSTER_FIELDS = (
     "n_units",
     "below_sum",
     "below_sum_sq",
@@ -127,7 +129,7 @@ class QuantileMoments:
         q = np.asarray(self.q, dtype=np.float64)
         if not np.all((q > 0.0) & (q < 1.0)):
             raise ValueError(f"quantile level q must lie in (0, 1), got {self.q!r}")
-        present = [getattr(self, name) is not None for name in _CLUSTER_FIELDS]
+        present = [getattr(self, name) is not None for name in CLUSTER_FIELDS]
         if any(present) and not all(present):
             raise ValueError("event-level QuantileMoments need all six per-unit sums, or none")
 

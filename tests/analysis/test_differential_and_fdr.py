@@ -18,7 +18,8 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
 from ab_pipelines.analysis.day import results_day
-from ab_pipelines.analysis.differential import decision_metrics, heterogeneity_rows
+from ab_pipelines.analysis.decision import decision_metrics
+from ab_pipelines.analysis.differential import heterogeneity_rows
 from ab_pipelines.analysis.results import experiment_results, srm_rows
 from ab_pipelines.analysis.scorecard import read_scorecard, render, to_json
 from ab_pipelines.lake import Lake
