@@ -47,6 +47,7 @@ from ab_pipelines.lake import engine_tags
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
+    GOLD_BANDIT_WEIGHTS,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_INTERACTIONS,
@@ -232,4 +233,7 @@ def experiment_results(context: AssetExecutionContext, lake: LakeResource) -> Ma
     # ops.experiment_days is written by the same step (one table beside the results, not an
     # asset of its own: a data engineer can still re-materialize gold/experiment_results alone)
     meta["experiment_days_path"] = MetadataValue.path(str(lake.lake.path(OPS_EXPERIMENT_DAYS)))
+    # so is gold.bandit_weights (a bandit's weights to publish next; the registry_changed sensor
+    # sees its new version and publishes them)
+    meta["bandit_weights_path"] = MetadataValue.path(str(lake.lake.path(GOLD_BANDIT_WEIGHTS)))
     return MaterializeResult(metadata=meta)

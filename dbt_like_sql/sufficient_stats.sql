@@ -61,7 +61,7 @@ sums AS (
     SELECT 'all' AS segment, {{ sums() }}
     FROM counted AS v
     GROUP BY v.metric, v.variant
-    {% if var('segments') %}
+    {% if var('segments') or var('bandit_periods') %}
     UNION ALL
     SELECT s.segment, {{ sums() }}
     FROM counted AS v

@@ -6,6 +6,11 @@
 -- values with the most analysed units (ties: the smaller value first) keep their own label
 -- "A=<value>"; every other value is pooled into "A=other", which exists only if it has units.
 -- So every analysed unit has exactly one label per attribute.
+--
+-- A bandit (var bandit_periods: its allocation periods, oldest first, each {label, start}) also
+-- gets one label per unit for the period in force at its first exposure: the last period whose
+-- start is at or before first_ts ("bandit_period=v<config version>"; the first period reaches
+-- back to the start). The analysis weights the arms' per-period means by these.
 WITH attribute_values AS (
     {% for a in var('segments') %}
     {% if not loop.first %}UNION ALL{% endif %}
@@ -43,3 +48,16 @@ SELECT
 FROM attribute_values AS v
 JOIN ranked AS r
   ON r.attribute = v.attribute AND r.value = v.value
+{% if var('bandit_periods') %}
+UNION ALL
+SELECT
+    unit,
+    variant,
+    CASE
+        {%- for p in var('bandit_periods') | reverse %}{% if p.start %}
+        WHEN first_ts >= TIMESTAMP {{ p.start | sql }} THEN {{ p.label | sql }}
+        {%- endif %}{% endfor %}
+        WHEN TRUE THEN {{ var('bandit_periods')[0].label | sql }}
+    END AS segment
+FROM {{ ref('analysed_units') }}
+{% endif %}

@@ -127,8 +127,9 @@ def new_dump_files(context: SensorEvaluationContext):
 
 
 def registry_fingerprint() -> str:
-    """A hash of the registry files and of the kills table's version: what publishing reads."""
-    from ab_pipelines.lake.tables import OPS_KILLS
+    """A hash of the registry files and of the versions of the kills table and of the bandits'
+    weights (a new analysis day of a bandit publishes its weights): what publishing reads."""
+    from ab_pipelines.lake.tables import GOLD_BANDIT_WEIGHTS, OPS_KILLS
     from ab_pipelines.settings import registry_root
 
     h = hashlib.sha256()
@@ -139,7 +140,9 @@ def registry_fingerprint() -> str:
     for f in files:
         if f.exists():
             h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
-    h.update(str(Lake(paths()).version(OPS_KILLS)).encode())
+    lake = Lake(paths())
+    h.update(str(lake.version(OPS_KILLS)).encode() + b"\0")
+    h.update(str(lake.version(GOLD_BANDIT_WEIGHTS)).encode())
     return h.hexdigest()[:16]
 
 
@@ -147,7 +150,8 @@ def registry_fingerprint() -> str:
     job_name="publish_config",
     minimum_interval_seconds=SENSOR_INTERVAL_SECONDS,
     default_status=DefaultSensorStatus.RUNNING,
-    description="Republishes the edge config when the registry files (or the kills) change.",
+    description="Republishes the edge config when the registry files, the kills or a bandit's "
+    "weights change.",
 )
 def registry_changed(context: SensorEvaluationContext):
     fingerprint = registry_fingerprint()

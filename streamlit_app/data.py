@@ -460,6 +460,44 @@ def interaction_frame(card: Scorecard) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bandit_frames(card: Scorecard) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A bandit's weights over time: one row per allocation period and arm (``period`` its config
+    version, ``from`` its start, ``weight``, the period's ``units``), and one row per analysis
+    day's update step (the weights to publish next, P(best) per arm, whether updated and why)."""
+    b = card.bandit
+    if b is None:
+        return pd.DataFrame(), pd.DataFrame()
+    periods = pd.DataFrame(
+        [
+            {
+                "period": f"v{p['version']}",
+                "from": p["start"] or "start",
+                "variant": v,
+                "weight": w,
+                "units": p["units"],
+            }
+            for p in b.periods
+            for v, w in zip(b.variants, p["weights"], strict=True)
+        ]
+    )
+    updates = pd.DataFrame(
+        [
+            {
+                "day": u["day"],
+                **{f"weight {v}": w for v, w in zip(b.variants, u["weights"], strict=True)},
+                **{
+                    f"P(best) {v}": x
+                    for v, x in zip(b.variants, u["best_probability"], strict=True)
+                },
+                "updated": u["updated"],
+                "reason": u["reason"],
+            }
+            for u in b.updates
+        ]
+    )
+    return periods, updates
+
+
 def differential_frame(card: Scorecard) -> pd.DataFrame:
     """Every differential-impact test on the card (gold.heterogeneity): flagged ones first."""
     rows = [

@@ -246,6 +246,28 @@ _DAY_AXIS = alt.Axis(format="%b %d", tickCount="day")  # one tick per day, never
 _VERDICT_SCALE = alt.Scale(domain=list(VERDICT_COLOURS), range=list(VERDICT_COLOURS.values()))
 
 
+def weights_chart(periods: pd.DataFrame) -> alt.Chart:
+    """A bandit's weights per allocation period (stacked bars, periods in order): ``periods`` has
+    :func:`streamlit_app.data.bandit_frames`' first frame's columns."""
+    order = list(dict.fromkeys(periods["period"]))
+    return (
+        alt.Chart(periods)
+        .mark_bar()
+        .encode(
+            x=alt.X("period:N", sort=order, title="allocation period (config version)"),
+            y=alt.Y("weight:Q", stack="normalize", title="weight", axis=alt.Axis(format="%")),
+            color=alt.Color("variant:N", legend=alt.Legend(orient="bottom")),
+            tooltip=[
+                alt.Tooltip("period:N"),
+                alt.Tooltip("from:N"),
+                alt.Tooltip("variant:N"),
+                alt.Tooltip("weight:Q", format=".1%"),
+                alt.Tooltip("units:Q", format=","),
+            ],
+        )
+    )
+
+
 def ci_chart(frame: pd.DataFrame, label: str = "row") -> alt.Chart | None:
     """A forest plot: each row's relative lift (point) and interval (bar), coloured by verdict.
 

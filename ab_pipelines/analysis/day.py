@@ -27,10 +27,12 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ab_pipelines.analysis.bandits import bandit_weight_rows, day_periods
 from ab_pipelines.analysis.differential import heterogeneity_rows
 from ab_pipelines.analysis.interactions import kept_inputs, write_interactions
 from ab_pipelines.analysis.regression_stats import RegressionInputs
 from ab_pipelines.analysis.results import (
+    ended,
     experiment_results,
     health_rows,
     srm_flagged,
@@ -41,6 +43,7 @@ from ab_pipelines.analysis.sufficient_stats import write_day
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
+    GOLD_BANDIT_WEIGHTS,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_HETEROGENEITY,
@@ -90,7 +93,7 @@ def stats_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DaySummary
     srm, health = [], []
     for e in written.experiments:
         exp = registry.analysed_experiments[e.experiment_id]
-        srm.append(srm_rows(exp, day, e.units))
+        srm.append(srm_rows(exp, day, e.units, day_periods(lake, exp, day)))
         health.append(
             health_rows(exp, registry.metrics, day, e.stats, e.units.get("all", {}), e.crossovers)
         )
@@ -137,7 +140,7 @@ def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
     srm = lake.read_arrow(GOLD_SRM, filter=on_day)
     regression = lake.read_arrow(GOLD_REGRESSION_STATS, filter=on_day)
     states = states_of_day(lake, registry, day, holdouts=True)
-    parts, hetero, decisions = [], [], {}
+    parts, hetero, weights, decisions = [], [], [], {}
     for exp_id, state in states.items():
         if not state.analysed:
             continue
@@ -157,20 +160,35 @@ def results_day(lake: Lake, registry: Registry, day: dt.date) -> DaySummary:
             regression=regression.filter(mine),
         )
         parts.append(with_provenance(t, state))
-        hetero.append(
-            with_provenance(heterogeneity_rows(exp, registry.metrics, day, exp_stats), state)
-        )
+        if exp.is_bandit:  # the weights to publish next; its period rows are no breakdown
+            assert exp.bandit is not None
+            w = bandit_weight_rows(
+                exp,
+                registry.metrics[exp.bandit.metric],
+                day,
+                {(r["metric"], r["variant"], r["segment"]): r for r in exp_stats.to_pylist()},
+                day_periods(lake, exp, day),
+                ended(exp, day, state.killed_at),
+            )
+            weights.append(with_provenance(w, state))
+        else:
+            hetero.append(
+                with_provenance(heterogeneity_rows(exp, registry.metrics, day, exp_stats), state)
+            )
         decisions[exp.id] = t.column("decision")[0].as_py() if t.num_rows else "keep_running"
     table = _concat(GOLD_EXPERIMENT_RESULTS, parts)
     lake.write_arrow(GOLD_EXPERIMENT_RESULTS, table, replace=[{"day": day.isoformat()}])
     hetero_t = _concat(GOLD_HETEROGENEITY, hetero)
     lake.write_arrow(GOLD_HETEROGENEITY, hetero_t, replace=[{"day": day.isoformat()}])
+    weights_t = _concat(GOLD_BANDIT_WEIGHTS, weights)
+    lake.write_arrow(GOLD_BANDIT_WEIGHTS, weights_t, replace=[{"day": day.isoformat()}])
     state_rows = write_states(lake, day, states)
     return DaySummary(
         day,
         rows={
             GOLD_EXPERIMENT_RESULTS.qualified: table.num_rows,
             GOLD_HETEROGENEITY.qualified: hetero_t.num_rows,
+            GOLD_BANDIT_WEIGHTS.qualified: weights_t.num_rows,
             OPS_EXPERIMENT_DAYS.qualified: state_rows,
         },
         decisions=decisions,

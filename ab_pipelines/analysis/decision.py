@@ -46,6 +46,7 @@ __all__ = [
     "DECISIONS",
     "DECISION_TEXT",
     "AnalysisRule",
+    "BanditAllocation",
     "Bayesian",
     "Cuped",
     "Estimate",
@@ -957,6 +958,43 @@ class DifferentialImpact:
 
 
 @dataclass(frozen=True)
+class BanditAllocation:
+    """A bandit's weights over time, for its scorecard (docs/analysis.md, "Bandits").
+
+    ``periods``: each allocation period, oldest first: ``version`` (the config version that
+    started serving it; 0: the YAML's weights), ``start`` (ISO time; None: since the start),
+    ``weights`` (per arm) and ``units`` (the analysed units first exposed in it). ``updates``:
+    each analysis day's step, oldest first: ``day``, ``weights`` (to publish next),
+    ``best_probability`` (per arm), ``updated`` and ``reason``. The results are weighted by period.
+    """
+
+    metric: str
+    variants: tuple[str, ...]
+    periods: tuple[Mapping[str, Any], ...]
+    updates: tuple[Mapping[str, Any], ...]
+    weighting: str = "by period"
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.metric,
+            "weighting": self.weighting,
+            "variants": list(self.variants),
+            "periods": [dict(p) for p in self.periods],
+            "updates": [dict(u) for u in self.updates],
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> BanditAllocation:
+        return cls(
+            metric=d["metric"],
+            variants=tuple(d["variants"]),
+            periods=tuple(d["periods"]),
+            updates=tuple(d["updates"]),
+            weighting=d.get("weighting", "by period"),
+        )
+
+
+@dataclass(frozen=True)
 class Interaction:
     """A gold.interactions row that involves the card's experiment: does its effect on a metric
     depend on another concurrent experiment's arm (the scan's Wald test, BH across the day)."""
@@ -1103,6 +1141,7 @@ class Scorecard(Mapping[str, Any]):
     differential_impact: tuple[DifferentialImpact, ...] = ()
     anytime_fdr: AnytimeFdr | None = None
     interactions: tuple[Interaction, ...] = ()
+    bandit: BanditAllocation | None = None
 
     @property
     def guardrails(self) -> tuple[MetricVerdict, ...]:
@@ -1138,6 +1177,8 @@ class Scorecard(Mapping[str, Any]):
             out["anytime_fdr"] = self.anytime_fdr.as_json()
         if self.interactions:
             out["interactions"] = [i.as_json() for i in self.interactions]
+        if self.bandit is not None:
+            out["bandit"] = self.bandit.as_json()
         return out
 
     @classmethod
@@ -1168,6 +1209,7 @@ class Scorecard(Mapping[str, Any]):
             if card.get("anytime_fdr")
             else None,
             interactions=tuple(Interaction.from_json(i) for i in card.get("interactions") or ()),
+            bandit=BanditAllocation.from_json(card["bandit"]) if card.get("bandit") else None,
         )
 
     def __getitem__(self, key: str) -> Any:

@@ -17,12 +17,14 @@ and 5; choices the contract leaves open are documented in docs/analysis.md):
   decision itself are :mod:`ab_pipelines.analysis.decision`'s: this module computes the numbers
   and asks it.
 - Segment rows are exploratory: computed and shown, never adjusted, never decide.
+- A bandit's rows are weighted by allocation period (GrowthBook's weighting; its period rows are
+  read for that and not shown): :func:`_bandit_cells`, docs/analysis.md "Bandits".
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,8 +32,10 @@ import numpy as np
 import pyarrow as pa
 
 from ab_pipelines.analysis import decision
+from ab_pipelines.analysis.bandits import period_labels, period_moments
 from ab_pipelines.analysis.decision import ALL_SEGMENT, DECISIONS, MetricVerdict, Srm, Standing
 from ab_pipelines.analysis.state import has_ended
+from ab_pipelines.config.allocations import Period
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.lake.tables import (
     GOLD_EXPERIMENT_RESULTS,
@@ -49,6 +53,7 @@ from ab_pipelines.stats import (
     bayesian_decision,
     compare,
     compare_adjusted,
+    compare_by_period,
     compare_poststratified,
     compare_quantiles,
     e_value,
@@ -98,17 +103,33 @@ def ended(exp: Experiment, day: dt.date, killed_at: dt.datetime | None) -> bool:
 # ---- SRM ---------------------------------------------------------------------------------
 
 
-def srm_rows(exp: Experiment, day: dt.date, units: Mapping[str, Mapping[str, int]]) -> pa.Table:
+def srm_rows(
+    exp: Experiment,
+    day: dt.date,
+    units: Mapping[str, Mapping[str, int]],
+    periods: Sequence[Period] = (),
+) -> pa.Table:
     """gold.srm rows: per segment and variant, analysed units against the configured weights.
 
     ``units`` is segment -> variant -> analysed units (what the Spark step counted). Segments other
     than "all" are tested too (exploratory: a split that breaks only on one platform shows there).
+
+    A bandit (``periods``, its allocation periods): each period's units against the weights it
+    served, and "all" against their mixture, Σ_p (N_p/N)·w_p (N_p the period's units): the split
+    a working assignment gives when the weights change between periods.
     """
     weights = [v.weight for v in exp.variants]
+    served = {p.label: list(p.weights) for p in periods}
+    if served:
+        total = {s: sum(units[s].get(v, 0) for v in exp.variant_ids) for s in served if s in units}
+        n = sum(total.values())
+        if n > 0:
+            weights = [sum(total[s] / n * served[s][i] for s in total) for i in range(len(weights))]
     rows = []
     for segment in sorted(units, key=lambda s: (s != ALL_SEGMENT, s)):
         counts = [int(units[segment].get(v, 0)) for v in exp.variant_ids]
-        r = srm_test(counts, weights)
+        expected_split = served.get(segment, weights)
+        r = srm_test(counts, expected_split)
         for i, vid in enumerate(exp.variant_ids):
             rows.append(
                 dict(
@@ -116,7 +137,7 @@ def srm_rows(exp: Experiment, day: dt.date, units: Mapping[str, Mapping[str, int
                     segment=segment,
                     variant=vid,
                     units=counts[i],
-                    weight=weights[i],
+                    weight=expected_split[i],
                     expected=float(r.expected[i]),
                     statistic=_num(r.statistic),
                     p_value=_num(r.p_value),
@@ -135,6 +156,7 @@ def srm_flagged(srm: pa.Table) -> bool:
 # ---- moments from gold rows --------------------------------------------------------------
 
 _RATIO_FIELDS = tuple(f for f in RatioMoments.__dataclass_fields__)
+_MOMENT_FIELDS = ("n", "sum", "sum_sq")
 
 
 def _column(rows: list[dict], name: str) -> np.ndarray:
@@ -266,20 +288,7 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
                 **_estimates("rel", raw[True], j),
                 **_estimates("seq_abs", seq[False], j),
                 **_estimates("seq_rel", seq[True], j),
-                # An overflowing e-value (an effect too large to miss) is stored as 1e300, not
-                # inf, which the table's readers would take for "not computed".
-                "e_value": _num(
-                    np.minimum(
-                        e_value(
-                            seq[True].effect[j],
-                            seq[True].se[j],
-                            seq[True].n_a[j] + seq[True].n_b[j],
-                            alpha,
-                            DEFAULT_SEQUENTIAL_TUNING,
-                        ),
-                        1e300,
-                    )
-                ),
+                "e_value": _e_value(seq[True], j, alpha),
             }
             if has_pre:
                 row.update(
@@ -290,6 +299,14 @@ def _compare_cells(cells: list[_Cell], exp: Experiment) -> list[dict]:
                 )
             out[i] = row
     return out
+
+
+def _e_value(seq, j: int, alpha: float) -> float | None:
+    """The e-value of comparison ``j`` of a confidence-sequence comparison. An overflowing one (an
+    effect too large to miss) is stored as 1e300, not inf, which the table's readers would take
+    for "not computed"."""
+    e = e_value(seq.effect[j], seq.se[j], seq.n_a[j] + seq.n_b[j], alpha, DEFAULT_SEQUENTIAL_TUNING)
+    return _num(np.minimum(e, 1e300))
 
 
 def _quantile_of(c: _Cell) -> tuple[float, bool]:
@@ -350,7 +367,7 @@ def _bayes_cells(cells: list[_Cell], exp: Experiment, cuped: list[bool]) -> list
         kind = _quantile_of(c) if c.metric.kind == "quantile" else c.metric.kind == "ratio"
         key = (kind, c.metric.prior, c.metric.higher_is_better, cuped[i])
         groups.setdefault(key, []).append(i)
-    for (kind, _, higher_is_better, with_cuped), idx in groups.items():
+    for (kind, _, _, with_cuped), idx in groups.items():
         if isinstance(kind, tuple):  # quantile: the posterior of the difference of quantiles
             q, clustered = kind
             a = _quantile_moments([cells[i].base for i in idx], q, clustered)
@@ -360,32 +377,112 @@ def _bayes_cells(cells: list[_Cell], exp: Experiment, cuped: list[bool]) -> list
             a = gold_moments([cells[i].base for i in idx], kind)
             b = gold_moments([cells[i].arm for i in idx], kind)
             comparison = compare(a, b, relative=True, alpha=exp.analysis.alpha, cuped=with_cuped)
-        r = posterior(
-            comparison,
-            prior=_prior(cells[idx[0]].metric),
-            alpha=exp.analysis.alpha,
-            higher_is_better=higher_is_better,
-        )
-        calls = np.atleast_1d(
-            bayesian_decision(r, exp.analysis.chance_to_win_threshold, exp.analysis.risk_threshold)
-        )
-        fields = np.broadcast_arrays(
-            *(np.atleast_1d(x) for x in (r.effect, r.ci_low, r.ci_high, r.chance_to_win)),
-            np.atleast_1d(r.risk_control),
-            np.atleast_1d(r.risk_treatment),
-        )
-        for j, i in enumerate(idx):
-            effect, low, high, win, risk_c, risk_v = (float(f[j]) for f in fields)
-            out[i] = {
-                "bayes_effect": _num(effect),
-                "bayes_ci_low": _num(low),
-                "bayes_ci_high": _num(high),
-                "bayes_chance_to_win": _num(win),
-                "bayes_risk_control": _num(risk_c),
-                "bayes_risk_variant": _num(risk_v),
-                "bayes_call": str(calls[j]),
-            }
+        _posterior_into(out, idx, comparison, cells[idx[0]].metric, exp)
     return out
+
+
+def _posterior_into(
+    out: list[dict], idx: list[int], comparison, metric: Metric, exp: Experiment
+) -> None:
+    """The ``bayes_*`` columns of cells ``idx`` (one vectorized ``comparison`` of their relative
+    lifts, metrics sharing a prior and a direction) into ``out``."""
+    r = posterior(
+        comparison,
+        prior=_prior(metric),
+        alpha=exp.analysis.alpha,
+        higher_is_better=metric.higher_is_better,
+    )
+    calls = np.atleast_1d(
+        bayesian_decision(r, exp.analysis.chance_to_win_threshold, exp.analysis.risk_threshold)
+    )
+    fields = np.broadcast_arrays(
+        *(np.atleast_1d(x) for x in (r.effect, r.ci_low, r.ci_high, r.chance_to_win)),
+        np.atleast_1d(r.risk_control),
+        np.atleast_1d(r.risk_treatment),
+    )
+    for j, i in enumerate(idx):
+        effect, low, high, win, risk_c, risk_v = (float(f[j]) for f in fields)
+        out[i] = {
+            "bayes_effect": _num(effect),
+            "bayes_ci_low": _num(low),
+            "bayes_ci_high": _num(high),
+            "bayes_chance_to_win": _num(win),
+            "bayes_risk_control": _num(risk_c),
+            "bayes_risk_variant": _num(risk_v),
+            "bayes_call": str(calls[j]),
+        }
+
+
+def _bandit_cells(
+    cells: list[_Cell], exp: Experiment, by_key: Mapping[tuple, dict]
+) -> tuple[list[dict], list[dict]]:
+    """A bandit's estimates and posteriors (docs/analysis.md, "Bandits"): every cell (segment
+    "all", a mean or proportion metric) compared with GrowthBook's weighting by period
+    (:func:`~ab_pipelines.stats.compare_by_period` on the ``bandit_period=`` rows, the periods
+    weighted by their units over all arms): fixed horizon, the confidence sequence on the same
+    estimate (``seq_*``, e-value), and the Bayesian posterior of the relative lift. No CUPED.
+    ``mean_*`` are the period-weighted means; ``n_*`` the arms' units."""
+    for c in cells:
+        if c.metric.kind not in ("mean", "proportion"):  # the registry's validation refuses it
+            raise ValueError(
+                f"bandit {exp.id}: metric {c.metric.id} is a {c.metric.kind}; a bandit's "
+                "metrics are weighted by period, which needs a mean or a proportion"
+            )
+    labels = period_labels(by_key)
+    est: list[dict] = [{} for _ in cells]
+    post: list[dict] = [{} for _ in cells]
+    groups: dict[tuple, list[int]] = {}
+    for i, c in enumerate(cells):
+        groups.setdefault((c.metric.prior, c.metric.higher_is_better), []).append(i)
+    alpha = exp.analysis.alpha
+    for idx in groups.values():
+        # every arm's periods (merged alike), and each period's units over ALL arms (GrowthBook's
+        # N_p), not only the two compared; the merged periods of different metrics can differ
+        parts = [period_moments(by_key, cells[i].metric.id, exp.variant_ids, labels) for i in idx]
+        arms = [exp.variant_ids.index(cells[i].variant) for i in idx]
+        a = _stacked([m for m, _ in parts], [0] * len(idx))
+        b = _stacked([m for m, _ in parts], arms)
+        share = _stacked_rows([u for _, u in parts], a.n.shape[1])
+        fixed = {rel: compare_by_period(a, b, share, rel, alpha) for rel in (False, True)}
+        seq = {
+            rel: compare_by_period(a, b, share, rel, alpha, DEFAULT_SEQUENTIAL_TUNING)
+            for rel in (False, True)
+        }
+        for j, i in enumerate(idx):
+            c = cells[i]
+            est[i] = {
+                "n_baseline": int(fixed[False].n_a[j]),
+                "n_variant": int(fixed[False].n_b[j]),
+                "maturing_baseline": c.base.get("maturing"),
+                "maturing_variant": c.arm.get("maturing"),
+                "mean_baseline": _num(fixed[False].adjusted_mean_a[j]),
+                "mean_variant": _num(fixed[False].adjusted_mean_b[j]),
+                **_estimates("abs", fixed[False], j),
+                **_estimates("rel", fixed[True], j),
+                **_estimates("seq_abs", seq[False], j),
+                **_estimates("seq_rel", seq[True], j),
+                "e_value": _e_value(seq[True], j, alpha),
+            }
+        _posterior_into(post, idx, fixed[True], cells[idx[0]].metric, exp)
+    return est, post
+
+
+def _stacked_rows(rows: list[np.ndarray], width: int) -> np.ndarray:
+    """1-d arrays as the rows of one array, each padded with zeros to ``width`` (an absent period:
+    no units, weight 0)."""
+    return np.stack([np.pad(r, (0, width - len(r))) for r in rows])
+
+
+def _stacked(moments: list[Moments], arms: list[int]) -> Moments:
+    """Arm ``arms[i]`` of ``moments[i]`` (arms x periods each) as one Moments, comparisons x
+    periods, padded to the most periods."""
+    width = max(m.n.shape[1] for m in moments)
+    return Moments(
+        *(
+            _stacked_rows([getattr(m, f)[k] for m, k in zip(moments, arms, strict=True)], width)
+            for f in _MOMENT_FIELDS
+        )
+    )
 
 
 def _adjusted_cells(cells: list[_Cell], exp: Experiment, regression: pa.Table | None) -> list[dict]:
@@ -506,6 +603,8 @@ def experiment_results(
     by_key = {(r["metric"], r["variant"], r["segment"]): r for r in stats.to_pylist()}
     segments = sorted({r["segment"] for r in by_key.values()} | {ALL_SEGMENT})
     segments.sort(key=lambda s: (s != ALL_SEGMENT, s))
+    if exp.is_bandit:  # its period rows are inputs of the weighting, not a breakdown
+        segments = [ALL_SEGMENT]
     roles = _roles(exp)
     margins = {g.metric: g.max_relative_change for g in exp.metrics.guardrails}
     base_id = exp.baseline
@@ -521,8 +620,11 @@ def experiment_results(
         for vid in exp.variant_ids[1:]
         if seg == ALL_SEGMENT or (mid, base_id, seg) in by_key or (mid, vid, seg) in by_key
     ]
-    estimates = _compare_cells(cells, exp)
-    bayes = _bayes_cells(cells, exp, [est.get("cuped_theta") is not None for est in estimates])
+    if exp.is_bandit:
+        estimates, bayes = _bandit_cells(cells, exp, by_key)
+    else:
+        estimates = _compare_cells(cells, exp)
+        bayes = _bayes_cells(cells, exp, [est.get("cuped_theta") is not None for est in estimates])
     adjusted = _adjusted_cells(cells, exp, regression)
     stratified = _poststratified_cells(cells, exp, by_key, estimates)
     rows = []

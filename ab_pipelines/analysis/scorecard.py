@@ -19,10 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ab_pipelines.analysis import decision
+from ab_pipelines.analysis.bandits import day_periods
 from ab_pipelines.analysis.decision import (
     ALL_SEGMENT,
     AnalysisRule,
     AnytimeFdr,
+    BanditAllocation,
     DifferentialImpact,
     Discovery,
     Interaction,
@@ -40,6 +42,7 @@ from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import (
+    GOLD_BANDIT_WEIGHTS,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HETEROGENEITY,
     GOLD_INTERACTIONS,
@@ -56,6 +59,7 @@ __all__ = [
     "ScorecardError",
     "analysed_days",
     "anytime_fdr_text",
+    "bandit_lines",
     "differential_text",
     "interaction_text",
     "pinned_versions",
@@ -93,6 +97,7 @@ SCORECARD_TABLES = (
     GOLD_SUFFICIENT_STATS,
     GOLD_HETEROGENEITY,
     GOLD_INTERACTIONS,
+    GOLD_BANDIT_WEIGHTS,
     OPS_KILLS,
 )
 
@@ -306,6 +311,53 @@ def read_scorecard(
         anytime_fdr=_anytime_fdr(
             lake, exp, day, [v for v in main if not v.fixed_horizon_only], pinned
         ),
+        bandit=_bandit(lake, exp, day, srm_by_segment, pinned),
+    )
+
+
+def _bandit(
+    lake: Lake,
+    exp: Experiment,
+    day: dt.date,
+    srm_by_segment: Mapping[str, list[dict]],
+    pinned: Mapping[str, int | None] | None,
+) -> BanditAllocation | None:
+    """A bandit's weights over time as of ``day``: its allocation periods (those begun by the
+    day's end; ops.bandit_allocations is append-only, so this is the view of then) with their
+    analysed units (the period segments of gold.srm), and every analysis day's update step."""
+    if not exp.is_bandit or exp.bandit is None:
+        return None
+    periods = []
+    for p in day_periods(lake, exp, day):
+        rows = srm_by_segment.get(p.label, [])
+        periods.append(
+            {
+                "version": p.version,
+                "start": None if p.start is None else p.start.isoformat(),
+                "weights": list(p.weights),
+                "units": sum(r["units"] for r in rows),
+            }
+        )
+    where = (pc.field("experiment_id") == exp.id) & (pc.field("day") <= day)
+    steps: dict[dt.date, dict[str, dict]] = {}
+    for r in _read(lake, GOLD_BANDIT_WEIGHTS, pinned, filter=where).to_pylist():
+        steps.setdefault(r["day"], {})[r["variant"]] = r
+    updates = []
+    for d in sorted(steps):
+        arms = [steps[d].get(v) for v in exp.variant_ids]
+        if any(a is None for a in arms):
+            continue
+        updates.append(
+            {
+                "day": d.isoformat(),
+                "weights": [a["weight"] for a in arms],
+                "best_probability": [a["best_probability"] for a in arms],
+                "updated": bool(arms[0]["updated"]),
+                "reason": arms[0]["reason"],
+            }
+        )
+    return BanditAllocation(
+        exp.bandit.metric, tuple(exp.variant_ids), tuple(periods), tuple(updates)
     )
 
 
@@ -557,7 +609,33 @@ def _render_tail(card: Scorecard, lines: list[str]) -> str:
             lines.append(f"  {interaction_text(i)}")
     if card.anytime_fdr is not None:
         lines.append(f"  {anytime_fdr_text(card.anytime_fdr)}")
+    if card.bandit is not None:
+        lines += bandit_lines(card.bandit)
     return "\n".join(lines)
+
+
+def bandit_lines(b: BanditAllocation) -> list[str]:
+    """A bandit's block (text scorecard): what its numbers are, and its weights over time."""
+    arms = "".join(f"{v[:13]:>14}" for v in b.variants)
+    lines = [
+        f"  BANDIT: Thompson sampling on {b.metric}; results weighted by period (each arm's "
+        "mean per allocation period, averaged with the periods' shares of units: unbiased when "
+        "the weights change)",
+        f"    {'weights served':<26}{arms}     units",
+    ]
+    for p in b.periods:
+        since = "since the start" if p["start"] is None else f"from {p['start'][:16]}"
+        ws = "".join(f"{w:>14.1%}" for w in p["weights"])
+        lines.append(f"    v{p['version']:<4}{since:<21}{ws}  {p['units']:>8}")
+    if b.updates:
+        u = b.updates[-1]
+        ws = "".join(f"{w:>14.1%}" for w in u["weights"])
+        lines.append(f"    {'next (after ' + u['day'] + ')':<26}{ws}  {u['reason']}")
+        best = "".join(
+            f"{'n/a' if x is None else format(x, '.1%'):>14}" for x in u["best_probability"]
+        )
+        lines.append(f"    {'P(best) ' + u['day']:<26}{best}")
+    return lines
 
 
 def interaction_text(i: Interaction) -> str:

@@ -65,12 +65,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
 
+from ab_pipelines.analysis.bandits import day_periods
 from ab_pipelines.analysis.sql_models import (
     MODELS_DIR,
     load_models,
@@ -86,6 +87,7 @@ from ab_pipelines.analysis.state import (
     states_of_day,
     with_provenance,
 )
+from ab_pipelines.config.allocations import Period
 from ab_pipelines.config.models import EventAgg, Experiment, Metric
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake, partition_value
@@ -314,9 +316,14 @@ def arrival_partitions(exp: Experiment, day: dt.date) -> list[dict[str, str]]:
 
 
 def model_vars(
-    exp: Experiment, metrics: Iterable[Metric], day: dt.date, killed_at: dt.datetime | None = None
+    exp: Experiment,
+    metrics: Iterable[Metric],
+    day: dt.date,
+    killed_at: dt.datetime | None = None,
+    periods: Sequence[Period] = (),
 ) -> dict[str, Any]:
-    """Every var of the SQL models for ``exp`` on ``day`` (see dbt_like_sql/README.md)."""
+    """Every var of the SQL models for ``exp`` on ``day`` (see dbt_like_sql/README.md);
+    ``periods``: a bandit's allocation periods (:func:`~ab_pipelines.config.allocations.allocation_periods`)."""
     metrics = list(metrics)
     day_end = _midnight(day + dt.timedelta(days=1))
     window = analysis_window(exp, day, killed_at)  # the population rule, written once there
@@ -331,6 +338,10 @@ def model_vars(
         "segment_top_n": exp.analysis.segment_top_n,
         "variants": exp.variant_ids,
         "metric_ids": [m.id for m in metrics],
+        "bandit_periods": [
+            {"label": p.label, "start": None if p.start is None else _ts_literal(p.start)}
+            for p in periods
+        ],
         **metric_vars(metrics),
     }
 
@@ -376,10 +387,11 @@ def experiment_models(
     event_columns = ["user_id", "event", "value", "ts", "properties"]
     events = counted(BRONZE_METRIC_EVENTS, event_columns).where(F.col("event").isin(events_read))
     kept = tuple(dict.fromkeys([*PERSISTED_MODELS, *persist]))
+    periods = day_periods(lake, exp, day)
     out = run_models(
         spark,
         models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES),
-        model_vars(exp, metrics, day, killed_at),
+        model_vars(exp, metrics, day, killed_at, periods),
         sources={"exposures": exposures, "events": events},
         # Read by several models and by the three actions below: computed once each (the
         # exposures scan and the one join to the metric events), not once per reader.

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 __all__ = [
     "Analysis",
     "Approval",
+    "Bandit",
     "EventAgg",
     "Experiment",
     "ExperimentMetrics",
@@ -130,6 +131,22 @@ class Analysis(_Model):
         return [c[n:] for c in self.covariates if c.startswith(ATTRIBUTE_COVARIATE)]
 
 
+class Bandit(_Model):
+    """A bandit's adaptive allocation (docs/analysis.md, "Bandits"): every ``update_days``
+    analysis days the platform computes Thompson-sampling weights from the posterior of
+    ``metric`` (weighted by period) and publishes them as a new config version; units keep the
+    arm they were first given (the SDK's sticky store), only new units see new weights."""
+
+    # The decision metric the weights follow: one of the experiment's primary metrics, a mean or
+    # a proportion (the period weighting is on per-unit means).
+    metric: str
+    update_days: int = Field(default=1, ge=1)  # the cadence, in analysis days
+    # Every arm needs this many analysed units of ``metric`` before the weights move (burn-in).
+    min_units_per_arm: int = Field(default=100, ge=1)
+    # Every arm keeps at least this share of new units (GrowthBook's 1%), at most 1/arms.
+    floor: float = Field(default=0.01, ge=0, le=0.5)
+
+
 class Experiment(_Model):
     """One experiment, one file ``experiments/<id>.yaml``."""
 
@@ -137,6 +154,9 @@ class Experiment(_Model):
     name: str
     owner: str
     hypothesis: str = ""
+    # "bandit": adaptive allocation with the ``bandit`` settings; the variants' weights are the
+    # first ones served (docs/analysis.md, "Bandits").
+    type: Literal["experiment", "bandit"] = "experiment"
     status: Status = "draft"
     start_date: dt.date
     end_date: dt.date | None = None
@@ -153,6 +173,15 @@ class Experiment(_Model):
     overrides: dict[str, str] = Field(default_factory=dict)
     approvals: list[Approval] = Field(default_factory=list)
     analysis: Analysis = Field(default_factory=Analysis)
+    bandit: Bandit | None = None
+
+    @field_validator("bandit")
+    @classmethod
+    def _bandit_settings(cls, v: Bandit | None, info: ValidationInfo) -> Bandit | None:
+        kind = info.data.get("type")
+        if kind == "experiment" and v is not None:
+            raise ValueError("only a bandit has bandit settings; set type: bandit")
+        return v
 
     @field_validator("targeting", mode="before")
     @classmethod
@@ -187,6 +216,10 @@ class Experiment(_Model):
     @property
     def hash_salt(self) -> str:
         return self.salt or self.id
+
+    @property
+    def is_bandit(self) -> bool:
+        return self.type == "bandit"
 
     @property
     def baseline(self) -> str:

@@ -11,6 +11,11 @@ The version moves only when the compiled experiments or running holdouts change.
 never published: the last good payload keeps serving. A kill does not need the registry at all: it
 is applied to the payload that is serving, so a broken registry cannot hold a kill back, and every
 later publish applies ``ops.kills`` again, so no republish undoes it.
+
+A running bandit is compiled with the weights its analysis computed last (gold.bandit_weights;
+the YAML's until then), its layer range, salt and allocation as the YAML says; every version that
+changes a bandit's weights is recorded in ops.bandit_allocations, the periods its analysis weights
+by (:mod:`ab_pipelines.config.allocations`), and the audit row lists the weights served.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import datetime as dt
 import fcntl
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +33,7 @@ import orjson
 import pyarrow as pa
 
 from ab_pipelines.assignment.signing import sign_payload
+from ab_pipelines.config.allocations import record_allocations, weights_to_serve
 from ab_pipelines.config.models import Experiment
 from ab_pipelines.config.registry import Registry, RegistryError, load_registry
 from ab_pipelines.contracts.payload import (
@@ -81,14 +88,15 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def compile_experiment(e: Experiment, killed: bool) -> dict:
-    """One experiment as the SDK reads it (the payload contract's entry, computed once here)."""
+def compile_experiment(e: Experiment, killed: bool, weights: list[float] | None = None) -> dict:
+    """One experiment as the SDK reads it (the payload contract's entry, computed once here);
+    ``weights``: a bandit's weights to serve instead of the YAML's."""
     return experiment_entry(
         status="killed" if killed else e.status,
         salt=e.hash_salt,
         unit=e.unit,
         variants=e.variant_ids,
-        weights=[v.weight for v in e.variants],
+        weights=list(weights) if weights is not None else [v.weight for v in e.variants],
         allocation=e.allocation,
         layer=e.layer,
         layer_range=e.layer_range,
@@ -98,10 +106,14 @@ def compile_experiment(e: Experiment, killed: bool) -> dict:
     )
 
 
-def compile_experiments(registry: Registry, killed: set[str]) -> dict:
-    """Running, stopped and killed experiments (a kill of any registered experiment counts)."""
+def compile_experiments(
+    registry: Registry, killed: set[str], bandit_weights: Mapping[str, list[float]] | None = None
+) -> dict:
+    """Running, stopped and killed experiments (a kill of any registered experiment counts);
+    ``bandit_weights``: a bandit's weights to serve (:func:`~.allocations.weights_to_serve`)."""
+    bandit_weights = bandit_weights or {}
     return {
-        e.id: compile_experiment(e, e.id in killed)
+        e.id: compile_experiment(e, e.id in killed, bandit_weights.get(e.id))
         for e in sorted(registry.experiments.values(), key=lambda e: e.id)
         if e.status in ("running", "stopped") or e.id in killed
     }
@@ -191,7 +203,12 @@ def killed_experiments(lake: Lake) -> set[str]:
 
 
 def _serve(
-    home: Paths, experiments: dict, holdouts: dict, actor: str, now: dt.datetime
+    home: Paths,
+    experiments: dict,
+    holdouts: dict,
+    actor: str,
+    now: dt.datetime,
+    detail: Mapping | None = None,
 ) -> PublishResult:
     """Sign and write a new version if ``experiments`` or ``holdouts`` differ from what is serving."""
     sha = content_sha(experiments, holdouts)
@@ -220,6 +237,7 @@ def _serve(
             "content_sha": sha,
             "experiments": sorted(experiments),
             **({"holdouts": sorted(holdouts)} if holdouts else {}),
+            **(detail or {}),
         },
         now,
     )
@@ -251,8 +269,28 @@ def _publish(
     except RegistryError as exc:
         raise PublishRefused(exc.problems) from None
     lake = Lake(home)
-    experiments = compile_experiments(registry, killed_experiments(lake))
-    result = _serve(home, experiments, compile_holdouts(registry), actor, now)
+    killed = killed_experiments(lake)
+    # A running bandit serves the weights its analysis computed last (the YAML's until then).
+    bandits = {
+        e.id: e
+        for e in registry.experiments.values()
+        if e.is_bandit and e.status == "running" and e.id not in killed
+    }
+    updates = weights_to_serve(lake, bandits)
+    experiments = compile_experiments(registry, killed, updates)
+    served = {
+        e.id: (e.variant_ids, updates.get(e.id, [v.weight for v in e.variants]))
+        for e in bandits.values()
+    }
+    detail = {"bandit_weights": {k: w for k, (_, w) in sorted(served.items())}} if served else None
+    result = _serve(home, experiments, compile_holdouts(registry), actor, now, detail)
+    sources = {k: ("bandit update" if k in updates else "registry") for k in served}
+    record_allocations(
+        lake,
+        {k: (v, w, sources[k]) for k, (v, w) in served.items()},
+        result.version,
+        now,
+    )
     new_state = {
         "version": result.version,
         "experiments": {

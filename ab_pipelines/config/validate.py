@@ -80,6 +80,7 @@ def content_problems(registry: Registry, root: Path) -> list[Problem]:
         problems += _experiment_problems(exp, name, units)
         problems += _reference_problems(exp, name, registry.metrics.keys() | metric_files)
         problems += _covariate_problems(exp, name, registry.metrics.keys() | metric_files)
+        problems += _bandit_problems(exp, name, registry.metrics)
     problems += _overlap_problems(registry, root)
     problems += _holdout_problems(registry, root, registry.metrics.keys() | metric_files)
     return problems
@@ -272,6 +273,59 @@ def _covariate_problems(e: Experiment | Holdout, name: str, known: Iterable[str]
                 f"'{ps}' is not one of analysis.segments ({have}): its strata are the segment rows",
             )
         )
+    return out
+
+
+def _bandit_problems(e: Experiment, name: str, metrics: Mapping[str, Metric]) -> list[Problem]:
+    """A bandit (docs/analysis.md, "Bandits"): its settings, a primary decision metric, metrics
+    that can be weighted by period (means and proportions), no analysis that pools periods."""
+    if not e.is_bandit:
+        return []
+    b = e.bandit
+    if b is None:
+        return [Problem(name, "bandit", "a bandit needs its settings: bandit: {metric: <id>}")]
+    out: list[Problem] = []
+    if b.metric not in e.metrics.primary:
+        have = ", ".join(e.metrics.primary) or "none"
+        out.append(
+            Problem(
+                name,
+                "bandit.metric",
+                f"'{b.metric}' is not one of metrics.primary ({have}): the weights follow the "
+                "decision metric",
+            )
+        )
+    k = len(e.variants)
+    if b.floor > 1.0 / k:
+        out.append(
+            Problem(name, "bandit.floor", f"{b.floor:g} is above 1/{k}: {k} arms cannot all get it")
+        )
+    for mid in dict.fromkeys(e.metric_ids()):
+        m = metrics.get(mid)
+        if m is not None and m.kind not in ("mean", "proportion"):
+            out.append(
+                Problem(
+                    name,
+                    "metrics",
+                    f"metric '{mid}' is a {m.kind}: a bandit's metrics are weighted by period "
+                    "(the weights change), which needs a mean or a proportion",
+                )
+            )
+    pooled = {
+        "analysis.segments": e.analysis.segments,
+        "analysis.covariates": e.analysis.covariates,
+        "analysis.poststratify": e.analysis.poststratify,
+    }
+    for field, value in pooled.items():
+        if value:
+            out.append(
+                Problem(
+                    name,
+                    field,
+                    "not for a bandit: it would pool units first exposed under different weights "
+                    "(only the period-weighted comparison is unbiased)",
+                )
+            )
     return out
 
 

@@ -34,6 +34,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from ab_pipelines.assignment import Client, KafkaExposureSink, signing
+from ab_pipelines.assignment.sticky import SqliteStickyStore
 from ab_pipelines.edge import metrics
 from ab_pipelines.edge.bodies import assign_request, events_request, parse_json
 from ab_pipelines.edge.errors import JSONBody, Refusal, http_error, refusal, server_error
@@ -92,8 +93,13 @@ class Edge:
         if self.settings.exposures == "kafka":
             self.exposure_sink = KafkaExposureSink(home=self.home.home)
         self.tracker = Tracker(home=self.home.home)
+        # A bandit's units keep the arm they got first: the sticky store answers before the hash.
+        sticky = SqliteStickyStore(self.settings.sticky_db) if self.settings.sticky_db else None
         self.client = Client(
-            public_key=key, exposure_sink=self.exposure_sink, exposure_memory=EXPOSURE_MEMORY
+            public_key=key,
+            exposure_sink=self.exposure_sink,
+            exposure_memory=EXPOSURE_MEMORY,
+            sticky=sticky,
         )
         self.watcher = ConfigWatcher(
             self.home.edge / "config.json", self.client, self.settings.watch_seconds

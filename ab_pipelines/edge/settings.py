@@ -50,6 +50,9 @@ class EdgeSettings:
     cors_origins: tuple[str, ...] = ()
     exposures: str = "kafka"
     secure_cookie: bool = False  # True unless ABP_ENV is dev
+    # A SQLite file for the SDK's sticky store (a unit keeps its first variant whatever later
+    # weights say: what a bandit needs); None: no store, the hash decides every time.
+    sticky_db: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> EdgeSettings:
@@ -108,6 +111,7 @@ class EdgeSettings:
             cors_origins=_origins(text("ABP_EDGE_CORS_ORIGINS")),
             exposures=exposures,
             secure_cookie=deployment != "dev",
+            sticky_db=text("ABP_EDGE_STICKY_DB"),
         )
 
 

@@ -547,6 +547,53 @@ GOLD_REGRESSION_STATS = TableSpec(
     "(dbt_like_sql/regression_stats.sql; ab_pipelines.stats.RegressionMoments).",
 )
 
+GOLD_BANDIT_WEIGHTS = TableSpec(
+    "gold",
+    "bandit_weights",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("metric", pa.string()),  # bandit.metric, the decision metric the weights follow
+            ("variant", pa.string()),
+            ("n", pa.int64()),  # analysed units of the arm that count for the metric
+            ("posterior_mean", pa.float64()),  # period-weighted mean of the metric
+            ("posterior_sd", pa.float64()),
+            ("best_probability", pa.float64()),  # P(the arm is the best), before the floor
+            ("live_weight", pa.float64()),  # the weight serving during the day
+            ("weight", pa.float64()),  # the weight to publish next (live_weight if not updated)
+            ("updated", pa.bool_()),
+            ("reason", pa.string()),  # why (not) updated: burn-in, cadence, ended, ...
+            ("periods", pa.int64()),  # allocation periods weighted
+            ("seed", pa.int64()),  # of the Monte Carlo draws
+            *PROVENANCE,
+            ("day", pa.date32()),
+        ]
+    ),
+    partition_by=("day",),
+    keys=("experiment_id", "variant"),
+    description="A bandit's Thompson-sampling weights per analysis day and arm: the posterior of "
+    "its decision metric weighted by allocation period, P(best), the weight serving that day "
+    "and the weight to publish next (ab_pipelines.analysis.bandits; the publish step serves it).",
+)
+
+OPS_BANDIT_ALLOCATIONS = TableSpec(
+    "ops",
+    "bandit_allocations",
+    pa.schema(
+        [
+            ("experiment_id", pa.string()),
+            ("config_version", pa.int64()),  # the version that started serving these weights
+            ("published_at", _TS),  # the start of the allocation period
+            ("variants", pa.list_(pa.string())),
+            ("weights", pa.list_(pa.float64())),
+            ("source", pa.string()),  # "registry" (the YAML's) or "bandit <day>" (gold's)
+        ]
+    ),
+    keys=("experiment_id", "config_version"),
+    description="Append-only: every config version that changed a bandit's weights, with when it "
+    "was published: the allocation periods the bandit's analysis weights by (config publish).",
+)
+
 OPS_EXPERIMENT_DAYS = TableSpec(
     "ops",
     "experiment_days",
@@ -599,6 +646,8 @@ TABLES: dict[str, TableSpec] = {
         GOLD_HETEROGENEITY,
         GOLD_INTERACTIONS,
         GOLD_REGRESSION_STATS,
+        GOLD_BANDIT_WEIGHTS,
+        OPS_BANDIT_ALLOCATIONS,
         OPS_EXPERIMENT_DAYS,
     )
 }

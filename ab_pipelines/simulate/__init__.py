@@ -1,8 +1,10 @@
 """Synthetic traffic with planted truths: ``simulate_days`` writes raw Kafka dumps day by day.
 
 State lives beside the dumps: ``raw/_sim_state.json`` (population size, seed, first day),
-``raw/_truth.json`` (the planted effects and the lifts the analysis must find) and
-``raw/_malformed/date=D.json`` (every malformed line planted, with its reason code).
+``raw/_truth.json`` (the planted effects and the lifts the analysis must find),
+``raw/_malformed/date=D.json`` (every malformed line planted, with its reason code) and
+``raw/_sim_bandits.json`` (each bandit's arm per user, as the users' SDKs keep it in their sticky
+store: a user is assigned at the first visit with the weights then served, and keeps that arm).
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from ab_pipelines.simulate.population import (
     registry_assigner,
     sdk_assigner,
 )
-from ab_pipelines.simulate.traffic import ExposurePlan, RecordSink, day_events, deliver_day
+from ab_pipelines.simulate.traffic import (
+    ExposurePlan,
+    RecordSink,
+    day_events,
+    deliver_day,
+    visitors,
+)
 from ab_pipelines.simulate.truth import (
     EFFECTS,
     EXPOSURE_DROP,
@@ -120,6 +128,61 @@ def _resolve_state(
             f"{state['seed'] if seed is None else seed}; remove {home.raw} to start over."
         )
     return state["users"], state["seed"], state
+
+
+def _bandits_path(home: Paths):
+    return home.raw / "_sim_bandits.json"
+
+
+def _load_bandit_arms(home: Paths) -> dict[str, dict[int, tuple[int, int]]]:
+    """experiment id -> user index -> (arm index, ordinal of the first day), as stored."""
+    path = _bandits_path(home)
+    if not path.exists():
+        return {}
+    stored = orjson.loads(path.read_bytes())
+    return {
+        e: {int(u): (int(a), int(d)) for u, (a, d) in arms.items()} for e, arms in stored.items()
+    }
+
+
+def _save_bandit_arms(home: Paths, arms: dict[str, dict[int, tuple[int, int]]]) -> None:
+    path = _bandits_path(home)
+    tmp = path.with_name(".sim_bandits.tmp")
+    data = {e: {str(u): list(a) for u, a in sorted(m.items())} for e, m in sorted(arms.items())}
+    tmp.write_bytes(orjson.dumps(data))
+    os.replace(tmp, path)
+
+
+def _assign_bandit(
+    pop: Population,
+    exp: Experiment,
+    assigner: Assigner,
+    day: dt.date,
+    active: np.ndarray,
+    arms: dict[int, tuple[int, int]],
+) -> np.ndarray:
+    """A bandit's arm per user on ``day`` (-1: out), as SDKs with a sticky store serve it: a
+    visitor not yet assigned gets the arm the assigner gives now (the weights served that day)
+    and keeps it (``arms``: user -> (arm, first day), updated in place); a user assigned before
+    keeps the stored arm while the assigner still serves the experiment (not killed or stopped,
+    targeting matching). Users first assigned after ``day`` do not count (a day simulated again
+    gives the same arms)."""
+    index = {v: i for i, v in enumerate(exp.variant_ids)}
+    out = np.full(pop.size, -1, dtype=np.int64)
+    today = day.toordinal()
+    visiting = set(active.tolist())
+    for u in sorted(visiting | {u for u, (_, d) in arms.items() if d <= today}):
+        uid, attrs = pop.user_ids[u], pop.attributes[u]
+        unit = uid if exp.unit == "user_id" else attrs.get(exp.unit, uid)
+        v = assigner(exp, unit, attrs)
+        if v is None or v not in index:
+            continue
+        if u not in arms:
+            arms[u] = (index[v], today)
+        elif arms[u][1] > today:
+            continue  # first assigned on a later day (this day is simulated again)
+        out[u] = arms[u][0]
+    return out
 
 
 def _history(registry: Registry, start: dt.date, n: int) -> list[dt.date]:
@@ -245,6 +308,7 @@ def simulate_days(
         new_state = {"users": n_users, "seed": n_seed, "first_day": plan[0][0].isoformat()}
 
     pop = make_population(n_users, n_seed)
+    bandit_arms = _load_bandit_arms(home)
     assignments_cache: dict[str, np.ndarray] = {}
     holdout_groups: dict[str, np.ndarray] = {}
     files: list[str] = []
@@ -256,6 +320,11 @@ def simulate_days(
         ]
         assignments = {}
         for exp in running:
+            if exp.is_bandit:  # assigned at the first visit, with the weights served that day
+                active = visitors(pop, day, n_seed)
+                arms = bandit_arms.setdefault(exp.id, {})
+                assignments[exp.id] = _assign_bandit(pop, exp, assigner, day, active, arms)
+                continue
             if exp.id not in assignments_cache:
                 assignments_cache[exp.id] = assign_population(pop, exp, assigner)
             assignments[exp.id] = assignments_cache[exp.id]
@@ -289,6 +358,8 @@ def simulate_days(
                 {"users": n_users, "seed": n_seed},
                 interaction_truth(registry.experiments),
             )
+    if bandit_arms:
+        _save_bandit_arms(home, bandit_arms)
     if new_state is not None:
         tmp = state_path(home).with_name(".sim_state.tmp")
         tmp.write_bytes(orjson.dumps(new_state, option=orjson.OPT_INDENT_2) + b"\n")

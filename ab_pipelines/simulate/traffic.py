@@ -44,6 +44,7 @@ __all__ = [
     "RecordSink",
     "malformed_manifest_path",
     "offset_base",
+    "visitors",
 ]
 
 DAY_MS = 86_400_000
@@ -112,6 +113,18 @@ def _iso(ms: np.ndarray) -> list[str]:
     return [t + "Z" for t in text.tolist()]
 
 
+def _visits(pop: Population, day: dt.date, seed: int) -> tuple[np.random.Generator, np.ndarray]:
+    """The day's generator after its first draw, and who visits (user indexes, ascending)."""
+    rng = np.random.default_rng([seed, day.toordinal(), 1])
+    return rng, np.flatnonzero(rng.random(pop.size) < pop.visit_prob)
+
+
+def visitors(pop: Population, day: dt.date, seed: int) -> np.ndarray:
+    """The users who visit on ``day`` (indexes, ascending): the ones :func:`day_events` simulates,
+    whatever the experiments (the draw comes first and does not depend on them)."""
+    return _visits(pop, day, seed)[1]
+
+
 def day_events(
     pop: Population,
     day: dt.date,
@@ -123,10 +136,9 @@ def day_events(
 
     Draw sizes never depend on the experiments, so a kill changes only its users' behaviour.
     """
-    rng = np.random.default_rng([seed, day.toordinal(), 1])
+    rng, active = _visits(pop, day, seed)
     start_ms, end_ms = _day_ms(day), _day_ms(day) + DAY_MS - 1
     ymd = day.strftime("%Y%m%d")
-    active = np.flatnonzero(rng.random(pop.size) < pop.visit_prob)
     na = len(active)
     visit_start = start_ms + rng.integers(0, DAY_MS - 3_600_000, na)
     n_views = 1 + rng.poisson(3.0, na)

@@ -58,6 +58,9 @@ EFFECTS: dict[str, dict[str, dict[str, float]]] = {
     "search_speed": {"lite": {"page_load": 0.90}},
     # Harmful: the video slows every page by 15%; the guardrail (3%) should kill it (auto_kill).
     "hero_video": {"treatment": {"page_load": 1.15}},
+    # A bandit (type: bandit): free shipping sells clearly more, so its weight should grow day
+    # by day through the published config versions.
+    "promo_banner": {"free_shipping": {"purchase_prob": 1.25}, "discount": {"purchase_prob": 1.05}},
 }
 
 # A pure interaction (module doc): the lite results page saves much less load time when the new

@@ -127,6 +127,7 @@ def compare_by_period(
     period_share: ArrayLike | None = None,
     relative: bool = True,
     alpha: float = 0.05,
+    sequential_tuning: float | None = None,
 ) -> Comparison:
     """Compare arm ``b`` with arm ``a`` of a bandit, weighting by period (GrowthBook).
 
@@ -142,8 +143,12 @@ def compare_by_period(
     shares of the two arms compared are used (n_a,p + n_b,p), which is unbiased for a constant
     effect but weights days by how much traffic these two arms got.
 
-    Fixed horizon only: the confidence sequence assumes a fixed split. Where an arm has fewer than
-    2 units in a period with w_p > 0, or (relative) v_a = 0, the numbers are NaN (merge periods
+    Fixed horizon by default. With ``sequential_tuning`` (N*), the interval and p-value are the
+    asymptotic confidence sequence's (:mod:`~ab_pipelines.stats.sequential`) on this estimate and
+    its standard error, N the units of both arms: the period-weighted estimate is asymptotically
+    normal like compare's, but the boundary was derived for a fixed split, so under adaptive
+    weights it is an approximation (docs/analysis.md, "Bandits"). Where an arm has fewer than 2
+    units in a period with w_p > 0, or (relative) v_a = 0, the numbers are NaN (merge periods
     first); never raises on data.
 
     Args:
@@ -153,6 +158,7 @@ def compare_by_period(
         period_share: w_p, e.g. N_p, the units of all arms first exposed in period p; any scale.
         relative: relative lift instead of the absolute difference.
         alpha: 1 − the interval's confidence level.
+        sequential_tuning: N* of the confidence sequence, None for fixed horizon.
 
     Returns:
         A :class:`~ab_pipelines.stats.compare.Comparison`: ``mean_a``/``mean_b`` the pooled
@@ -198,7 +204,7 @@ def compare_by_period(
         np.isfinite(var),
         relative,
         alpha,
-        None,
+        sequential_tuning,
         _f(raw.se) ** 2,
         mean_a=raw.mean_a,
         mean_b=raw.mean_b,

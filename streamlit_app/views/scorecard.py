@@ -213,6 +213,22 @@ if card.anytime_fdr is not None:
         "these discoveries keep the false discovery rate under continuous monitoring."
     )
 
+if card.bandit is not None:
+    st.subheader("Bandit: weights over time")
+    periods, updates = data.bandit_frames(card)
+    st.caption(
+        f"Thompson sampling on {card.bandit.metric}: after each analysis day the weights go out "
+        "as a new config version; units keep the arm they first got, only new units see new "
+        "weights. The results above are weighted by period (each arm's mean per allocation "
+        "period, averaged with the periods' shares of units), which keeps them unbiased while "
+        "the weights change."
+    )
+    if not periods.empty:
+        st.altair_chart(ui.weights_chart(periods), width="stretch")
+        st.dataframe(periods, hide_index=True)
+    if not updates.empty:
+        st.dataframe(updates, hide_index=True)
+
 st.subheader("Guardrails")
 guards = rows[rows["role"] == "guardrail"]
 if guards.empty:

@@ -118,6 +118,7 @@ def _real_vars(**over):
         "segment_top_n": 5,
         "variants": ["control", "treatment"],
         "metric_ids": [m.id for m in _METRICS[:2]],
+        "bandit_periods": [],
         **metric_vars(_METRICS[:2]),
         **over,
     }
@@ -165,6 +166,24 @@ def test_real_models_render_unit_segments_and_overrides():
     assert "e.user_id = mb.user_id" in sql["unit_sides"]
     assert "get_json_object(attributes, '$.platform'), '(missing)'" in sql["unit_segments"]
     assert "value_rank <= 3" in sql["unit_segments"]
+
+
+def test_a_bandit_s_periods_render_as_one_label_per_unit():
+    models = _experiment_models()
+    periods = [
+        {"label": "bandit_period=v1", "start": None},
+        {"label": "bandit_period=v4", "start": "2026-01-02 00:00:00.000000"},
+        {"label": "bandit_period=v9", "start": "2026-01-03 12:00:00.000000"},
+    ]
+    sql = render(models["unit_segments"], _real_vars(bandit_periods=periods))
+    case = sql[sql.index("CASE") : sql.index("END AS segment")]
+    # the newest start first, the first period for everything before
+    assert case.index("'bandit_period=v9'") < case.index("'bandit_period=v4'")
+    assert "WHEN first_ts >= TIMESTAMP '2026-01-03 12:00:00.000000' THEN 'bandit_period=v9'" in case
+    assert "WHEN TRUE THEN 'bandit_period=v1'" in case
+    assert "'bandit_period=" not in render(models["unit_segments"], _real_vars())
+    stats = render(models["sufficient_stats"], _real_vars(bandit_periods=periods))
+    assert "JOIN unit_segments" in stats  # the period rows are summed like segment rows
 
 
 def test_metric_vars_winsorize_skips_proportions():

@@ -23,6 +23,7 @@ def test_publish_signs_and_moves_the_version_only_on_change(home, registry_copy)
         "checkout_layout",
         "hero_video",
         "homepage_aa",
+        "promo_banner",
         "recs_ranking",
         "search_speed",
     }

@@ -189,6 +189,39 @@ def test_an_anonymous_id_experiment_stays_after_login(tmp_path):
         assert changed_by_login > 0  # a user_id experiment may move at login (documented)
 
 
+def test_with_a_sticky_db_a_bandit_s_units_keep_their_arm_when_the_weights_change(tmp_path):
+    """ABP_EDGE_STICKY_DB: the edge's SDK keeps each unit's first arm, so a bandit's new weights
+    reach only new units (issue 26, bandits); without it the hash moves units between arms."""
+    arms = ("a", "b", "c")
+
+    def bandit(weights, version):
+        return payload({"promo": experiment("promo", variants=arms, weights=weights)}, version)
+
+    write_config(tmp_path, bandit((0.34, 0.33, 0.33), 1))
+    sticky = tmp_path / "edge" / "sticky.sqlite"
+    with start_edge(tmp_path, ABP_EDGE_EXPOSURES="none", ABP_EDGE_STICKY_DB=str(sticky)) as (
+        url,
+        _,
+    ):
+
+        def arm(user: str) -> str:
+            body = request(url, "POST", "/assign", {"user_id": user})[2]
+            return json.loads(body)["assignments"]["promo"]["variant"]
+
+        before = {f"old-{i}": arm(f"old-{i}") for i in range(150)}
+        assert set(before.values()) == set(arms)
+        write_config(tmp_path, bandit((0.01, 0.01, 0.98), 2))
+        deadline = time.monotonic() + 2
+        while json.loads(request(url, "GET", "/readyz")[2])["config_version"] != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert {u: arm(u) for u in before} == before  # every earlier unit keeps its arm
+        new = [arm(f"new-{i}") for i in range(150)]
+        assert new.count("c") > 130  # new units see the new weights
+        moved = Client.from_file(tmp_path / "edge" / "config.json")
+        assert sum(moved.assign(u, "promo") != a for u, a in before.items()) > 50  # hash alone
+
+
 def test_readyz_is_503_until_a_config_exists(tmp_path):
     with start_edge(tmp_path, ABP_EDGE_EXPOSURES="none") as (url, _):
         status, _, body = request(url, "GET", "/readyz")

@@ -48,6 +48,7 @@ from ab_pipelines.lake.engine import SESSION_CONF
 from ab_pipelines.lake.tables import (
     GOLD_INTERACTIONS,
     GOLD_SUFFICIENT_STATS,
+    OPS_BANDIT_ALLOCATIONS,
 )
 from ab_pipelines.settings import REPO_ROOT, paths
 from ab_pipelines.simulate import simulate_days
@@ -62,7 +63,14 @@ LAST = START + dt.timedelta(days=SIM_DAYS - 1)
 # Every SQL model is compared on experiments that between them use every metric kind (mean,
 # proportion, ratio; winsorized; a where and a window), segments and a kill cutoff; the whole
 # day's gold tables on every experiment.
-MODEL_EXPERIMENTS = ("homepage_aa", "search_speed")
+MODEL_EXPERIMENTS = ("homepage_aa", "search_speed", "promo_banner")
+# The bandit's allocation periods (ops.bandit_allocations as the publisher records them): the
+# models label each unit with the period of its first exposure (a CASE over the starts).
+ALLOCATIONS = (
+    (1, dt.datetime(2026, 11, 2, tzinfo=dt.UTC), [0.3334, 0.3333, 0.3333]),
+    (3, dt.datetime(2026, 11, 3, tzinfo=dt.UTC), [0.2, 0.3, 0.5]),
+    (5, dt.datetime(2026, 11, 4, 12, 30, tzinfo=dt.UTC), [0.1, 0.1, 0.8]),
+)
 KILLED = {"homepage_aa": dt.datetime(2026, 11, 4, 13, 30, tzinfo=dt.UTC)}
 QUANTILE_MODELS = ("quantile_values", "quantile_stats")
 # The regression model (run per experiment with analysis.covariates, on its kept models): a ratio
@@ -113,6 +121,14 @@ def demo_home(tmp_path_factory, spark, registry, jvm_server):
     simulate_days(home, START, SIM_DAYS, users=3000, seed=11, registry=registry,
                   history_days=HISTORY)  # fmt: skip
     lake = Lake(home)
+    rows = [
+        {"experiment_id": "promo_banner", "config_version": v, "published_at": at,
+         "variants": ["none", "discount", "free_shipping"], "weights": w, "source": "registry"}
+        for v, at, w in ALLOCATIONS
+    ]  # fmt: skip
+    lake.write_arrow(
+        OPS_BANDIT_ALLOCATIONS, pa.Table.from_pylist(rows, OPS_BANDIT_ALLOCATIONS.schema)
+    )
     first = START - dt.timedelta(days=HISTORY)
     for i in range((LAST - first).days + 2):  # the day after holds the last day's late records
         land_day(spark, lake, home.raw, first + dt.timedelta(days=i), registry.known_variants())
@@ -172,6 +188,9 @@ def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, analysed_reg
                 quantile_rows += a.num_rows if name in QUANTILE_MODELS else 0
     assert compared > 10_000
     assert quantile_rows > 1_000  # the quantile models ran on real rows on both engines
+    with experiment_models(spark, lake, registry, "promo_banner", LAST) as sail:
+        periods = {r["segment"] for r in sail["unit_segments"].toArrow().to_pylist()}
+    assert periods == {"all", "bandit_period=v1", "bandit_period=v3", "bandit_period=v5"}
 
 
 def test_the_interaction_cells_model_gives_the_same_rows(spark, jvm, demo_home, analysed_registry):

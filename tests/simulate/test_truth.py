@@ -14,9 +14,10 @@ from scipy.stats import chisquare
 from ab_pipelines.config.registry import Registry, load_registry
 from ab_pipelines.events.parse import read_lines
 from ab_pipelines.settings import paths
-from ab_pipelines.simulate import simulate_days
+from ab_pipelines.simulate import _assign_bandit, simulate_days
 from ab_pipelines.simulate.population import assign_population, make_population, registry_assigner
-from ab_pipelines.simulate.truth import conversion_lift, metric_lift
+from ab_pipelines.simulate.traffic import visitors
+from ab_pipelines.simulate.truth import conversion_lift, metric_lift, user_multipliers
 
 REPO = Path(__file__).resolve().parents[2]
 START = dt.date(2026, 11, 2)
@@ -103,10 +104,17 @@ def test_conversion_lift_matches_a_monte_carlo_of_the_model(truth, registry):
     assert all(0 < b < a for a, b in zip(values, values[1:], strict=False))  # dilutes with time
 
     pop = make_population(USERS, SEED)
-    variants = assign_population(
-        pop, registry.experiments["checkout_cta"], registry_assigner(registry)
-    )
-    v, q = pop.visit_prob[variants >= 0], pop.purchase_prob[variants >= 0]
+    assigner = registry_assigner(registry)
+    variants = assign_population(pop, registry.experiments["checkout_cta"], assigner)
+    # The demo bandit also moves purchases (of the users it assigned by 2026-11-04, at their
+    # first visit): the truth reads each user's purchase probability with it.
+    bandit, arms = registry.experiments["promo_banner"], {}
+    for i in range(3):
+        day = START + dt.timedelta(days=i)
+        assigned = _assign_bandit(pop, bandit, assigner, day, visitors(pop, day, SEED), arms)
+    other = user_multipliers(pop.size, {"promo_banner": assigned}, registry.experiments)
+    q_all = pop.purchase_prob * other["purchase_prob"]
+    v, q = pop.visit_prob[variants >= 0], q_all[variants >= 0]
     horizon = 3  # as of 2026-11-04
     assert conversion_lift(v, q, 1.08, horizon) == pytest.approx(lifts["2026-11-04"], abs=1e-12)
     # Brute force: a user converts if any visit in the window buys (first exposure = first visit).

@@ -24,14 +24,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ab_pipelines.analysis.bandits import bandit_weight_rows
 from ab_pipelines.analysis.differential import heterogeneity_rows
 from ab_pipelines.analysis.results import experiment_results, health_rows, srm_flagged, srm_rows
 from ab_pipelines.config import load_registry
+from ab_pipelines.config.allocations import Period
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.config.publish import kill, publish
 from ab_pipelines.lake.delta import Lake
 from ab_pipelines.lake.tables import (
     BRONZE_QUARANTINE,
+    GOLD_BANDIT_WEIGHTS,
     GOLD_EXPERIMENT_RESULTS,
     GOLD_HEALTH,
     GOLD_HETEROGENEITY,
@@ -141,7 +144,7 @@ def _stats_rows(
 
 
 def _day_tables(registry, day: dt.date, killed_at: dt.datetime | None, seed: int):
-    stats_all, results, srm, health, hetero = [], [], [], [], []
+    stats_all, results, srm, health, hetero, bandit = [], [], [], [], [], []
     for exp in sorted(registry.experiments.values(), key=lambda e: e.id):
         if exp.status != "running" or exp.start_date > day:
             continue
@@ -170,7 +173,13 @@ def _day_tables(registry, day: dt.date, killed_at: dt.datetime | None, seed: int
             )
         )
         hetero.append(heterogeneity_rows(exp, registry.metrics, day, stats))
+        if exp.is_bandit:  # one allocation period (the YAML's), the weights it would publish
+            by_key = {(r["metric"], r["variant"], r["segment"]): r for r in stats.to_pylist()}
+            first = Period(1, None, tuple(v.weight for v in exp.variants))
+            metric = registry.metrics[exp.bandit.metric]
+            bandit.append(bandit_weight_rows(exp, metric, day, by_key, [first], ended=False))
     return {
+        GOLD_BANDIT_WEIGHTS: pa.concat_tables(bandit),
         GOLD_HETEROGENEITY: pa.concat_tables(hetero),
         GOLD_SUFFICIENT_STATS: pa.concat_tables(stats_all),
         GOLD_EXPERIMENT_RESULTS: pa.concat_tables(results),

@@ -125,6 +125,16 @@ def test_scorecard_flags_srm_and_shows_exploratory_segments(dashboard_env):
     assert set(seg_table["metric"]) == {"page_load_ms", "conversion"}
 
 
+def test_scorecard_of_a_bandit_shows_its_weights_over_time(dashboard_env):
+    at = app("scorecard", "promo_banner")
+    assert "Bandit: weights over time" in [h.value for h in at.subheader]
+    assert "weighted by period" in texts(at)
+    frames = [d.value for d in at.dataframe]
+    periods = next(f for f in frames if "period" in f.columns and "weight" in f.columns)
+    assert set(periods["variant"]) == {"none", "discount", "free_shipping"}
+    assert any("P(best) free_shipping" in f.columns for f in frames)
+
+
 def test_the_chosen_experiment_stays_across_pages(dashboard_env):
     at = app("scorecard", "recs_ranking")
     for page, title in (
