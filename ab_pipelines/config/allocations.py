@@ -4,7 +4,7 @@ Two tables meet here (docs/analysis.md, "Bandits"):
 
 - ``gold.bandit_weights`` (written by the analysis, :mod:`ab_pipelines.analysis.bandits`): per
   analysis day and arm, the Thompson-sampling weight to publish next. :func:`weights_to_serve`
-  reads the newest day of every bandit; the publisher compiles those weights instead of the
+  reads the newest day that updated them, per bandit; the publisher compiles those weights instead of the
   YAML's (the YAML's are the first ones served), so a bandit's update goes out through the normal
   signed, versioned and audited path, with its layer range, salt and allocation unchanged.
 - ``ops.bandit_allocations`` (written by the publisher, :func:`record_allocations`): every config
@@ -86,14 +86,15 @@ def allocation_periods(lake: Lake, exp: Experiment, until: dt.datetime) -> list[
 
 
 def weights_to_serve(lake: Lake, bandits: Mapping[str, Experiment]) -> dict[str, list[float]]:
-    """experiment id -> the weights of its newest gold.bandit_weights day (arms in the YAML's
-    order); a bandit without rows, or whose rows do not name exactly its arms, is left out (it
-    serves the YAML's weights)."""
+    """experiment id -> the weights of its newest gold.bandit_weights day that updated them (arms
+    in the YAML's order); a bandit without such rows, or whose rows do not name exactly its arms,
+    is left out (it serves the YAML's weights). Days that did not update (burn-in, not an update
+    day, ended) change nothing: the weights last computed keep serving."""
     if not bandits:
         return {}
     table = lake.read_arrow(
         GOLD_BANDIT_WEIGHTS,
-        filter=pc.field("experiment_id").isin(list(bandits)),
+        filter=pc.field("experiment_id").isin(list(bandits)) & pc.field("updated"),
         columns=["experiment_id", "variant", "weight", "day"],
     )
     out: dict[str, list[float]] = {}

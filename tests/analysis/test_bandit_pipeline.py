@@ -337,6 +337,16 @@ def test_publish_serves_the_newest_weights_and_records_the_periods(home, registr
     entry = current_payload(home)["experiments"]["promo_banner"]
     assert entry["variant_buckets"] == [[0, 1000], [1000, 2500], [2500, 10000]]  # the newest day
     assert publish(home, registry_copy, now=t1 + dt.timedelta(hours=1)).changed is False
+    # a later day that did not update (e.g. not an update day) changes nothing: no revert
+    stale = [r | {"day": dt.date(2026, 11, 4), "weight": 1 / 3, "updated": False} for r in rows]
+    lake.write_arrow(
+        GOLD_BANDIT_WEIGHTS,
+        pa.Table.from_pylist(
+            [{n: r.get(n) for n in GOLD_BANDIT_WEIGHTS.schema.names} for r in stale],
+            schema=GOLD_BANDIT_WEIGHTS.schema,
+        ),
+    )
+    assert publish(home, registry_copy, now=t1 + dt.timedelta(hours=2)).changed is False
     allocations = sorted(
         lake.read_arrow(OPS_BANDIT_ALLOCATIONS).to_pylist(), key=lambda r: r["config_version"]
     )
