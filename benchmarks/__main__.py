@@ -13,6 +13,7 @@ from benchmarks import (
     bench_assignment,
     bench_bayesian,
     bench_connector,
+    bench_dashboard,
     bench_edge,
     bench_interactions,
     bench_landing,
@@ -41,6 +42,8 @@ BENCHMARKS = {
     # The edge's peer: the GrowthBook JavaScript SDK in a Node http server (skipped, with the
     # reason in the report, where node or npm is missing).
     "edge": (bench_edge, "growthbook-node"),
+    # The dashboard's peer is a floor: a rerun of the app's landing page in the same AppTest.
+    "dashboard": (bench_dashboard, None),
 }
 
 NOT_YET_MEASURED: list[str] = []

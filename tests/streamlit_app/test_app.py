@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import time
 
 import pyarrow.compute as pc
 import pytest
@@ -307,16 +306,16 @@ def test_a_new_materialization_is_picked_up(demo, tmp_path, monkeypatch):
     assert as_of == demo.last_day
 
 
-def test_warm_pages_render_in_under_two_seconds(dashboard_env):
+def test_every_page_reruns_warm_without_an_error(dashboard_env):
+    """A rerun on the warm cache (what an analyst's click does) draws every page again; how fast
+    is measured by `make bench` (benchmarks/bench_dashboard.py: under 2 s each), not here."""
     at = app()
-    timings = {}
     for name, path in PAGES.items():
         at.switch_page(path).run()  # warms the cache
-        start = time.perf_counter()
+        titles = [t.value for t in at.title]
         at.run()
-        timings[name] = time.perf_counter() - start
         assert not at.exception, (name, at.exception)
-    assert max(timings.values()) < 2.0, timings
+        assert [t.value for t in at.title] == titles, name
 
 
 def test_a_bayesian_experiment_shows_chance_to_win_and_risk(demo, tmp_path, monkeypatch):

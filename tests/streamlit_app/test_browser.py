@@ -27,7 +27,6 @@ from streamlit_app.launch import command
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 SCREENSHOTS = REPO_ROOT / "docs" / "screenshots"
-WARM_SECONDS = 2.0
 # page -> (URL path, title, texts that must be on the drawn page)
 PAGES = {
     "overview": (
@@ -199,4 +198,4 @@ def test_every_page_draws_in_chromium_with_names_and_srm(server, browser, demo):
     print(f"\ncold page loads (s): { {k: round(v, 2) for k, v in cold.items()} }")
     print(f"warm page renders (s): { {k: round(v, 2) for k, v in warm.items()} }")
     assert not errors, errors
-    assert max(warm.values()) < WARM_SECONDS, warm
+    # how fast a warm page renders is `make bench`'s (benchmarks/bench_dashboard.py), not a test's
