@@ -21,14 +21,6 @@ from pathlib import Path
 from benchmarks.report import Benchmark, Row
 
 TARGET_SECONDS = 2.0
-PAGES = {
-    "overview": "views/overview.py",
-    "scorecard": "views/scorecard.py",
-    "over_time": "views/over_time.py",
-    "health": "views/health.py",
-    "config": "views/config_audit.py",
-    "authoring": "views/authoring.py",
-}
 
 
 def _renders(reps: int) -> tuple[dict[str, list[float]], list[float]]:
@@ -51,7 +43,8 @@ def _renders(reps: int) -> tuple[dict[str, list[float]], list[float]]:
                 at.run()  # the landing page: the sidebar and a redirect, no tables
                 floor.append(time.perf_counter() - t0)
             timings: dict[str, list[float]] = {}
-            for name, path in PAGES.items():
+            pages = sorted((APP.parent / "views").glob("*.py"))  # every page script
+            for name, path in ((p.stem, f"views/{p.name}") for p in pages):
                 at.switch_page(path).run()  # fills the cache
                 assert not at.exception, (name, at.exception)
                 for _ in range(reps):
