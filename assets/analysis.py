@@ -5,8 +5,9 @@ Two steps (``ab_pipelines.analysis.day``):
 - ``analysis_sql`` (Spark, pool "spark"): one asset per SQL model of ``dbt_like_sql/``, whose
   dependencies come from its ``{{ ref() }}`` calls (as dagster-dbt does for dbt models), ending
   in ``gold/sufficient_stats``; the same pass writes ``gold/srm`` and ``gold/health``, and
-  ``gold/interactions`` from the day-level model ``sql/interaction_cells`` (every pair of the
-  day's experiments, cut from their ``metric_values`` and ``analysed_units``). The
+  ``gold/interactions`` from the interaction cells each experiment's ``sufficient_stats`` sums
+  beside its statistics (its values by the arms of the experiments it is paired with, read from
+  their ``analysed_units``). The
   intermediate models are Spark views inside the run (not stored): their assets carry the SQL.
 - ``gold/experiment_results`` (numpy, no Spark): estimates, adjusted p-values, guardrails and the
   decision, from the sufficient statistics and the SRM test; the same step writes the table
@@ -34,7 +35,7 @@ import ab_pipelines.analysis.results
 import ab_pipelines.analysis.sql_models
 import ab_pipelines.analysis.sufficient_stats
 from ab_pipelines.analysis.day import results_day, stats_day
-from ab_pipelines.analysis.interactions import CELLS_MODEL, SOURCE_MODELS
+from ab_pipelines.analysis.interactions import SOURCE_MODELS
 from ab_pipelines.analysis.sql_models import (
     MODELS_DIR,
     load_models,
@@ -110,7 +111,7 @@ def _model_spec(name: str) -> AssetSpec:
         for s in model.sources
         if s in _SOURCES
     ]
-    # A day-level model's sources are cut from the experiments' models (interaction_cells).
+    # A source cut from experiments' models (the partners' arms, read by sufficient_stats).
     deps += [AssetDep(_model_key(SOURCE_MODELS[s])) for s in model.sources if s in SOURCE_MODELS]
     first_line = model.template.strip().splitlines()[0].lstrip("-{# ").strip()
     final = name == _FINAL_MODEL
@@ -140,7 +141,7 @@ _SPECS = [
     ),
     AssetSpec(
         asset_key(GOLD_INTERACTIONS),
-        deps=[AssetDep(_model_key(CELLS_MODEL))],
+        deps=[AssetDep(_model_key(_FINAL_MODEL))],
         description=GOLD_INTERACTIONS.description,
         group_name="gold",
         owners=[OWNER],

@@ -2,9 +2,10 @@
 
 The project's side is the analysis step (``write_day``: every experiment's dbt_like_sql models on a
 warm session of the embedded engine, Sail, and the gold.sufficient_stats commit) run twice on the
-same synthetic bronze tables: alone, and with the interaction scan as ``stats_day`` runs it (each
-experiment's per-unit values and arms kept, the day-level model ``interaction_cells`` over all of
-them, :func:`~ab_pipelines.stats.interactions.interaction_scan` and the gold.interactions commit).
+same synthetic bronze tables: alone, and with the interaction scan as ``stats_day`` runs it (the
+partners' ``first_exposures`` first and their arms as one row per unit, each experiment's cells
+summed beside its statistics, :func:`~ab_pipelines.stats.interactions.interaction_scan` and the
+gold.interactions commit).
 The measure is what the scan adds to the analysis of the same day; the issue's target is at most
 25%. Each side gets one untimed warm-up, then ``reps`` timed runs (median).
 
@@ -14,8 +15,8 @@ shares about a quarter of them: 190 pairs), 2 arms, the same 10 decision metrics
 tests. Events as in ``benchmarks/data.py`` (page views, add-to-cart, purchases over the 7-day
 CUPED pre-period and the 15 days of the experiments).
 
-Not registered in ``benchmarks/__main__`` yet; run it alone with
-``python -m benchmarks.bench_interactions [scale]``.
+``make bench --only interactions`` runs it at scale 0.25; alone:
+``python -m benchmarks.bench_interactions [scale] [reps]``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from ab_pipelines.analysis.interactions import kept_inputs, scan_tests, write_interactions
+from ab_pipelines.analysis.interactions import interaction_pass, scan_tests, write_interactions
 from ab_pipelines.analysis.sufficient_stats import write_day
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.config.registry import Registry, load_registry
@@ -141,8 +142,8 @@ def make_data(scale: float, seed: int = 26) -> BenchData:
 class Measured:
     data: BenchData
     analysis: list[float]  # write_day alone
-    with_scan: list[float]  # write_day keeping the inputs, then the cells, the scan, the commit
-    scan_only: list[float]  # of which: the cells model, the scan and the commit
+    with_scan: list[float]  # write_day with the scan's partners, then the scan, the commit
+    scan_only: list[float]  # of which: the cells' assembly, the scan and the commit
     peak_mb: float
     peak_with_scan_mb: float
     tests: int
@@ -164,10 +165,10 @@ def _with_scan(
     spark, data: BenchData, registry: Registry
 ) -> tuple[float, float, pa.Table, pa.Table]:
     t0 = time.perf_counter()
-    with kept_inputs(registry) as inputs:
-        written = write_day(spark, data.lake, registry, DAY, keep=inputs.keep)
+    with interaction_pass(registry) as scan:
+        written = write_day(spark, data.lake, registry, DAY, scan=scan)
         t1 = time.perf_counter()
-        cells = inputs.cells(spark)
+        cells = scan.cells()
     rows = write_interactions(data.lake, registry, DAY, cells, written.states)
     t2 = time.perf_counter()
     return t2 - t0, t2 - t1, cells, rows
@@ -218,7 +219,7 @@ def run(reps: int = 3, scale: float = 0.25) -> Benchmark:
             m.added <= TARGET,
         ),
         Row(
-            "the scan after the experiments' models: cells model, scan, commit (s)",
+            "the scan after the experiments' passes: cells, numpy scan, commit (s)",
             f"{statistics.median(m.scan_only):.1f}",
             "—",
             "",
@@ -241,10 +242,11 @@ def run(reps: int = 3, scale: float = 0.25) -> Benchmark:
         f"decision metrics: {m.tests:,} (pair, metric) tests, {m.cells:,} cells, {m.flagged} "
         "flagged (no interaction is planted).",
         "The peer column is the same analysis without the scan, on the same warm session of the "
-        "embedded engine (Sail); the project column adds what `stats_day` does for the scan: each "
-        "experiment's per-unit values and arms kept (two local checkpoints per experiment), one "
-        "join and grouping for every pair and metric (`dbt_like_sql/interaction_cells.sql`), the "
-        "numpy scan with BH, and the gold.interactions commit.",
+        "embedded engine (Sail); the project column adds what `stats_day` does for the scan: the "
+        "partners' `first_exposures` run first (then given to their own runs), their arms as one "
+        "row per unit (one grouping, kept), each experiment's cells against its partners summed "
+        "in the grouping of its own statistics (`dbt_like_sql/sufficient_stats.sql`), the numpy "
+        "scan with BH, and the gold.interactions commit.",
         f"Runs (s): alone {', '.join(f'{s:.1f}' for s in m.analysis)}; with the scan "
         f"{', '.join(f'{s:.1f}' for s in m.with_scan)} (each after one untimed warm-up).",
     ]

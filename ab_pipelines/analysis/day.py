@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from ab_pipelines.analysis.bandits import bandit_weight_rows, day_periods
 from ab_pipelines.analysis.differential import heterogeneity_rows
-from ab_pipelines.analysis.interactions import kept_inputs, write_interactions
+from ab_pipelines.analysis.interactions import interaction_pass, write_interactions
 from ab_pipelines.analysis.regression_stats import RegressionInputs
 from ab_pipelines.analysis.results import (
     ended,
@@ -78,16 +78,9 @@ def stats_day(spark, lake: Lake, registry: Registry, day: dt.date) -> DaySummary
     """Spark pass for ``day``: gold.sufficient_stats, gold.srm, gold.health, gold.interactions
     and gold.regression_stats (replacing the day)."""
     regression = RegressionInputs(spark, registry, day)
-    with kept_inputs(registry) as inputs:
-
-        def keep(experiment_id, models):
-            # regression first: it runs on the frames now; the scan's keep takes metric_values
-            # out of the mapping (to release it after the day's cells)
-            regression.keep(experiment_id, models)
-            inputs.keep(experiment_id, models)
-
-        written = write_day(spark, lake, registry, day, keep=keep)
-        cells = inputs.cells(spark)
+    with interaction_pass(registry) as scan:
+        written = write_day(spark, lake, registry, day, keep=regression.keep, scan=scan)
+        cells = scan.cells()
     interactions = write_interactions(lake, registry, day, cells, written.states)
     regression_t = regression.write(lake, written.states)
     srm, health = [], []

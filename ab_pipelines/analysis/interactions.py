@@ -17,22 +17,22 @@ metric window, maturity and winsorizing caps, so a cell mean is that experiment'
 cells hold the units analysed in both experiments (non-crossover, non-override, in each window)
 whose value counts that day (mature).
 
-How (one grouping, not a query per pair). While :func:`~ab_pipelines.analysis.sufficient_stats.write_day`
-runs each experiment's SQL models, :class:`InteractionInputs` keeps two of its persisted models
-(local checkpoints, computed once for the analysis and kept until the scan has run: no extra
-pass): ``metric_values``, read for the decision metrics and mature units, and
-``first_exposures``, read for the analysed (non-crossover) units, each unit with its ``arm`` (the
-variant's position, 0 the baseline). Once
-every experiment has run, the day-level model ``dbt_like_sql/interaction_cells.sql`` turns the
-arms into one row per unit (its assignment vector over the day's experiments), joins it 1:1 to
-the value rows and groups them by (experiment, metric, arm) with conditional sums per other
-experiment and arm: n and the sums of num, num², den, den² and num·den of every cell of every
-pair, the :class:`~ab_pipelines.stats.moments.RatioMoments` fields (a mean or proportion is read
-as :class:`~ab_pipelines.stats.moments.Moments` of num). This is the one-hot product of
-:func:`~ab_pipelines.stats.interactions.interaction_cells` done where the data is: the rows grouped
-are the experiments' own unit-metric rows, whatever the number of pairs (a first version joined
-each value row to the unit's arm in every partner and grouped by pair: at 20 experiments it moved
-~5x more rows and cost +235% over the analysis; see docs/analysis.md).
+How (in the experiments' own passes, not a query per pair). :class:`InteractionPass` is given
+to :func:`~ab_pipelines.analysis.sufficient_stats.day_experiment_stats`. Told the day's
+experiments, it plans which experiment's values are summed by which partners' arms (the tests'
+``values_from`` and ``other``). The experiments whose arms are needed run their
+``first_exposures`` model first (kept, and given to their own run later, so it is computed once);
+their analysed (non-crossover) units become one row per unit with its arm in each of them
+(:meth:`InteractionPass.join_arms`, one grouping, kept for the day). Then each experiment's run
+passes its partners to ``dbt_like_sql/sufficient_stats.sql`` (var ``interaction_partners``),
+which joins those rows to its ``metric_values`` and adds, in the grouping that sums the
+statistics of segment "all", the cells: per partner and arm of it, n and the sums of num, num²
+(and den, den², num·den when a ratio metric is tested) by metric and variant. The per-unit values
+are read once, by the pass that reads them anyway; the work per experiment grows with the number
+of its partners × arms. Earlier versions kept every experiment's ``metric_values`` (a persisted
+copy) and grouped them all once at the end of the day against every other experiment (+46% over
+the analysis at 100,000 users, against +36% for this one; see docs/analysis.md), and before that
+joined each value row to the unit's arm in every partner (+235%).
 
 The result, ``gold.interactions``, replaces the day's partition (a re-run rewrites it exactly);
 :mod:`ab_pipelines.safety.conditions` raises an ``interaction`` alert for each flagged row.
@@ -53,14 +53,8 @@ import numpy as np
 import pyarrow as pa
 
 from ab_pipelines.analysis.decision import decision_metrics
-from ab_pipelines.analysis.sql_models import (
-    MODELS_DIR,
-    load_models,
-    models_reading,
-    release,
-    run_models,
-)
-from ab_pipelines.analysis.state import ExperimentState, states_of_day
+from ab_pipelines.analysis.state import ExperimentState
+from ab_pipelines.analysis.sufficient_stats import Partners
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.engine import release_checkpoints
@@ -69,13 +63,12 @@ from ab_pipelines.stats.interactions import interaction_scan
 from ab_pipelines.stats.moments import Moments, RatioMoments
 
 __all__ = [
-    "CELLS_MODEL",
     "INTERACTION_FDR",
-    "INTERACTION_SOURCES",
     "SOURCE_MODELS",
-    "InteractionInputs",
+    "InteractionPass",
     "ScanTest",
     "day_interaction_cells",
+    "interaction_pass",
     "interaction_rows",
     "scan_tests",
     "write_interactions",
@@ -83,11 +76,9 @@ __all__ = [
 
 #: The false discovery rate of the day's scan (Benjamini–Hochberg over every pair and metric).
 INTERACTION_FDR = 0.05
-#: The sources of the day-level model, built from every experiment's models of the day.
-INTERACTION_SOURCES = ("interaction_values", "interaction_arms")
-#: The per-experiment model each source is cut from (the lineage of the Dagster assets).
-SOURCE_MODELS = {"interaction_values": "metric_values", "interaction_arms": "analysed_units"}
-CELLS_MODEL = "interaction_cells"
+#: The model each source of the scan is cut from (the lineage of the Dagster assets): the
+#: partners' arms, which sufficient_stats reads, are their analysed units.
+SOURCE_MODELS = {"interaction_vectors": "analysed_units"}
 _SUMS = ("n", "num_sum", "num_sum_sq", "den_sum", "den_sum_sq", "num_den_sum")
 
 
@@ -103,6 +94,11 @@ class ScanTest:
     @property
     def key(self) -> tuple[str, str, str]:
         return (self.experiment_a, self.experiment_b, self.metric)
+
+    @property
+    def other(self) -> str:
+        """The experiment whose arms ``values_from``'s values are summed by."""
+        return self.experiment_b if self.values_from == self.experiment_a else self.experiment_a
 
 
 def scan_tests(registry: Registry, experiment_ids: Iterable[str]) -> list[ScanTest]:
@@ -127,108 +123,128 @@ def scan_tests(registry: Registry, experiment_ids: Iterable[str]) -> list[ScanTe
     return out
 
 
-class InteractionInputs:
-    """What the scan needs of each experiment's models, kept while the day's analysis runs.
-
-    Pass :meth:`keep` as ``write_day``'s ``keep``; then :meth:`cells` runs the day-level model
-    on what was kept, and :meth:`release` frees it (also after a failure).
+class InteractionPass:
+    """The scan's part of the day's experiment runs (:func:`~ab_pipelines.analysis.sufficient_stats.day_experiment_stats`):
+    which experiment's values are summed by which partners' arms, the partners' arms, and the
+    cells each run returns. :meth:`release` frees the arms kept (also after a failure).
     """
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.experiments: list[str] = []
-        self._values: list[Any] = []
-        self._arms: list[Any] = []
-        self._held: list[Any] = []  # the persisted frames taken from the experiments' runs
+        self.tests: list[ScanTest] = []
+        self._partners: dict[str, list[str]] = {}
+        self._den: dict[str, bool] = {}
+        self._arms: dict[str, Any] = {}
+        self._columns: dict[str, str] = {}
+        self._vectors: Any = None
+        self._held: list[Any] = []  # the frames kept for the day
+        self._rows: dict[tuple[str, str, str], dict] = {}  # (experiment, metric, variant) -> row
 
-    def keep(self, experiment_id: str, models: dict[str, Any]) -> None:
-        """Take the experiment's persisted ``metric_values`` and ``first_exposures`` (popped from
-        ``models``: they are kept, not recomputed, until :meth:`release`) and note the frames the
-        day-level model reads of them: the mature per-unit values of its decision metrics and the
-        arms of its analysed (non-crossover) units.
+    def plan(self, experiment_ids: Iterable[str]) -> None:
+        """The day's analysed experiments: only the registry's are scanned (not a holdout)."""
+        self.experiments = sorted(e for e in experiment_ids if e in self.registry.experiments)
+        self.tests = scan_tests(self.registry, self.experiments)
+        partners: dict[str, set[str]] = defaultdict(set)
+        for t in self.tests:
+            partners[t.values_from].add(t.other)
+            ratio = self.registry.metrics[t.metric].kind == "ratio"
+            self._den[t.values_from] = self._den.get(t.values_from, False) or ratio
+        self._partners = {e: sorted(p) for e, p in partners.items()}
 
-        Only the registry's experiments are scanned (a holdout analysed beside them is not), and
-        only their configured variants (``arm``: the position, 0 the baseline).
-        """
+    def needs_arms(self, experiment_id: str) -> bool:
+        return any(experiment_id in p for p in self._partners.values())
+
+    def keep_arms(self, experiment_id: str, first_exposures: Any) -> None:
+        """Keep the experiment's analysed units with their ``arm`` (the variant's position in its
+        configured variants, 0 the baseline; other variants are not scanned) from its
+        ``first_exposures`` (non-crossover), held until :meth:`release`."""
         from pyspark.sql import functions as F
 
-        exp = self.registry.experiments.get(experiment_id)
-        if exp is None:
-            return
-        wanted = decision_metrics(exp, self.registry.metrics)
+        exp = self.registry.experiments[experiment_id]
         arm = F.lit(None).cast("int")
         for i, v in reversed(list(enumerate(exp.variant_ids))):
             arm = F.when(F.col("variant") == v, F.lit(i)).otherwise(arm)
-        tag = F.lit(experiment_id).alias("experiment_id")
-        values, firsts = models.pop("metric_values"), models.pop("first_exposures")
-        self._held += [values, firsts]
-        arms = firsts.where(~F.col("crossover")).select(tag, "unit", arm.alias("arm"))
-        values = values.where(F.col("mature") & F.col("metric").isin(wanted)).select(
-            tag, "metric", "unit", arm.alias("arm"), "num", "den"
+        self._held.append(first_exposures)
+        arms = first_exposures.where(~F.col("crossover")).select(
+            F.lit(experiment_id).alias("experiment_id"), "unit", arm.alias("arm")
         )
-        self._arms.append(arms.where(F.col("arm").isNotNull()))
-        self._values.append(values.where(F.col("arm").isNotNull()))
-        self.experiments.append(experiment_id)
+        self._arms[experiment_id] = arms.where(F.col("arm").isNotNull())
 
-    def cells(self, spark) -> pa.Table:
-        """The day's interaction cells: one row per test of :func:`scan_tests` and cell (A's
-        variant, B's variant) with units, from the day-level model ``interaction_cells.sql``."""
-        tests = scan_tests(self.registry, self.experiments)
-        if not tests:
-            return _empty_cells()
+    def join_arms(self, spark) -> None:
+        """One row per unit kept by :meth:`keep_arms` with its arm in each of those experiments
+        (``a<i>``, NULL where it is not analysed), computed once for the day and kept."""
+        from ab_pipelines.lake.engine import checkpoint
+
+        if not self._arms:
+            return
+        from pyspark.sql import functions as F
+
+        self._columns = {e: f"a{i}" for i, e in enumerate(sorted(self._arms))}
+        arms = functools.reduce(lambda x, y: x.unionByName(y), self._arms.values())
+        columns = [
+            F.max(F.when(F.col("experiment_id") == e, F.col("arm"))).alias(c)
+            for e, c in self._columns.items()
+        ]
+        self._vectors = checkpoint(arms.groupBy("unit").agg(*columns))
+        self._held.append(self._vectors)
+
+    def partners_of(self, experiment_id: str) -> Partners | None:
+        """The partners whose arms the experiment's values are summed by, or None."""
+        ids = self._partners.get(experiment_id)
+        if not ids:
+            return None
         exps = self.registry.experiments
-        order = sorted(self.experiments)
-        union = lambda frames: functools.reduce(lambda x, y: x.unionByName(y), frames)  # noqa: E731
-        sources = {"interaction_values": union(self._values), "interaction_arms": union(self._arms)}
-        vars = {
-            "interaction_experiments": [{"id": e, "arms": len(exps[e].variant_ids)} for e in order]
-        }
-        models = models_reading(load_models(MODELS_DIR), INTERACTION_SOURCES)
-        out = run_models(spark, models, vars, sources)
-        try:
-            wide = out[CELLS_MODEL].toArrow().to_pylist()
-        finally:
-            release(spark, out, list(models))
-            for name in sources:
-                spark.catalog.dropTempView(name)
-        return _pair_cells(wide, tests, {e: i for i, e in enumerate(order)}, exps)
+        listed = tuple(
+            {"id": p, "arms": len(exps[p].variant_ids), "column": self._columns[p]} for p in ids
+        )
+        return Partners(listed, self._den[experiment_id], self._vectors)
+
+    def take(self, experiment_id: str, cells: pa.Table | None) -> None:
+        """The cell columns of the experiment's "all" rows (ix_<k>_<j>_<sum>, k the partner's
+        position in :meth:`partners_of`), by metric and variant."""
+        if cells is None:
+            return
+        for r in cells.to_pylist():
+            self._rows[(experiment_id, r["metric"], r["variant"])] = r
+
+    def cells(self) -> pa.Table:
+        """The day's interaction cells: one row per test of :func:`scan_tests` and cell (A's
+        variant, B's variant) with units. den_sum, den_sum_sq and num_den_sum are NULL for a metric
+        that is not a ratio (not summed)."""
+        exps, metrics = self.registry.experiments, self.registry.metrics
+        out = []
+        for t in self.tests:
+            ratio = metrics[t.metric].kind == "ratio"
+            k = self._partners[t.values_from].index(t.other)
+            for own in exps[t.values_from].variant_ids:
+                r = self._rows.get((t.values_from, t.metric, own))
+                if r is None:
+                    raise RuntimeError(
+                        f"interaction scan: no cells of {t.values_from}/{t.metric}/{own} "
+                        "(the experiment's run did not return them)"
+                    )
+                for j, theirs in enumerate(exps[t.other].variant_ids):
+                    n = r[f"ix_{k}_{j}_n"]
+                    if not n:
+                        continue
+                    a, b = (own, theirs) if t.values_from == t.experiment_a else (theirs, own)
+                    cell = {"experiment_a": t.experiment_a, "experiment_b": t.experiment_b}
+                    cell.update(metric=t.metric, variant_a=a, variant_b=b, n=int(n))
+                    for f in _SUMS[1:]:
+                        x = r.get(f"ix_{k}_{j}_{f}")
+                        cell[f] = (float(x or 0.0)) if ratio or f.startswith("num_sum") else None
+                    out.append(cell)
+        out.sort(key=lambda c: (c["experiment_a"], c["experiment_b"], c["metric"], c["variant_a"],
+                                c["variant_b"]))  # fmt: skip
+        return pa.Table.from_pylist(out, schema=_empty_cells().schema)
 
     def release(self) -> None:
         """Let the engine drop the kept frames."""
-        self._values, self._arms = [], []
+        self._arms, self._vectors = {}, None
         release_checkpoints(self._held)
         self._held = []
         gc.collect()  # the client's release runs in the frames' finalizers
-
-
-def _pair_cells(
-    wide: Sequence[dict], tests: Sequence[ScanTest], index: Mapping[str, int], exps
-) -> pa.Table:
-    """The tests' cells, one row per (pair, metric, A's variant, B's variant) with units, from
-    the model's rows (per experiment whose values are summed, metric and arm; a column group per
-    other experiment and arm)."""
-    rows = {(r["experiment_id"], r["metric"], r["arm"]): r for r in wide}
-    out = []
-    for t in tests:
-        other = t.experiment_b if t.values_from == t.experiment_a else t.experiment_a
-        f = index[other]
-        own_variants = exps[t.values_from].variant_ids
-        for i, own in enumerate(own_variants):
-            r = rows.get((t.values_from, t.metric, i))
-            if r is None:
-                continue
-            for j, theirs in enumerate(exps[other].variant_ids):
-                if not r[f"n_{f}_{j}"]:
-                    continue
-                a, b = (own, theirs) if t.values_from == t.experiment_a else (theirs, own)
-                cell = {"experiment_a": t.experiment_a, "experiment_b": t.experiment_b}
-                cell.update(metric=t.metric, variant_a=a, variant_b=b)
-                cell["n"] = int(r[f"n_{f}_{j}"])
-                cell.update({s: float(r[f"{s}_{f}_{j}"] or 0.0) for s in _SUMS[1:]})
-                out.append(cell)
-    out.sort(key=lambda c: (c["experiment_a"], c["experiment_b"], c["metric"], c["variant_a"],
-                            c["variant_b"]))  # fmt: skip
-    return pa.Table.from_pylist(out, schema=_empty_cells().schema)
 
 
 def _empty_cells() -> pa.Table:
@@ -239,29 +255,24 @@ def _empty_cells() -> pa.Table:
 
 
 @contextlib.contextmanager
-def kept_inputs(registry: Registry) -> Iterator[InteractionInputs]:
-    """An :class:`InteractionInputs` released on exit."""
-    inputs = InteractionInputs(registry)
+def interaction_pass(registry: Registry) -> Iterator[InteractionPass]:
+    """An :class:`InteractionPass` released on exit."""
+    scan = InteractionPass(registry)
     try:
-        yield inputs
+        yield scan
     finally:
-        inputs.release()
+        scan.release()
 
 
 def day_interaction_cells(spark, lake: Lake, registry: Registry, day: dt.date) -> pa.Table:
-    """The cells of ``day`` alone: every analysed experiment's models, then the day-level model
-    (what :func:`~ab_pipelines.analysis.day.stats_day` computes beside the sufficient statistics;
-    for tests and the engines' parity check)."""
-    from ab_pipelines.analysis.sufficient_stats import experiment_models
+    """The cells of ``day`` alone: every analysed experiment's run with the scan's partners, as
+    :func:`~ab_pipelines.analysis.day.stats_day` does, nothing written (tests, the engines'
+    parity check)."""
+    from ab_pipelines.analysis.sufficient_stats import day_experiment_stats
 
-    with kept_inputs(registry) as inputs:
-        for s in states_of_day(lake, registry, day).values():
-            if s.analysed:
-                with experiment_models(
-                    spark, lake, registry, s.experiment_id, day, s.killed_at, ["metric_values"]
-                ) as out:
-                    inputs.keep(s.experiment_id, out)
-        return inputs.cells(spark)
+    with interaction_pass(registry) as scan:
+        day_experiment_stats(spark, lake, registry, day, scan=scan)
+        return scan.cells()
 
 
 def _moments(rows: Sequence[dict | None], k: int, m: int, ratio: bool) -> Moments | RatioMoments:
@@ -281,7 +292,7 @@ def interaction_rows(
     states: Mapping[str, ExperimentState] | None = None,
     alpha: float = INTERACTION_FDR,
 ) -> pa.Table:
-    """gold.interactions rows of ``day`` from the cells of :meth:`InteractionInputs.cells`.
+    """gold.interactions rows of ``day`` from the cells of :meth:`InteractionPass.cells`.
 
     One row per (pair, metric) with cells; the tests are scanned together
     (:func:`~ab_pipelines.stats.interactions.interaction_scan`). Each experiment's arms are its

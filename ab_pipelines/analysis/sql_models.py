@@ -209,6 +209,7 @@ def run_models(
     vars: Mapping[str, Any],
     sources: Mapping[str, Any],
     persist: Iterable[str] = (),
+    given: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Register ``sources`` as temp views, run every model in order; name -> DataFrame.
 
@@ -216,9 +217,14 @@ def run_models(
     live in the session, so two runs in one session must not overlap in time. The models named in
     ``persist`` are computed once, as they are created, and kept by the engine (a local checkpoint), so
     the models and actions that read them do not recompute them; the caller frees them with
-    :func:`release`.
+    :func:`release`. ``given``: frames computed earlier for some of the models (by a run of the same
+    models on the same sources and vars), used as they are instead of running those models again;
+    they stay the caller's to release.
     """
-    persist = set(persist)
+    persist, given = set(persist), dict(given or {})
+    unknown = set(given) - set(models)
+    if unknown:
+        raise ModelError(f"given names unknown model(s): {', '.join(sorted(unknown))}")
     unknown = persist - set(models)
     if unknown:
         raise ModelError(f"persist names unknown model(s): {', '.join(sorted(unknown))}")
@@ -230,6 +236,11 @@ def run_models(
         df.createOrReplaceTempView(name)
     out = {}
     for name in topological_order(models):
+        if name in given:
+            df = given[name]
+            df.createOrReplaceTempView(name)
+            out[name] = df
+            continue
         df = spark.sql(render(models[name], vars))
         if name in persist:
             # Computed now, once, and kept by the engine with its lineage cut, so the models and

@@ -70,6 +70,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ab_pipelines.analysis.bandits import day_periods
 from ab_pipelines.analysis.sql_models import (
@@ -105,6 +106,9 @@ __all__ = [
     "DayStats",
     "ExperimentStats",
     "arrival_partitions",
+    "Partners",
+    "day_experiment_stats",
+    "experiment_first_exposures",
     "experiment_models",
     "experiment_stats",
     "metric_vars",
@@ -113,9 +117,10 @@ __all__ = [
 ]
 
 PERSISTED_MODELS = ("first_exposures", "unit_sides")
-# What one experiment's models read; the day-level models of the folder (interaction_cells) read
-# what these runs leave behind and run apart (ab_pipelines.analysis.interactions).
-EXPERIMENT_SOURCES = ("exposures", "events")
+# What one experiment's models read: its bronze rows, and the arms of the experiments the day's
+# interaction scan pairs it with (ab_pipelines.analysis.interactions; empty without a scan). The
+# day-level model of the folder (regression_stats) reads what these runs leave behind.
+EXPERIMENT_SOURCES = ("exposures", "events", "interaction_vectors")
 # Called with (experiment id, its models' frames) while they are kept: what else the day needs of
 # them. A persisted frame it pops from the mapping is not released on exit: it owns it then.
 KeepModels = Callable[[str, Mapping[str, Any]], None]
@@ -136,6 +141,20 @@ class ExperimentStats:
     stats: pa.Table
     units: dict[str, dict[str, int]]
     crossovers: int
+    #: With partners: the "all" rows' metric, variant and interaction cell columns (ix_*).
+    cells: pa.Table | None = None
+
+
+@dataclass(frozen=True)
+class Partners:
+    """The experiments whose arms an experiment's values are summed by (the interaction scan):
+    ``partners`` (id, arms, column) in the order of the ix_<k>_* columns, ``den`` whether the den
+    sums are needed (a ratio metric), ``vectors`` the units' arms (unit, then a column per
+    experiment: see dbt_like_sql/sufficient_stats.sql)."""
+
+    partners: tuple[dict[str, Any], ...]
+    den: bool
+    vectors: Any
 
 
 @dataclass(frozen=True)
@@ -342,25 +361,22 @@ def model_vars(
             {"label": p.label, "start": None if p.start is None else _ts_literal(p.start)}
             for p in periods
         ],
+        "interaction_partners": [],
+        "interaction_den": False,
         **metric_vars(metrics),
     }
 
 
-@contextlib.contextmanager
-def experiment_models(
+def _experiment_inputs(
     spark,
     lake: Lake,
     registry: Registry,
     experiment_id: str,
     day: dt.date,
-    killed_at: dt.datetime | None = None,
-    persist: Iterable[str] = (),
-) -> Iterator[dict[str, Any]]:
-    """The SQL models of one experiment on ``day``, run in ``spark``: model name -> DataFrame.
-
-    Inside the block the persisted models (``PERSISTED_MODELS`` and ``persist``) are kept by the
-    engine; they are released on exit.
-    """
+    killed_at: dt.datetime | None,
+    partners: Partners | None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sources and vars of one experiment's models on ``day``."""
     from pyspark.sql import functions as F
 
     exp = registry.analysed_experiments[experiment_id]
@@ -386,16 +402,78 @@ def experiment_models(
     events_read = sorted(set().union(*(m.events() for m in metrics)))
     event_columns = ["user_id", "event", "value", "ts", "properties"]
     events = counted(BRONZE_METRIC_EVENTS, event_columns).where(F.col("event").isin(events_read))
-    kept = tuple(dict.fromkeys([*PERSISTED_MODELS, *persist]))
-    periods = day_periods(lake, exp, day)
+    vars = model_vars(exp, metrics, day, killed_at, day_periods(lake, exp, day))
+    if partners is not None and partners.partners:
+        vars["interaction_partners"] = list(partners.partners)
+        vars["interaction_den"] = partners.den
+        vectors = partners.vectors
+    else:
+        vectors = spark.createDataFrame([], "unit STRING")
+    return {"exposures": exposures, "events": events, "interaction_vectors": vectors}, vars
+
+
+def experiment_first_exposures(
+    spark,
+    lake: Lake,
+    registry: Registry,
+    experiment_id: str,
+    day: dt.date,
+    killed_at: dt.datetime | None = None,
+) -> Any:
+    """The ``first_exposures`` model of one experiment on ``day`` alone, kept by the engine (a local
+    checkpoint: the caller releases it, and may give it to :func:`experiment_models` so the
+    experiment's run does not compute it again). The interaction scan reads the arms of every
+    experiment from it before any experiment's values are summed."""
+    sources, vars = _experiment_inputs(spark, lake, registry, experiment_id, day, killed_at, None)
+    models = models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES)
+    needed, todo = set(), ["first_exposures"]
+    while todo:
+        name = todo.pop()
+        if name not in needed:
+            needed.add(name)
+            todo += models[name].refs
+    out = run_models(
+        spark, {n: models[n] for n in needed}, vars, sources, persist=["first_exposures"]
+    )
+    # The other frames are views over the sources, nothing kept: the next run replaces them (a
+    # release would cost a garbage collection per experiment).
+    return out["first_exposures"]
+
+
+@contextlib.contextmanager
+def experiment_models(
+    spark,
+    lake: Lake,
+    registry: Registry,
+    experiment_id: str,
+    day: dt.date,
+    killed_at: dt.datetime | None = None,
+    persist: Iterable[str] = (),
+    given: Mapping[str, Any] | None = None,
+    partners: Partners | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The SQL models of one experiment on ``day``, run in ``spark``: model name -> DataFrame.
+
+    Inside the block the persisted models (``PERSISTED_MODELS`` and ``persist``) are kept by the
+    engine; they are released on exit. ``given``: models computed earlier for the same experiment
+    and day (:func:`experiment_first_exposures`), used instead of running them; the caller's to
+    release. ``partners``: the interaction cells ``sufficient_stats`` adds (dbt_like_sql/
+    sufficient_stats.sql).
+    """
+    given = dict(given or {})
+    sources, vars = _experiment_inputs(
+        spark, lake, registry, experiment_id, day, killed_at, partners
+    )
+    kept = tuple(n for n in dict.fromkeys([*PERSISTED_MODELS, *persist]) if n not in given)
     out = run_models(
         spark,
         models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES),
-        model_vars(exp, metrics, day, killed_at, periods),
-        sources={"exposures": exposures, "events": events},
+        vars,
+        sources=sources,
         # Read by several models and by the three actions below: computed once each (the
         # exposures scan and the one join to the metric events), not once per reader.
         persist=kept,
+        given=given,
     )
     try:
         yield out
@@ -411,28 +489,39 @@ def experiment_stats(
     day: dt.date,
     killed_at: dt.datetime | None = None,
     keep: KeepModels | None = None,
+    given: Mapping[str, Any] | None = None,
+    partners: Partners | None = None,
 ) -> ExperimentStats:
     """The sufficient statistics of every metric of one experiment on ``day``, every segment.
 
     ``keep`` is called with the experiment's model frames before they are released (the
-    interaction scan keeps its per-unit values and arms from there); ``metric_values`` is then
-    persisted too, and a persisted frame that ``keep`` pops from the mapping is its to release.
+    regression sums run on them there). ``given`` and ``partners``: see :func:`experiment_models`;
+    with partners, ``cells`` holds the interaction cell columns of the "all" rows.
     """
     exp = registry.analysed_experiments[experiment_id]
-    # What keep reads is computed once: the per-unit values serve it and the sums alike.
-    persist = ("metric_values",) if keep is not None else ()
-    with experiment_models(spark, lake, registry, experiment_id, day, killed_at, persist) as out:
+    # The regression sums read the per-unit values too: computed once for both.
+    persist = ("metric_values",) if keep is not None and exp.analysis.covariates else ()
+    with experiment_models(
+        spark, lake, registry, experiment_id, day, killed_at, persist, given, partners
+    ) as out:
         crossovers = out["first_exposures"].where("crossover").count()
         counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
         sums = out["sufficient_stats"].toArrow()  # ordered by the model
         if keep is not None:
             keep(experiment_id, out)
+    cells = None
+    if partners is not None and partners.partners:
+        cell_columns = [c for c in sums.column_names if c.startswith("ix_")]
+        everyone = sums.filter(pc.equal(sums.column("segment"), ALL_SEGMENT))
+        cells = everyone.select(["metric", "variant", *cell_columns])
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))
     stats = with_provenance(stats, None)  # set by write_day, which knows the day's state
     stats = stats.select(GOLD_SUFFICIENT_STATS.schema.names).cast(GOLD_SUFFICIENT_STATS.schema)
-    return ExperimentStats(experiment_id, day, stats, _unit_counts(exp, counts), int(crossovers))
+    return ExperimentStats(
+        experiment_id, day, stats, _unit_counts(exp, counts), int(crossovers), cells
+    )
 
 
 def _unit_counts(exp: Experiment, rows: Iterable[Any]) -> dict[str, dict[str, int]]:
@@ -448,25 +537,66 @@ def kill_times(lake: Lake) -> dict[str, dt.datetime]:
     return {exp_id: k.at for exp_id, k in kills(lake).items()}
 
 
+def day_experiment_stats(
+    spark,
+    lake: Lake,
+    registry: Registry,
+    day: dt.date,
+    keep: KeepModels | None = None,
+    scan: Any = None,
+) -> tuple[dict[str, ExperimentState], list[ExperimentStats]]:
+    """The day's states and the statistics of every experiment analysed on ``day``, with its
+    provenance (not written).
+
+    ``scan`` (an :class:`~ab_pipelines.analysis.interactions.InteractionPass`): the interaction
+    cells are summed in the same passes. It is told the day's experiments first; the experiments
+    whose arms it needs run their ``first_exposures`` before any experiment's values are summed
+    (kept by the scan and given to the experiment's own run, so computed once), and the scan
+    turns their arms into one row per unit (its arm in each of them); then each
+    experiment's run sums its values by the arms of its partners, and the scan takes the cells.
+    """
+    states = states_of_day(lake, registry, day, holdouts=True)
+    analysed = [s for s in states.values() if s.analysed]
+    given: dict[str, dict[str, Any]] = {}
+    if scan is not None:
+        scan.plan([s.experiment_id for s in analysed])
+        for s in analysed:
+            if scan.needs_arms(s.experiment_id):
+                firsts = experiment_first_exposures(
+                    spark, lake, registry, s.experiment_id, day, s.killed_at
+                )
+                scan.keep_arms(s.experiment_id, firsts)
+                given[s.experiment_id] = {"first_exposures": firsts}
+        scan.join_arms(spark)
+    results = []
+    for s in analysed:
+        e = s.experiment_id
+        partners = scan.partners_of(e) if scan is not None else None
+        r = experiment_stats(
+            spark, lake, registry, e, day, s.killed_at, keep, given.get(e), partners
+        )
+        if scan is not None:
+            scan.take(e, r.cells)
+        results.append(replace(r, stats=with_provenance(r.stats, s)))
+    return states, results
+
+
 def write_day(
-    spark, lake: Lake, registry: Registry, day: dt.date, keep: KeepModels | None = None
+    spark,
+    lake: Lake,
+    registry: Registry,
+    day: dt.date,
+    keep: KeepModels | None = None,
+    scan: Any = None,
 ) -> DayStats:
     """Compute every experiment analysed on ``day`` (running or stopped, started by then, see
     :func:`~.state.states_of_day`); replace partition ``day``.
 
     Each row carries the registry sha and config version of the experiment's state that day. A
     re-run replaces the partition with the same rows (the inputs of a day are fixed). ``keep``:
-    see :func:`experiment_stats`.
+    see :func:`experiment_stats`; ``scan``: see :func:`day_experiment_stats`.
     """
-    states = states_of_day(lake, registry, day, holdouts=True)
-    results = []
-    for s in states.values():
-        if not s.analysed:
-            continue
-        r = experiment_stats(
-            spark, lake, registry, s.experiment_id, day, killed_at=s.killed_at, keep=keep
-        )
-        results.append(replace(r, stats=with_provenance(r.stats, s)))
+    states, results = day_experiment_stats(spark, lake, registry, day, keep, scan)
     table = pa.concat_tables(
         [GOLD_SUFFICIENT_STATS.schema.empty_table(), *(r.stats for r in results)]
     )

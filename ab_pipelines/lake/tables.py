@@ -514,7 +514,8 @@ GOLD_INTERACTIONS = TableSpec(
     keys=("experiment_a", "experiment_b", "metric"),
     description="Interactions between concurrent experiments per analysis day: for every pair that "
     "shares units and every decision metric of either, the Wald test of the A x B terms on the "
-    "per-cell sufficient statistics (one SQL grouping, dbt_like_sql/interaction_cells.sql), BH "
+    "per-cell sufficient statistics (summed beside each experiment's own, in "
+    "dbt_like_sql/sufficient_stats.sql), BH "
     "across every pair and metric of the day (ab_pipelines.analysis.interactions).",
 )
 

@@ -13,7 +13,7 @@ import pytest
 from ab_pipelines.analysis.day import stats_day
 from ab_pipelines.analysis.interactions import (
     INTERACTION_FDR,
-    InteractionInputs,
+    InteractionPass,
     day_interaction_cells,
     scan_tests,
 )
@@ -56,8 +56,9 @@ def _cells_by_key(table) -> dict:
 
 
 def test_the_sql_cells_are_the_per_unit_values_grouped_by_both_arms(spark, demo, registry):
-    """Every cell of the day-level model equals the same grouping done in pandas on the per-unit
-    values and arms of each experiment's own models."""
+    """Every cell summed beside the sufficient statistics equals the same grouping done in pandas
+    on the per-unit values and arms of each experiment's own models (the den sums: ratio metrics
+    only, NULL for the others)."""
     _, lake, _ = demo
     cells = _cells_by_key(day_interaction_cells(spark, lake, registry, DAY))
     values, arms = {}, {}
@@ -88,9 +89,13 @@ def test_the_sql_cells_are_the_per_unit_values_grouped_by_both_arms(spark, demo,
         )
         found = cells.get(t.key, {})
         assert set(found) == set(g.index), t
+        ratio = registry.metrics[t.metric].kind == "ratio"
         for cell, row in g.iterrows():
             for f in SUMS:
-                assert found[cell][f] == pytest.approx(row[f], rel=1e-9), (t, cell, f)
+                if f in SUMS[3:] and not ratio:
+                    assert found[cell][f] is None, (t, cell, f)
+                else:
+                    assert found[cell][f] == pytest.approx(row[f], rel=1e-9), (t, cell, f)
 
 
 def test_the_planted_pairs_cells_match_a_recount_from_bronze(demo, registry):
@@ -219,7 +224,11 @@ def test_one_alert_names_the_pair_the_metric_and_the_cells(demo, registry):
     ]
 
 
-def test_the_inputs_skip_experiments_outside_the_registry(registry):
-    inputs = InteractionInputs(registry)
-    inputs.keep("a_holdout", {})  # nothing is read
-    assert inputs.experiments == []
+def test_the_scan_pairs_only_the_registrys_experiments(registry):
+    scan = InteractionPass(registry)
+    scan.plan(["a_holdout", "search_speed", "recs_ranking"])  # a holdout is analysed, not scanned
+    assert scan.experiments == ["recs_ranking", "search_speed"]
+    assert {(t.experiment_a, t.experiment_b) for t in scan.tests} == {
+        ("recs_ranking", "search_speed")
+    }
+    assert not scan.needs_arms("a_holdout")

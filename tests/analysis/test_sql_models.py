@@ -61,8 +61,9 @@ def test_sources_are_lineage_too(tmp_path, spark):
     assert got == {
         "in_window_exposures": ("exposures",),
         "unit_sides": ("events",),
-        # the day-level models read what the experiments' runs kept, not bronze
-        "interaction_cells": ("interaction_arms", "interaction_values"),
+        # the partners' arms of the day's interaction scan (empty without one)
+        "sufficient_stats": ("interaction_vectors",),
+        # the day-level model reads what the experiments' runs kept, not bronze
         "regression_stats": tuple(sorted(SOURCE_MODELS)),
     }
 
@@ -119,9 +120,27 @@ def _real_vars(**over):
         "variants": ["control", "treatment"],
         "metric_ids": [m.id for m in _METRICS[:2]],
         "bandit_periods": [],
+        "interaction_partners": [],
+        "interaction_den": False,
         **metric_vars(_METRICS[:2]),
         **over,
     }
+
+
+def test_sufficient_stats_sums_the_interaction_cells_only_when_asked():
+    model = _experiment_models()["sufficient_stats"]
+    plain = render(model, _real_vars())
+    code = "\n".join(x for x in plain.splitlines() if not x.lstrip().startswith("--"))
+    assert "interaction_vectors" not in code and "ix_" not in code
+    partners = [{"id": "other", "arms": 3, "column": "a4"}]
+    sql = render(model, _real_vars(interaction_partners=partners, segments=["platform"]))
+    assert "LEFT JOIN interaction_vectors AS x" in sql
+    assert "COUNT(CASE WHEN v.mature AND x.a4 = 2 THEN 1 END) AS ix_0_2_n" in sql
+    assert "SUM(CASE WHEN x.a4 = 0 THEN v.num * v.num END) AS ix_0_0_num_sum_sq" in sql
+    assert "ix_0_0_den_sum" not in sql  # no ratio metric asked
+    assert "CAST(NULL AS BIGINT) AS ix_0_1_n" in sql  # the segment rows
+    with_den = render(model, _real_vars(interaction_partners=partners, interaction_den=True))
+    assert "SUM(CASE WHEN x.a4 = 1 THEN v.num * v.den END) AS ix_0_1_num_den_sum" in with_den
 
 
 def _experiment_models():

@@ -29,7 +29,7 @@ import pytest
 import yaml
 
 from ab_pipelines.analysis.day import results_day, stats_day
-from ab_pipelines.analysis.interactions import CELLS_MODEL, day_interaction_cells
+from ab_pipelines.analysis.interactions import day_interaction_cells
 from ab_pipelines.analysis.regression_stats import (
     REGRESSION_MODEL,
     experiment_regression_sums,
@@ -169,7 +169,7 @@ def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, analysed_reg
     lake, registry = Lake(demo_home), analysed_registry
     names = list(models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES))
     # compared below
-    assert set(load_models(MODELS_DIR)) - set(names) == {CELLS_MODEL, REGRESSION_MODEL}
+    assert set(load_models(MODELS_DIR)) - set(names) == {REGRESSION_MODEL}
     experiments = [e for e in _experiments(registry, LAST) if e in MODEL_EXPERIMENTS]
     assert len(experiments) == len(MODEL_EXPERIMENTS)
     compared, quantile_rows = 0, 0
@@ -193,12 +193,14 @@ def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, analysed_reg
     assert periods == {"all", "bandit_period=v1", "bandit_period=v3", "bandit_period=v5"}
 
 
-def test_the_interaction_cells_model_gives_the_same_rows(spark, jvm, demo_home, analysed_registry):
+def test_the_interaction_cells_are_the_same_on_both_engines(spark, jvm, demo_home, analysed_registry):
+    """The cells sufficient_stats sums for the day's interaction scan (each experiment's values by
+    its partners' arms, dbt_like_sql/sufficient_stats.sql with var interaction_partners)."""
     lake, registry = Lake(demo_home), analysed_registry
     a, b = (day_interaction_cells(s, lake, registry, LAST) for s in (spark, jvm))
     b = b.cast(a.schema) if b.schema != a.schema else b
     assert a.num_rows == b.num_rows > 20
-    assert table_differences(a, b, name=CELLS_MODEL) == []
+    assert table_differences(a, b, name="interaction cells") == []
     assert len({(r["experiment_a"], r["experiment_b"]) for r in a.to_pylist()}) >= 5
 
 
