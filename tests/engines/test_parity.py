@@ -193,7 +193,7 @@ def test_every_sql_model_gives_the_same_rows(spark, jvm, demo_home, analysed_reg
     assert periods == {"all", "bandit_period=v1", "bandit_period=v3", "bandit_period=v5"}
 
 
-def test_the_interaction_cells_are_the_same_on_both_engines(spark, jvm, demo_home, analysed_registry):
+def test_interaction_cells_are_the_same_on_both_engines(spark, jvm, demo_home, analysed_registry):
     """The cells sufficient_stats sums for the day's interaction scan (each experiment's values by
     its partners' arms, dbt_like_sql/sufficient_stats.sql with var interaction_partners)."""
     lake, registry = Lake(demo_home), analysed_registry
