@@ -21,17 +21,18 @@
 -- q_below_sum, q_below_sum_sq, q_events_sum, q_events_sum_sq, q_below_events_sum (NULL at level
 -- unit). An arm without values: q_n = 0, q_n_star = 100, the quantiles NULL, the sums 0.
 --
--- Interaction cells (var interaction_partners, empty unless the day's interaction scan asks): for
--- each partner p (an experiment whose arms the scan needs against this experiment's values: k is
--- its position in the list, p.column its column in the source interaction_vectors) and each arm j
--- of it, the "all" rows also carry ix_<k>_<j>_n and the
--- sums of num, num² (and with var interaction_den, of den, den², num·den) over this experiment's
--- mature units in the row's variant that are in arm j of p: one column group per cell, in the
--- same pass over metric_values as the sums above (no second read of the per-unit values). The
--- source interaction_vectors has one row per unit analysed in any experiment the day's scan
--- pairs, with its arm in each of them (a column per experiment, NULL where the unit is not
--- analysed; ab_pipelines.analysis.interactions). NULL on segment rows; gold.sufficient_stats does
--- not keep these columns.
+-- Interaction cells (var interaction_partners, empty unless the day's interaction scan asks): the
+-- partners are the experiments whose arms the scan needs against this experiment's values, each
+-- {id, arms, column}; the source interaction_vectors has one row per unit analysed in any
+-- experiment the day's scan pairs, with its arm in each of them (a column per experiment, NULL
+-- where the unit is not analysed; ab_pipelines.analysis.interactions). The "all" rows then also
+-- carry interaction_cells, an ARRAY<DOUBLE>: for each partner in order and each arm j of it, n
+-- and the sums of num, num² (and with var interaction_den, of den, den², num·den) over this
+-- experiment's mature units in the row's variant that are in arm j of the partner. They are
+-- summed in the same grouping as the statistics above (the per-unit values are read once); one
+-- array column, not a column per sum, keeps the plan small (Sail's planning time grows with the
+-- columns carried through the joins below). NULL on segment rows; gold.sufficient_stats does not
+-- keep the column.
 {%- set partners = var('interaction_partners') %}
 {%- set cell_sums = ['num_sum', 'num_sum_sq'] + (['den_sum', 'den_sum_sq', 'num_den_sum'] if var('interaction_den') else []) %}
 {%- set cell_terms = {'num_sum': 'v.num', 'num_sum_sq': 'v.num * v.num', 'den_sum': 'v.den',
@@ -39,12 +40,17 @@
 {#- The cell columns: conditional sums over the partners' arms (x: interaction_vectors), or NULLs
     of the same names and types (the segment rows). -#}
 {% macro cells(null) -%}
-{%- for p in partners %}{% set k = loop.index0 %}{% for j in range(p.arms) %},
-        {% if null %}CAST(NULL AS BIGINT){% else %}COUNT(CASE WHEN v.mature AND x.{{ p.column }} = {{ j }} THEN 1 END){% endif %} AS ix_{{ k }}_{{ j }}_n
-        {%- for c in cell_sums %},
-        {% if null %}CAST(NULL AS DOUBLE){% else %}SUM(CASE WHEN x.{{ p.column }} = {{ j }} THEN {{ cell_terms[c] }} END){% endif %} AS ix_{{ k }}_{{ j }}_{{ c }}
-        {%- endfor %}
-{%- endfor %}{% endfor %}
+{%- if partners %},
+        {% if null %}CAST(NULL AS ARRAY<DOUBLE>){% else %}ARRAY(
+        {%- for p in partners %}{% set k = loop.index0 %}{% for j in range(p.arms) %}
+            {%- if not (k == 0 and j == 0) %},{% endif %}
+            CAST(COUNT(CASE WHEN v.mature AND x.{{ p.column }} = {{ j }} THEN 1 END) AS DOUBLE)
+            {%- for c in cell_sums %},
+            SUM(CASE WHEN x.{{ p.column }} = {{ j }} THEN {{ cell_terms[c] }} END)
+            {%- endfor %}
+        {%- endfor %}{% endfor %}
+        ){% endif %} AS interaction_cells
+{%- endif %}
 {%- endmacro %}
 {% macro sums() -%}
         v.metric,
@@ -167,10 +173,9 @@ SELECT
     CASE WHEN qm.clustered THEN COALESCE(q.events_sum, 0D) END AS q_events_sum,
     CASE WHEN qm.clustered THEN COALESCE(q.events_sum_sq, 0D) END AS q_events_sum_sq,
     CASE WHEN qm.clustered THEN COALESCE(q.below_events_sum, 0D) END AS q_below_events_sum
-    {%- for p in partners %}{% set k = loop.index0 %}{% for j in range(p.arms) %}
-    {%- for c in ['n'] + cell_sums %},
-    s.ix_{{ k }}_{{ j }}_{{ c }}
-    {%- endfor %}{% endfor %}{% endfor %}
+    {%- if partners %},
+    s.interaction_cells
+    {%- endif %}
 FROM grid AS g
 LEFT JOIN sums AS s
   ON s.segment = g.segment AND s.metric = g.metric AND s.variant = g.variant

@@ -201,22 +201,33 @@ class InteractionPass:
         return Partners(listed, self._den[experiment_id], self._vectors)
 
     def take(self, experiment_id: str, cells: pa.Table | None) -> None:
-        """The cell columns of the experiment's "all" rows (ix_<k>_<j>_<sum>, k the partner's
-        position in :meth:`partners_of`), by metric and variant."""
+        """The ``interaction_cells`` of the experiment's "all" rows, by metric and variant."""
         if cells is None:
             return
         for r in cells.to_pylist():
-            self._rows[(experiment_id, r["metric"], r["variant"])] = r
+            self._rows[(experiment_id, r["metric"], r["variant"])] = r["interaction_cells"]
+
+    def _offsets(self, experiment_id: str) -> tuple[dict[tuple[str, int], int], tuple[str, ...]]:
+        """Where each (partner, arm)'s cell starts in the experiment's ``interaction_cells``, and
+        the sums each cell holds after n (the order of dbt_like_sql/sufficient_stats.sql)."""
+        sums = _SUMS[1:] if self._den[experiment_id] else _SUMS[1:3]
+        out, at = {}, 0
+        for p in self._partners[experiment_id]:
+            for j in range(len(self.registry.experiments[p].variant_ids)):
+                out[(p, j)] = at
+                at += 1 + len(sums)
+        return out, sums
 
     def cells(self) -> pa.Table:
         """The day's interaction cells: one row per test of :func:`scan_tests` and cell (A's
         variant, B's variant) with units. den_sum, den_sum_sq and num_den_sum are NULL for a metric
         that is not a ratio (not summed)."""
         exps, metrics = self.registry.experiments, self.registry.metrics
+        layouts = {e: self._offsets(e) for e in self._partners}
         out = []
         for t in self.tests:
             ratio = metrics[t.metric].kind == "ratio"
-            k = self._partners[t.values_from].index(t.other)
+            offsets, sums = layouts[t.values_from]
             for own in exps[t.values_from].variant_ids:
                 r = self._rows.get((t.values_from, t.metric, own))
                 if r is None:
@@ -225,15 +236,17 @@ class InteractionPass:
                         "(the experiment's run did not return them)"
                     )
                 for j, theirs in enumerate(exps[t.other].variant_ids):
-                    n = r[f"ix_{k}_{j}_n"]
+                    at = offsets[(t.other, j)]
+                    n = int(r[at] or 0)
                     if not n:
                         continue
                     a, b = (own, theirs) if t.values_from == t.experiment_a else (theirs, own)
                     cell = {"experiment_a": t.experiment_a, "experiment_b": t.experiment_b}
-                    cell.update(metric=t.metric, variant_a=a, variant_b=b, n=int(n))
-                    for f in _SUMS[1:]:
-                        x = r.get(f"ix_{k}_{j}_{f}")
-                        cell[f] = (float(x or 0.0)) if ratio or f.startswith("num_sum") else None
+                    cell.update(metric=t.metric, variant_a=a, variant_b=b, n=n)
+                    cell.update(dict.fromkeys(_SUMS[1:]))
+                    for i, f in enumerate(sums, start=at + 1):
+                        if ratio or f in _SUMS[1:3]:
+                            cell[f] = float(r[i] or 0.0)
                     out.append(cell)
         out.sort(key=lambda c: (c["experiment_a"], c["experiment_b"], c["metric"], c["variant_a"],
                                 c["variant_b"]))  # fmt: skip

@@ -141,16 +141,17 @@ class ExperimentStats:
     stats: pa.Table
     units: dict[str, dict[str, int]]
     crossovers: int
-    #: With partners: the "all" rows' metric, variant and interaction cell columns (ix_*).
+    #: With partners: the "all" rows' metric, variant and interaction_cells (see Partners).
     cells: pa.Table | None = None
 
 
 @dataclass(frozen=True)
 class Partners:
     """The experiments whose arms an experiment's values are summed by (the interaction scan):
-    ``partners`` (id, arms, column) in the order of the ix_<k>_* columns, ``den`` whether the den
-    sums are needed (a ratio metric), ``vectors`` the units' arms (unit, then a column per
-    experiment: see dbt_like_sql/sufficient_stats.sql)."""
+    ``partners`` (id, arms, column), ``den`` whether the den sums are needed (a ratio metric),
+    ``vectors`` the units' arms (unit, then a column per experiment). The "all" rows then carry
+    ``interaction_cells``: for each partner in order and each arm of it, n, Σnum, Σnum² (and with
+    ``den``, Σden, Σden², Σnum·den), see dbt_like_sql/sufficient_stats.sql."""
 
     partners: tuple[dict[str, Any], ...]
     den: bool
@@ -432,9 +433,10 @@ def experiment_first_exposures(
         if name not in needed:
             needed.add(name)
             todo += models[name].refs
-    out = run_models(
-        spark, {n: models[n] for n in needed}, vars, sources, persist=["first_exposures"]
-    )
+    subset = {n: models[n] for n in needed}
+    read = {s for m in subset.values() for s in m.sources}  # only those become views
+    sources = {name: df for name, df in sources.items() if name in read}
+    out = run_models(spark, subset, vars, sources, persist=["first_exposures"])
     # The other frames are views over the sources, nothing kept: the next run replaces them (a
     # release would cost a garbage collection per experiment).
     return out["first_exposures"]
@@ -511,9 +513,8 @@ def experiment_stats(
             keep(experiment_id, out)
     cells = None
     if partners is not None and partners.partners:
-        cell_columns = [c for c in sums.column_names if c.startswith("ix_")]
         everyone = sums.filter(pc.equal(sums.column("segment"), ALL_SEGMENT))
-        cells = everyone.select(["metric", "variant", *cell_columns])
+        cells = everyone.select(["metric", "variant", "interaction_cells"])
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))

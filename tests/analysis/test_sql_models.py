@@ -131,16 +131,18 @@ def test_sufficient_stats_sums_the_interaction_cells_only_when_asked():
     model = _experiment_models()["sufficient_stats"]
     plain = render(model, _real_vars())
     code = "\n".join(x for x in plain.splitlines() if not x.lstrip().startswith("--"))
-    assert "interaction_vectors" not in code and "ix_" not in code
+    assert "interaction_vectors" not in code and "interaction_cells" not in code
     partners = [{"id": "other", "arms": 3, "column": "a4"}]
     sql = render(model, _real_vars(interaction_partners=partners, segments=["platform"]))
     assert "LEFT JOIN interaction_vectors AS x" in sql
-    assert "COUNT(CASE WHEN v.mature AND x.a4 = 2 THEN 1 END) AS ix_0_2_n" in sql
-    assert "SUM(CASE WHEN x.a4 = 0 THEN v.num * v.num END) AS ix_0_0_num_sum_sq" in sql
-    assert "ix_0_0_den_sum" not in sql  # no ratio metric asked
-    assert "CAST(NULL AS BIGINT) AS ix_0_1_n" in sql  # the segment rows
+    assert "CAST(COUNT(CASE WHEN v.mature AND x.a4 = 2 THEN 1 END) AS DOUBLE)" in sql
+    assert "SUM(CASE WHEN x.a4 = 0 THEN v.num * v.num END)" in sql
+    assert "v.den END" not in sql  # no ratio metric asked: n, Σnum, Σnum² per cell
+    assert sql.count("CASE WHEN x.a4 = ") == 3 * 2  # arms 0..2, two sums each
+    assert "CAST(NULL AS ARRAY<DOUBLE>) AS interaction_cells" in sql  # the segment rows
     with_den = render(model, _real_vars(interaction_partners=partners, interaction_den=True))
-    assert "SUM(CASE WHEN x.a4 = 1 THEN v.num * v.den END) AS ix_0_1_num_den_sum" in with_den
+    assert "SUM(CASE WHEN x.a4 = 1 THEN v.num * v.den END)" in with_den
+    assert with_den.count("CASE WHEN x.a4 = ") == 3 * 5
 
 
 def _experiment_models():
