@@ -15,10 +15,11 @@ from ab_pipelines.analysis.interactions import (
     INTERACTION_FDR,
     InteractionPass,
     day_interaction_cells,
+    interaction_pass,
     scan_tests,
 )
 from ab_pipelines.analysis.state import states_of_day
-from ab_pipelines.analysis.sufficient_stats import experiment_models
+from ab_pipelines.analysis.sufficient_stats import day_experiment_stats, experiment_models
 from ab_pipelines.events.landing import land_day
 from ab_pipelines.lake import Lake
 from ab_pipelines.lake.tables import BRONZE_EXPOSURES, BRONZE_METRIC_EVENTS, GOLD_INTERACTIONS
@@ -96,6 +97,23 @@ def test_the_sql_cells_are_the_per_unit_values_grouped_by_both_arms(spark, demo,
                     assert found[cell][f] is None, (t, cell, f)
                 else:
                     assert found[cell][f] == pytest.approx(row[f], rel=1e-9), (t, cell, f)
+
+
+def test_the_scan_changes_no_statistic_of_the_experiments(spark, demo, registry):
+    """With the scan, the partners' first_exposures come from the scan's pass and every
+    experiment's sufficient_stats also sums its cells: the statistics are the same rows, the
+    units and crossovers too."""
+    _, lake, _ = demo
+    _, alone = day_experiment_stats(spark, lake, registry, DAY)
+    with interaction_pass(registry) as scan:
+        _, with_scan = day_experiment_stats(spark, lake, registry, DAY, scan=scan)
+        assert len(scan.cells().to_pylist()) > 20
+    assert [r.experiment_id for r in alone] == [r.experiment_id for r in with_scan]
+    for a, b in zip(alone, with_scan, strict=True):
+        assert a.stats.equals(b.stats), a.experiment_id
+        assert (a.units, a.crossovers) == (b.units, b.crossovers), a.experiment_id
+        assert a.cells is None
+    assert sum(b.cells is not None for b in with_scan) >= 3
 
 
 def test_the_planted_pairs_cells_match_a_recount_from_bronze(demo, registry):
