@@ -201,7 +201,8 @@ class InteractionPass:
         return Partners(listed, self._den[experiment_id], self._vectors)
 
     def take(self, experiment_id: str, cells: pa.Table | None) -> None:
-        """The ``interaction_cells`` of the experiment's "all" rows, by metric and variant."""
+        """The ``interaction_cells`` of the experiment's "all" rows, by metric and variant (NULL
+        where the variant has no unit: the model's grid has the row, the sums do not)."""
         if cells is None:
             return
         for r in cells.to_pylist():
@@ -229,12 +230,15 @@ class InteractionPass:
             ratio = metrics[t.metric].kind == "ratio"
             offsets, sums = layouts[t.values_from]
             for own in exps[t.values_from].variant_ids:
-                r = self._rows.get((t.values_from, t.metric, own))
-                if r is None:
+                key = (t.values_from, t.metric, own)
+                if key not in self._rows:
                     raise RuntimeError(
-                        f"interaction scan: no cells of {t.values_from}/{t.metric}/{own} "
-                        "(the experiment's run did not return them)"
+                        f"interaction scan: no cells of {'/'.join(key)} "
+                        "(the experiment's run did not return its row)"
                     )
+                r = self._rows[key]
+                if r is None:
+                    continue  # no unit of the variant has a value of the metric: no cell
                 for j, theirs in enumerate(exps[t.other].variant_ids):
                     at = offsets[(t.other, j)]
                     n = int(r[at] or 0)

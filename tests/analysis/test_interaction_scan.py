@@ -7,6 +7,7 @@ import datetime as dt
 
 import numpy as np
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
@@ -250,3 +251,31 @@ def test_the_scan_pairs_only_the_registrys_experiments(registry):
         ("recs_ranking", "search_speed")
     }
     assert not scan.needs_arms("a_holdout")
+
+
+def test_a_variant_without_units_has_no_cells_and_a_missing_row_fails_loudly(registry):
+    """A variant with no unit yet (e.g. the first day) has its grid row with NULL cells: no cell.
+    An experiment whose run returned no row for a tested metric and variant stops the scan."""
+    scan = InteractionPass(registry)
+    scan.plan(["search_speed", "recs_ranking"])
+    keys: dict[str, list[tuple[str, str]]] = {}
+    for t in scan.tests:
+        for v in registry.experiments[t.values_from].variant_ids:
+            keys.setdefault(t.values_from, []).append((t.metric, v))
+    rows = {
+        e: pa.table(
+            {
+                "metric": [m for m, _ in pairs],
+                "variant": [v for _, v in pairs],
+                "interaction_cells": pa.nulls(len(pairs), pa.list_(pa.float64())),
+            }
+        )
+        for e, pairs in keys.items()
+    }
+    for e, table in rows.items():
+        scan.take(e, table)
+    assert scan.cells().num_rows == 0
+    missing = InteractionPass(registry)
+    missing.plan(["search_speed", "recs_ranking"])
+    with pytest.raises(RuntimeError, match="did not return its row"):
+        missing.cells()
