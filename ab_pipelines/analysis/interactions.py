@@ -32,8 +32,7 @@ are read once, by the pass that reads them anyway; the work per experiment grows
 of its partners × arms. Earlier versions kept every experiment's ``metric_values`` (a persisted
 copy) and grouped them all once at the end of the day against every other experiment (+46% over
 the analysis at 100,000 users against +28% for this one, measured alike; see docs/analysis.md),
-and before that
-joined each value row to the unit's arm in every partner (+235%).
+and before that joined each value row to the unit's arm in every partner (+235%).
 
 The result, ``gold.interactions``, replaces the day's partition (a re-run rewrites it exactly);
 :mod:`ab_pipelines.safety.conditions` raises an ``interaction`` alert for each flagged row.
