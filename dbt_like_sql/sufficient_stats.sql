@@ -27,18 +27,19 @@
 -- experiment the day's scan pairs, with its arm in each of them (a column per experiment, NULL
 -- where the unit is not analysed; ab_pipelines.analysis.interactions). The "all" rows then also
 -- carry interaction_cells, an ARRAY<DOUBLE>: for each partner in order and each arm j of it, n
--- and the sums of num, num² (and with var interaction_den, of den, den², num·den) over this
--- experiment's mature units in the row's variant that are in arm j of the partner. They are
+-- and the sums named by var interaction_sums, in its order (num_sum, num_sum_sq, and den_sum,
+-- den_sum_sq, num_den_sum when a ratio metric is tested) over this experiment's mature units in
+-- the row's variant that are in arm j of the partner. They are
 -- summed in the same grouping as the statistics above (the per-unit values are read once); one
 -- array column, not a column per sum, keeps the plan small (Sail's planning time grows with the
 -- columns carried through the joins below). NULL on segment rows; gold.sufficient_stats does not
 -- keep the column.
 {%- set partners = var('interaction_partners') %}
-{%- set cell_sums = ['num_sum', 'num_sum_sq'] + (['den_sum', 'den_sum_sq', 'num_den_sum'] if var('interaction_den') else []) %}
+{%- set cell_sums = var('interaction_sums') %}
 {%- set cell_terms = {'num_sum': 'v.num', 'num_sum_sq': 'v.num * v.num', 'den_sum': 'v.den',
                       'den_sum_sq': 'v.den * v.den', 'num_den_sum': 'v.num * v.den'} %}
-{#- The cell columns: conditional sums over the partners' arms (x: interaction_vectors), or NULLs
-    of the same names and types (the segment rows). -#}
+{#- The cells: conditional sums over the partners' arms (x: interaction_vectors) in one array, or
+    a NULL array of the same name and type (the segment rows). -#}
 {% macro cells(null) -%}
 {%- if partners %},
         {% if null %}CAST(NULL AS ARRAY<DOUBLE>){% else %}ARRAY(

@@ -134,7 +134,8 @@ class InteractionPass:
         self.experiments: list[str] = []
         self.tests: list[ScanTest] = []
         self._partners: dict[str, list[str]] = {}
-        self._den: dict[str, bool] = {}
+        self._sums: dict[str, tuple[str, ...]] = {}  # the sums after n in each cell, in order
+        self._needed: set[str] = set()
         self._arms: dict[str, Any] = {}
         self._columns: dict[str, str] = {}
         self._vectors: Any = None
@@ -146,14 +147,17 @@ class InteractionPass:
         self.experiments = sorted(e for e in experiment_ids if e in self.registry.experiments)
         self.tests = scan_tests(self.registry, self.experiments)
         partners: dict[str, set[str]] = defaultdict(set)
+        ratio: dict[str, bool] = defaultdict(bool)
         for t in self.tests:
             partners[t.values_from].add(t.other)
-            ratio = self.registry.metrics[t.metric].kind == "ratio"
-            self._den[t.values_from] = self._den.get(t.values_from, False) or ratio
+            ratio[t.values_from] |= self.registry.metrics[t.metric].kind == "ratio"
         self._partners = {e: sorted(p) for e, p in partners.items()}
+        # den, den² and num·den only when a ratio metric is tested
+        self._sums = {e: _SUMS[1:] if ratio[e] else _SUMS[1:3] for e in self._partners}
+        self._needed = set().union(*partners.values())
 
     def needs_arms(self, experiment_id: str) -> bool:
-        return any(experiment_id in p for p in self._partners.values())
+        return experiment_id in self._needed
 
     def keep_arms(self, experiment_id: str, first_exposures: Any) -> None:
         """Keep the experiment's analysed units with their ``arm`` (the variant's position in its
@@ -198,7 +202,7 @@ class InteractionPass:
         listed = tuple(
             {"id": p, "arms": len(exps[p].variant_ids), "column": self._columns[p]} for p in ids
         )
-        return Partners(listed, self._den[experiment_id], self._vectors)
+        return Partners(listed, self._sums[experiment_id], self._vectors)
 
     def take(self, experiment_id: str, cells: pa.Table | None) -> None:
         """The ``interaction_cells`` of the experiment's "all" rows, by metric and variant (NULL
@@ -210,8 +214,8 @@ class InteractionPass:
 
     def _offsets(self, experiment_id: str) -> tuple[dict[tuple[str, int], int], tuple[str, ...]]:
         """Where each (partner, arm)'s cell starts in the experiment's ``interaction_cells``, and
-        the sums each cell holds after n (the order of dbt_like_sql/sufficient_stats.sql)."""
-        sums = _SUMS[1:] if self._den[experiment_id] else _SUMS[1:3]
+        the sums each cell holds after n (:class:`Partners`' ``sums``, in that order)."""
+        sums = self._sums[experiment_id]
         out, at = {}, 0
         for p in self._partners[experiment_id]:
             for j in range(len(self.registry.experiments[p].variant_ids)):

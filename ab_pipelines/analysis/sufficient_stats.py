@@ -148,13 +148,14 @@ class ExperimentStats:
 @dataclass(frozen=True)
 class Partners:
     """The experiments whose arms an experiment's values are summed by (the interaction scan):
-    ``partners`` (id, arms, column), ``den`` whether the den sums are needed (a ratio metric),
-    ``vectors`` the units' arms (unit, then a column per experiment). The "all" rows then carry
-    ``interaction_cells``: for each partner in order and each arm of it, n, Σnum, Σnum² (and with
-    ``den``, Σden, Σden², Σnum·den), see dbt_like_sql/sufficient_stats.sql."""
+    ``partners`` (id, arms, column), ``sums`` the sums each cell holds after n, in order (names
+    of RatioMoments fields: num_sum, num_sum_sq, and den_sum, den_sum_sq, num_den_sum when a
+    ratio metric is tested), ``vectors`` the units' arms (unit, then a column per experiment).
+    The "all" rows then carry ``interaction_cells``: for each partner in order and each arm of
+    it, n and ``sums``, see dbt_like_sql/sufficient_stats.sql."""
 
     partners: tuple[dict[str, Any], ...]
-    den: bool
+    sums: tuple[str, ...]
     vectors: Any
 
 
@@ -363,7 +364,7 @@ def model_vars(
             for p in periods
         ],
         "interaction_partners": [],
-        "interaction_den": False,
+        "interaction_sums": [],
         **metric_vars(metrics),
     }
 
@@ -406,7 +407,7 @@ def _experiment_inputs(
     vars = model_vars(exp, metrics, day, killed_at, day_periods(lake, exp, day))
     if partners is not None and partners.partners:
         vars["interaction_partners"] = list(partners.partners)
-        vars["interaction_den"] = partners.den
+        vars["interaction_sums"] = list(partners.sums)
         vectors = partners.vectors
     else:
         vectors = spark.createDataFrame([], "unit STRING")

@@ -121,7 +121,7 @@ def _real_vars(**over):
         "metric_ids": [m.id for m in _METRICS[:2]],
         "bandit_periods": [],
         "interaction_partners": [],
-        "interaction_den": False,
+        "interaction_sums": [],
         **metric_vars(_METRICS[:2]),
         **over,
     }
@@ -133,14 +133,19 @@ def test_sufficient_stats_sums_the_interaction_cells_only_when_asked():
     code = "\n".join(x for x in plain.splitlines() if not x.lstrip().startswith("--"))
     assert "interaction_vectors" not in code and "interaction_cells" not in code
     partners = [{"id": "other", "arms": 3, "column": "a4"}]
-    sql = render(model, _real_vars(interaction_partners=partners, segments=["platform"]))
+    means = ["num_sum", "num_sum_sq"]
+    sql = render(
+        model,
+        _real_vars(interaction_partners=partners, interaction_sums=means, segments=["platform"]),
+    )
     assert "LEFT JOIN interaction_vectors AS x" in sql
     assert "CAST(COUNT(CASE WHEN v.mature AND x.a4 = 2 THEN 1 END) AS DOUBLE)" in sql
     assert "SUM(CASE WHEN x.a4 = 0 THEN v.num * v.num END)" in sql
     assert "v.den END" not in sql  # no ratio metric asked: n, Σnum, Σnum² per cell
     assert sql.count("CASE WHEN x.a4 = ") == 3 * 2  # arms 0..2, two sums each
     assert "CAST(NULL AS ARRAY<DOUBLE>) AS interaction_cells" in sql  # the segment rows
-    with_den = render(model, _real_vars(interaction_partners=partners, interaction_den=True))
+    ratios = [*means, "den_sum", "den_sum_sq", "num_den_sum"]
+    with_den = render(model, _real_vars(interaction_partners=partners, interaction_sums=ratios))
     assert "SUM(CASE WHEN x.a4 = 1 THEN v.num * v.den END)" in with_den
     assert with_den.count("CASE WHEN x.a4 = ") == 3 * 5
 
