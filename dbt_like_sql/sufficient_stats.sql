@@ -36,8 +36,8 @@
 -- keep the column.
 {%- set partners = var('interaction_partners') %}
 {%- set cell_sums = var('interaction_sums') %}
-{%- set cell_terms = {'num_sum': 'v.num', 'num_sum_sq': 'v.num * v.num', 'den_sum': 'v.den',
-                      'den_sum_sq': 'v.den * v.den', 'num_den_sum': 'v.num * v.den'} %}
+{%- set cell_terms = {'num_sum': 'v.num', 'num_sum_sq': 'v.num_sq', 'den_sum': 'v.den',
+                      'den_sum_sq': 'v.den_sq', 'num_den_sum': 'v.num_den'} %}
 {#- The cells: conditional sums over the partners' arms (x: interaction_vectors) in one array, or
     a NULL array of the same name and type (the segment rows). -#}
 {% macro cells(null) -%}
@@ -45,7 +45,7 @@
         {% if null %}CAST(NULL AS ARRAY<DOUBLE>){% else %}ARRAY(
         {%- for p in partners %}{% set k = loop.index0 %}{% for j in range(p.arms) %}
             {%- if not (k == 0 and j == 0) %},{% endif %}
-            CAST(COUNT(CASE WHEN v.mature AND x.{{ p.column }} = {{ j }} THEN 1 END) AS DOUBLE)
+            SUM(CASE WHEN x.{{ p.column }} = {{ j }} THEN v.one END)
             {%- for c in cell_sums %},
             SUM(CASE WHEN x.{{ p.column }} = {{ j }} THEN {{ cell_terms[c] }} END)
             {%- endfor %}
@@ -87,7 +87,13 @@ WITH counted AS (
         CASE WHEN mature THEN num ELSE 0D END AS num,
         CASE WHEN mature THEN den ELSE 0D END AS den,
         CASE WHEN mature THEN pre_num ELSE 0D END AS pre_num,
-        CASE WHEN mature THEN pre_den ELSE 0D END AS pre_den
+        CASE WHEN mature THEN pre_den ELSE 0D END AS pre_den{% if partners %},
+        -- the cells' terms as columns: each conditional sum is then CASE WHEN arm THEN column,
+        -- cheaper than an expression evaluated in every one of them
+        CASE WHEN mature THEN 1D ELSE 0D END AS one,
+        CASE WHEN mature THEN num * num ELSE 0D END AS num_sq,
+        CASE WHEN mature THEN den * den ELSE 0D END AS den_sq,
+        CASE WHEN mature THEN num * den ELSE 0D END AS num_den{% endif %}
     FROM {{ ref('metric_values') }}
 ),
 sums AS (

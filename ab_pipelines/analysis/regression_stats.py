@@ -37,6 +37,7 @@ from ab_pipelines.analysis.state import ExperimentState, states_of_day, with_pro
 from ab_pipelines.config.models import Experiment, Metric
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake
+from ab_pipelines.lake.engine import fetch_arrow
 from ab_pipelines.lake.tables import GOLD_REGRESSION_STATS
 from ab_pipelines.stats.regression import RegressionMoments
 
@@ -187,7 +188,7 @@ def experiment_regression_sums(
     sources = {name: models[source] for name, source in SOURCE_MODELS.items()}
     out = run_models(spark, {REGRESSION_MODEL: model}, regression_vars(exp, design), sources)
     try:
-        return out[REGRESSION_MODEL].toArrow()
+        return fetch_arrow(out[REGRESSION_MODEL])
     finally:
         release(spark, out, [REGRESSION_MODEL])
         for name in sources:

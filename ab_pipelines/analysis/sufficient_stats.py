@@ -92,6 +92,7 @@ from ab_pipelines.config.allocations import Period
 from ab_pipelines.config.models import EventAgg, Experiment, Metric
 from ab_pipelines.config.registry import Registry
 from ab_pipelines.lake import Lake, partition_value
+from ab_pipelines.lake.engine import fetch_arrow
 from ab_pipelines.lake.tables import (
     BRONZE_EXPOSURES,
     BRONZE_METRIC_EVENTS,
@@ -509,7 +510,7 @@ def experiment_stats(
     ) as out:
         crossovers = out["first_exposures"].where("crossover").count()
         counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
-        sums = out["sufficient_stats"].toArrow()  # ordered by the model
+        sums = fetch_arrow(out["sufficient_stats"])  # ordered by the model
         if keep is not None:
             keep(experiment_id, out)
     cells = None

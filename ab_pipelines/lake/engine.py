@@ -50,6 +50,7 @@ __all__ = [
     "EngineSettings",
     "checkpoint",
     "engine_tags",
+    "fetch_arrow",
     "release_checkpoints",
     "run_tasks",
     "spark_session",
@@ -476,6 +477,26 @@ def _stop(engine: _Engine) -> None:
         engine.server.stop()
     if engine.scratch is not None:
         shutil.rmtree(engine.scratch, ignore_errors=True)
+
+
+# ---- results ---------------------------------------------------------------------------------
+def fetch_arrow(df):
+    """``df.toArrow()`` in one call to the engine.
+
+    PySpark's ``toArrow`` first asks the server for the frame's schema (a call that plans the
+    query), then runs it (which plans it again): for a large plan, such as an experiment's
+    ``sufficient_stats`` with its interaction cells, the first call alone cost 0.3 s of a day's
+    analysis at 100,000 users. The schema sent with the results is used instead, and the table
+    cast to it as ``toArrow`` does: the same names, types and values (only nullability may differ:
+    the executed plan knows more columns to be non-null than the analysed one).
+    """
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    table, schema = df._to_table()  # pyspark-client 4.2 (pinned)
+    if schema is None:  # a server that sends no schema with its results
+        return df.toArrow()
+    arrow = to_arrow_schema(schema, error_on_duplicated_field_names_in_struct=True, timezone="UTC")
+    return table.cast(arrow)
 
 
 # ---- frames the engine keeps ----------------------------------------------------------------

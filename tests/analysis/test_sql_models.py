@@ -139,15 +139,15 @@ def test_sufficient_stats_sums_the_interaction_cells_only_when_asked():
         _real_vars(interaction_partners=partners, interaction_sums=means, segments=["platform"]),
     )
     assert "LEFT JOIN interaction_vectors AS x" in sql
-    assert "CAST(COUNT(CASE WHEN v.mature AND x.a4 = 2 THEN 1 END) AS DOUBLE)" in sql
-    assert "SUM(CASE WHEN x.a4 = 0 THEN v.num * v.num END)" in sql
+    assert "SUM(CASE WHEN x.a4 = 2 THEN v.one END)" in sql  # n: the mature units
+    assert "SUM(CASE WHEN x.a4 = 0 THEN v.num_sq END)" in sql
     assert "v.den END" not in sql  # no ratio metric asked: n, Σnum, Σnum² per cell
-    assert sql.count("CASE WHEN x.a4 = ") == 3 * 2  # arms 0..2, two sums each
+    assert sql.count("CASE WHEN x.a4 = ") == 3 * 3  # arms 0..2: n and two sums each
     assert "CAST(NULL AS ARRAY<DOUBLE>) AS interaction_cells" in sql  # the segment rows
     ratios = [*means, "den_sum", "den_sum_sq", "num_den_sum"]
     with_den = render(model, _real_vars(interaction_partners=partners, interaction_sums=ratios))
-    assert "SUM(CASE WHEN x.a4 = 1 THEN v.num * v.den END)" in with_den
-    assert with_den.count("CASE WHEN x.a4 = ") == 3 * 5
+    assert "SUM(CASE WHEN x.a4 = 1 THEN v.num_den END)" in with_den
+    assert with_den.count("CASE WHEN x.a4 = ") == 3 * 6
 
 
 def _experiment_models():

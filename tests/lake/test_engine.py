@@ -158,3 +158,31 @@ def test_scratch_folders_of_dead_engines_go(tmp_path):
     mine.mkdir()
     engine_module._remove_dead_scratch(tmp_path)
     assert not dead.parent.exists() and mine.exists()
+
+
+@pytest.mark.spark
+def test_fetch_arrow_gives_what_to_arrow_gives_in_one_call(spark, monkeypatch):
+    from ab_pipelines.lake.engine import fetch_arrow
+
+    query = (
+        "SELECT id, CAST(id AS DOUBLE) / 3 AS x, CAST(id AS STRING) AS s, "
+        "ARRAY(CAST(id AS DOUBLE), CAST(NULL AS DOUBLE)) AS a, "
+        "CAST(NULL AS ARRAY<DOUBLE>) AS none, DATE'2026-11-01' AS d, "
+        "TIMESTAMP'2026-11-01 10:00:00' AS t, id % 2 = 0 AS b FROM range(5)"
+    )
+    expected = spark.sql(query).toArrow()
+    df = spark.sql(query)  # a new frame: a frame keeps the schema it was told
+    analyses = []
+    analyze = type(spark.client)._analyze
+    monkeypatch.setattr(
+        type(spark.client),
+        "_analyze",
+        lambda self, method, **kw: analyses.append(method) or analyze(self, method, **kw),
+    )
+    got = fetch_arrow(df)
+    # the same names, types and values (the analysed schema may call a column nullable that the
+    # executed one does not: the callers cast to their table's schema)
+    assert [(f.name, f.type) for f in got.schema] == [(f.name, f.type) for f in expected.schema]
+    assert got.cast(expected.schema).equals(expected)
+    assert analyses == []  # the schema came with the rows: the query was planned once
+    assert fetch_arrow(df.where("id > 9")).num_rows == 0
