@@ -30,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import gc
 import re
 from collections.abc import Iterable, Mapping
@@ -158,14 +159,28 @@ def sql_literal(value: Any) -> str:
     return f"'{text}'"
 
 
-def render(model: Model, vars: Mapping[str, Any]) -> str:
-    """The model's SQL with refs and vars filled in."""
+@functools.lru_cache(maxsize=256)
+def _compiled(folder: Path, template: str) -> jinja2.Template:
+    """A model's template compiled once per process (compiling was 1.2 s of a day's analysis of
+    20 experiments: every model of every experiment, and the macros each imports). The
+    environment is the folder's, so ``{% import %}`` finds its siblings; it reloads a sibling
+    changed on disk, and a changed model is a new template text."""
+    return _environment(folder).from_string(template)
+
+
+@functools.lru_cache(maxsize=16)
+def _environment(folder: Path) -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(model.path.parent),
+        loader=jinja2.FileSystemLoader(folder),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
     )
     env.filters["sql"] = sql_literal
+    return env
+
+
+def render(model: Model, vars: Mapping[str, Any]) -> str:
+    """The model's SQL with refs and vars filled in."""
 
     def ref(name: str) -> str:
         if name not in model.refs:  # e.g. a ref built at render time, invisible to the lineage
@@ -184,7 +199,8 @@ def render(model: Model, vars: Mapping[str, Any]) -> str:
             raise ModelError(f"{model.path}: var('{name}') was not given")
         return vars[name]
 
-    return env.from_string(model.template).render(ref=ref, source=source, var=var).strip()
+    template = _compiled(model.path.parent, model.template)
+    return template.render(ref=ref, source=source, var=var).strip()
 
 
 def release(spark, out: dict[str, Any], names: Iterable[str]) -> None:
