@@ -63,14 +63,16 @@ def main(argv: list[str] | None = None) -> int:
         if peer is not None:
             peers[peer] = peer_versions(peer)
         t0 = time.monotonic()
-        results.append(module.run(reps=args.reps))
+        results.append((name, module.run(reps=args.reps)))
         print(f"  done in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
-        for row in results[-1].rows:
+        for row in results[-1][1].rows:
             met = "" if row.met is None else (" (met)" if row.met else " (MISSED)")
             print(
                 f"  {row.measure}: {row.project} vs {row.peer}, {row.ratio}{met}", file=sys.stderr
             )
-    text = render(results, peers, time.monotonic() - start, NOT_YET_MEASURED)
+    # A run of some benchmarks keeps the others' sections of the report it rewrites.
+    previous = args.out.read_text() if args.only and args.out.exists() else None
+    text = render(results, peers, time.monotonic() - start, NOT_YET_MEASURED, previous)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"wrote {args.out}", file=sys.stderr)

@@ -94,43 +94,95 @@ def _fmt_versions(v: dict[str, str]) -> str:
     return ", ".join(f"{k} {x}" for k, x in v.items())
 
 
+def _section(name: str, b: Benchmark, stamp: str) -> str:
+    lines = [f"{_MARK}{name} -->", f"## {b.title}", "", f"_measured {stamp}_", ""]
+    jvm = any(r.jvm is not None for r in b.rows)
+    head = ["measure", "project", "peer", *(["JVM Spark (Connect)"] if jvm else [])]
+    head += ["ratio", "target", "met?"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in b.rows:
+        met = "—" if r.met is None else ("yes" if r.met else "**no**")
+        cells = [r.measure, r.project, r.peer, *([r.jvm or ""] if jvm else [])]
+        cells += [r.ratio, r.target, met]
+        lines.append("| " + " | ".join(cells) + " |")
+    if b.notes:
+        lines.append("")
+        lines += [f"- {note}" for note in b.notes]
+    for block in b.blocks:
+        lines += ["", block]
+    return "\n".join(lines)
+
+
+_MARK = "<!-- benchmark: "
+
+
+def _sections(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """A report's header and its sections in order, each keyed by its benchmark's name (the
+    marker before its title) or, in a report written before the markers, by its title line."""
+    lines = text.rstrip("\n").split("\n")
+    starts = []
+    for i, line in enumerate(lines):
+        if line.startswith(_MARK) or (
+            line.startswith("## ") and not lines[i - 1].startswith(_MARK)
+        ):
+            starts.append(i)
+    header = "\n".join(lines[: starts[0]] if starts else lines).rstrip("\n")
+    out = []
+    for i, j in zip(starts, [*starts[1:], len(lines)], strict=True):
+        first = lines[i]
+        key = first[len(_MARK) :].split(" ", 1)[0] if first.startswith(_MARK) else first
+        out.append((key, "\n".join(lines[i:j]).strip("\n")))
+    return header, out
+
+
 def render(
-    benchmarks: list[Benchmark],
+    benchmarks: list[tuple[str, Benchmark]],
     peers: dict[str, dict[str, str]],
     seconds: float,
     not_measured: list[str],
+    previous: str | None = None,
 ) -> str:
-    """The whole markdown document."""
+    """The markdown document: ``benchmarks`` as (name, result).
+
+    ``previous``: the report of an earlier run (a run of some benchmarks only): its header and its
+    other benchmarks' sections are kept, each with the date and commit it was measured at; the
+    sections of ``benchmarks`` replace theirs in place (or come last).
+    """
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = f"{now}, commit {_commit()}"
+    new = [(name, _section(name, b, stamp)) for name, b in benchmarks]
+    if previous is not None:
+        header, sections = _sections(previous)
+        titles = {f"## {b.title}": name for name, b in benchmarks}
+        by_name = dict(new)
+        merged, done = [], set()
+        for key, text in sections:
+            name = titles.get(key, key)  # an unmarked section of the same title is replaced
+            if name in by_name:
+                if name not in done:
+                    merged.append(by_name[name])
+                    done.add(name)
+            else:
+                merged.append(text)
+        merged += [text for name, text in new if name not in done]
+        return "\n\n".join([header, *merged]) + "\n"
     m = machine()
     lines = [
         "# Benchmarks against peers",
         "",
         "Written by `make bench` (`python -m benchmarks`); do not edit by hand. Each benchmark runs "
         "the project and its peer in the same run on the same data, alternating repetitions, and "
-        "reports medians. The machine is shared and noisy: the ratios are what count.",
+        "reports medians. The machine is shared and noisy: the ratios are what count. A run of "
+        "some benchmarks (`--only`) replaces their sections and keeps the others, each with the "
+        "date and commit it was measured at.",
         "",
         f"- date: {now}, commit {_commit()}, {seconds:.0f} s for the whole run",
         f"- machine: {m['cores']} cores, {m['memory']}, CPU {m['cpu']}, {m['os']}",
         f"- project: {_fmt_versions(project_versions())}",
     ]
     lines += [f"- peer {name}: {_fmt_versions(v)}" for name, v in peers.items()]
-    for b in benchmarks:
-        lines += ["", f"## {b.title}", ""]
-        jvm = any(r.jvm is not None for r in b.rows)
-        head = ["measure", "project", "peer", *(["JVM Spark (Connect)"] if jvm else [])]
-        head += ["ratio", "target", "met?"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in b.rows:
-            met = "—" if r.met is None else ("yes" if r.met else "**no**")
-            cells = [r.measure, r.project, r.peer, *([r.jvm or ""] if jvm else [])]
-            cells += [r.ratio, r.target, met]
-            lines.append("| " + " | ".join(cells) + " |")
-        if b.notes:
-            lines.append("")
-            lines += [f"- {note}" for note in b.notes]
-        for block in b.blocks:
-            lines += ["", block]
+    for _, text in new:
+        lines += ["", text]
     if not_measured:
         lines += ["", "## Not yet measured", ""]
         lines += [f"- {x}" for x in not_measured]
