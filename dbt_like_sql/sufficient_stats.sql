@@ -29,7 +29,7 @@
 -- carry interaction_cells, an ARRAY<DOUBLE>: for each partner in order and each arm j of it, n
 -- and the sums named by var interaction_sums, in its order (num_sum, num_sum_sq, and den_sum,
 -- den_sum_sq, num_den_sum when a ratio metric is tested) over this experiment's mature units in
--- the row's variant that are in arm j of the partner. They are
+-- the row's variant that are in arm j of the partner (NULL, n too, where no unit is). They are
 -- summed in the same grouping as the statistics above (the per-unit values are read once); one
 -- array column, not a column per sum, keeps the plan small (Sail's planning time grows with the
 -- columns carried through the joins below). NULL on segment rows; gold.sufficient_stats does not
