@@ -26,28 +26,34 @@
 -- {id, arms, column}; the source interaction_vectors has one row per unit analysed in any
 -- experiment the day's scan pairs, with its arm in each of them (a column per experiment, NULL
 -- where the unit is not analysed; ab_pipelines.analysis.interactions). The "all" rows then also
--- carry interaction_cells, an ARRAY<DOUBLE>: for each partner in order and each arm j of it, n
--- and the sums named by var interaction_sums, in its order (num_sum, num_sum_sq, and den_sum,
--- den_sum_sq, num_den_sum when a ratio metric is tested) over this experiment's mature units in
--- the row's variant that are in arm j of the partner (NULL, n too, where no unit is). They are
--- summed in the same grouping as the statistics above (the per-unit values are read once); one
--- array column, not a column per sum, keeps the plan small (Sail's planning time grows with the
--- columns carried through the joins below). NULL on segment rows; gold.sufficient_stats does not
--- keep the column.
+-- carry interaction_cells, an ARRAY<DOUBLE>: for each partner in order and each arm j of it, the
+-- sums named by the first list of var interaction_sums, in its order (n, num_sum, num_sum_sq),
+-- over this experiment's mature units in the row's variant that are in arm j of the partner
+-- (NULL where no unit is). With a second list (den_sum, den_sum_sq, num_den_sum: a ratio metric
+-- is tested) the rows of ratio metrics also carry interaction_den_cells, laid out alike (NULL on
+-- other rows). The den sums are not more sums per row: a ratio metric's rows enter the grouping
+-- twice (part 0: n, num, num²; part 1: den, den², num·den, in the same three sums), grouped
+-- apart, and the part-1 group's cells are moved onto the part-0 row, whose statistics are the
+-- model's (part-1 groups are dropped). A conditional sum costs the engine the same per row
+-- whatever its value: three more sums over every metric's rows cost more than the ratio
+-- metrics' rows twice (docs/analysis.md, "Cost measured").
+-- They are summed in the same grouping as the statistics above (the per-unit values are read
+-- once); one array column, not a column per sum, keeps the plan small (Sail's planning time
+-- grows with the columns carried through the joins below). NULL on segment rows;
+-- gold.sufficient_stats does not keep the columns.
 {%- set partners = var('interaction_partners') %}
-{%- set cell_sums = var('interaction_sums') %}
-{%- set cell_terms = {'num_sum': 'v.num', 'num_sum_sq': 'v.num_sq', 'den_sum': 'v.den',
-                      'den_sum_sq': 'v.den_sq', 'num_den_sum': 'v.num_den'} %}
-{#- The cells: conditional sums over the partners' arms (x: interaction_vectors) in one array, or
-    a NULL array of the same name and type (the segment rows). -#}
+{%- set cell_parts = var('interaction_sums') %}
+{%- set cell_terms = {'n': 'CASE WHEN mature THEN 1D ELSE 0D END', 'num_sum': 'num',
+                      'num_sum_sq': 'num * num', 'den_sum': 'den', 'den_sum_sq': 'den * den',
+                      'num_den_sum': 'num * den'} %}
+{#- The cells: conditional sums over the partners' arms (x: interaction_vectors) of the terms of
+    cell_rows, in one array, or a NULL array of the same name and type (the segment rows). -#}
 {% macro cells(null) -%}
 {%- if partners %},
         {% if null %}CAST(NULL AS ARRAY<DOUBLE>){% else %}ARRAY(
         {%- for p in partners %}{% set k = loop.index0 %}{% for j in range(p.arms) %}
-            {%- if not (k == 0 and j == 0) %},{% endif %}
-            SUM(CASE WHEN x.{{ p.column }} = {{ j }} THEN v.one END)
-            {%- for c in cell_sums %},
-            SUM(CASE WHEN x.{{ p.column }} = {{ j }} THEN {{ cell_terms[c] }} END)
+            {%- for c in cell_parts[0] %}{% if not (k == 0 and j == 0 and loop.first) %},{% endif %}
+            SUM(CASE WHEN x.{{ p.column }} = {{ j }} THEN v.t{{ loop.index0 }} END)
             {%- endfor %}
         {%- endfor %}{% endfor %}
         ){% endif %} AS interaction_cells
@@ -87,26 +93,67 @@ WITH counted AS (
         CASE WHEN mature THEN num ELSE 0D END AS num,
         CASE WHEN mature THEN den ELSE 0D END AS den,
         CASE WHEN mature THEN pre_num ELSE 0D END AS pre_num,
-        CASE WHEN mature THEN pre_den ELSE 0D END AS pre_den{% if partners %},
-        -- the cells' terms as columns: each conditional sum is then CASE WHEN arm THEN column,
-        -- cheaper than an expression evaluated in every one of them
-        CASE WHEN mature THEN 1D ELSE 0D END AS one,
-        CASE WHEN mature THEN num * num ELSE 0D END AS num_sq,
-        CASE WHEN mature THEN den * den ELSE 0D END AS den_sq,
-        CASE WHEN mature THEN num * den ELSE 0D END AS num_den{% endif %}
+        CASE WHEN mature THEN pre_den ELSE 0D END AS pre_den
     FROM {{ ref('metric_values') }}
 ),
-sums AS (
-    SELECT 'all' AS segment, {{ sums() }}{{ cells(false) }}
-    FROM counted AS v
-    {%- if partners %}
+{%- if partners %}
+{%- set ratios = var('ratio_metrics') | map(attribute='id') | list %}
+{%- set den = cell_parts | length > 1 and ratios %}
+-- The cells' terms computed once per row (a conditional sum of a column costs less than one of
+-- an expression); a maturing unit's terms are 0 (its num and den are, and n counts mature units).
+cell_rows AS (
+    SELECT
+        metric,
+        {% if den %}part{% else %}0 AS part{% endif %},
+        unit,
+        variant,
+        mature,
+        num,
+        den,
+        pre_num,
+        pre_den
+        {%- for i in range(cell_parts[0] | length) %},
+        {% if den -%}
+        CASE WHEN part = 0 THEN {{ cell_terms[cell_parts[0][i]] }}
+             ELSE {{ cell_terms[cell_parts[1][i]] }} END
+        {%- else -%}
+        {{ cell_terms[cell_parts[0][i]] }}
+        {%- endif %} AS t{{ i }}
+        {%- endfor %}
+    FROM counted
+    {%- if den %}
+    LATERAL VIEW EXPLODE(
+        CASE WHEN metric IN ({{ ratios | sql }}) THEN ARRAY(0, 1) ELSE ARRAY(0) END
+    ) AS part
+    {%- endif %}
+),
+all_parts AS (
+    SELECT 'all' AS segment, v.part, {{ sums() }}{{ cells(false) }}
+    FROM cell_rows AS v
     LEFT JOIN {{ source('interaction_vectors') }} AS x
       ON x.unit = v.unit
-    {%- endif %}
+    GROUP BY v.metric, v.part, v.variant
+),
+all_rows AS (
+    SELECT
+        *,
+        LEAD(interaction_cells) OVER (PARTITION BY metric, variant ORDER BY part)
+            AS interaction_den_cells
+    FROM all_parts
+),
+{%- endif %}
+sums AS (
+    {%- if partners %}
+    SELECT * FROM all_rows WHERE part = 0
+    {%- else %}
+    SELECT 'all' AS segment, {{ sums() }}
+    FROM counted AS v
     GROUP BY v.metric, v.variant
+    {%- endif %}
     {% if var('segments') or var('bandit_periods') %}
     UNION ALL
-    SELECT s.segment, {{ sums() }}{{ cells(true) }}
+    SELECT s.segment, {% if partners %}0 AS part, {% endif %}{{ sums() }}{{ cells(true) }}
+        {%- if partners %}, CAST(NULL AS ARRAY<DOUBLE>) AS interaction_den_cells{% endif %}
     FROM counted AS v
     JOIN {{ ref('unit_segments') }} AS s
       ON s.unit = v.unit AND s.segment <> 'all'
@@ -181,7 +228,8 @@ SELECT
     CASE WHEN qm.clustered THEN COALESCE(q.events_sum_sq, 0D) END AS q_events_sum_sq,
     CASE WHEN qm.clustered THEN COALESCE(q.below_events_sum, 0D) END AS q_below_events_sum
     {%- if partners %},
-    s.interaction_cells
+    s.interaction_cells,
+    s.interaction_den_cells
     {%- endif %}
 FROM grid AS g
 LEFT JOIN sums AS s

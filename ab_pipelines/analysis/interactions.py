@@ -80,6 +80,10 @@ INTERACTION_FDR = 0.05
 #: partners' arms, which sufficient_stats reads, are their analysed units.
 SOURCE_MODELS = {"interaction_vectors": "analysed_units"}
 _SUMS = ("n", "num_sum", "num_sum_sq", "den_sum", "den_sum_sq", "num_den_sum")
+# The sums of a cell as the model lays them out: every metric's row has the first part
+# (interaction_cells), a ratio metric's row the second too (interaction_den_cells) when the
+# experiment has a ratio metric tested.
+_PARTS = (_SUMS[:3], _SUMS[3:])
 
 
 @dataclass(frozen=True)
@@ -134,7 +138,7 @@ class InteractionPass:
         self.experiments: list[str] = []
         self.tests: list[ScanTest] = []
         self._partners: dict[str, list[str]] = {}
-        self._sums: dict[str, tuple[str, ...]] = {}  # the sums after n in each cell, in order
+        self._parts: dict[str, tuple[tuple[str, ...], ...]] = {}  # each run's cell layout
         self._needed: set[str] = set()
         self._arms: dict[str, Any] = {}
         self._columns: dict[str, str] = {}
@@ -153,7 +157,7 @@ class InteractionPass:
             ratio[t.values_from] |= self.registry.metrics[t.metric].kind == "ratio"
         self._partners = {e: sorted(p) for e, p in partners.items()}
         # den, den² and num·den only when a ratio metric is tested
-        self._sums = {e: _SUMS[1:] if ratio[e] else _SUMS[1:3] for e in self._partners}
+        self._parts = {e: _PARTS if ratio[e] else _PARTS[:1] for e in self._partners}
         self._needed = set().union(*partners.values())
 
     def needs_arms(self, experiment_id: str) -> bool:
@@ -202,26 +206,27 @@ class InteractionPass:
         listed = tuple(
             {"id": p, "arms": len(exps[p].variant_ids), "column": self._columns[p]} for p in ids
         )
-        return Partners(listed, self._sums[experiment_id], self._vectors)
+        return Partners(listed, self._parts[experiment_id], self._vectors)
 
     def take(self, experiment_id: str, cells: pa.Table | None) -> None:
-        """The ``interaction_cells`` of the experiment's "all" rows, by metric and variant (NULL
-        where the variant has no unit: the model's grid has the row, the sums do not)."""
+        """The ``interaction_cells`` and ``interaction_den_cells`` of the experiment's "all" rows,
+        by metric and variant (NULL where the variant has no unit: the model's grid has the row,
+        the sums do not)."""
         if cells is None:
             return
         for r in cells.to_pylist():
-            self._rows[(experiment_id, r["metric"], r["variant"])] = r["interaction_cells"]
+            both = (r["interaction_cells"], r["interaction_den_cells"])
+            self._rows[(experiment_id, r["metric"], r["variant"])] = both
 
-    def _offsets(self, experiment_id: str) -> tuple[dict[tuple[str, int], int], tuple[str, ...]]:
-        """Where each (partner, arm)'s cell starts in the experiment's ``interaction_cells``, and
-        the sums each cell holds after n (:class:`Partners`' ``sums``, in that order)."""
-        sums = self._sums[experiment_id]
+    def _offsets(self, experiment_id: str) -> dict[tuple[str, int], int]:
+        """Where each (partner, arm)'s cell starts in each part of the experiment's cells."""
+        width = len(_PARTS[0])
         out, at = {}, 0
         for p in self._partners[experiment_id]:
             for j in range(len(self.registry.experiments[p].variant_ids)):
                 out[(p, j)] = at
-                at += 1 + len(sums)
-        return out, sums
+                at += width
+        return out
 
     def cells(self) -> pa.Table:
         """The day's interaction cells: one row per test of :func:`scan_tests` and cell (A's
@@ -232,7 +237,7 @@ class InteractionPass:
         out = []
         for t in self.tests:
             ratio = metrics[t.metric].kind == "ratio"
-            offsets, sums = layouts[t.values_from]
+            offsets = layouts[t.values_from]
             for own in exps[t.values_from].variant_ids:
                 key = (t.values_from, t.metric, own)
                 if key not in self._rows:
@@ -240,9 +245,13 @@ class InteractionPass:
                         f"interaction scan: no cells of {'/'.join(key)} "
                         "(the experiment's run did not return its row)"
                     )
-                r = self._rows[key]
+                r, den = self._rows[key]
                 if r is None:
                     continue  # no unit of the variant has a value of the metric: no cell
+                if ratio and den is None:
+                    raise RuntimeError(
+                        f"interaction scan: no den cells of the ratio metric {'/'.join(key)}"
+                    )
                 for j, theirs in enumerate(exps[t.other].variant_ids):
                     at = offsets[(t.other, j)]
                     n = int(r[at] or 0)
@@ -252,9 +261,11 @@ class InteractionPass:
                     cell = {"experiment_a": t.experiment_a, "experiment_b": t.experiment_b}
                     cell.update(metric=t.metric, variant_a=a, variant_b=b, n=n)
                     cell.update(dict.fromkeys(_SUMS[1:]))
-                    for i, f in enumerate(sums, start=at + 1):
-                        if ratio or f in _SUMS[1:3]:
-                            cell[f] = float(r[i] or 0.0)
+                    for i, f in enumerate(_PARTS[0][1:], start=at + 1):
+                        cell[f] = float(r[i] or 0.0)
+                    if ratio:
+                        for i, f in enumerate(_PARTS[1], start=at):
+                            cell[f] = float(den[i] or 0.0)
                     out.append(cell)
         out.sort(key=lambda c: (c["experiment_a"], c["experiment_b"], c["metric"], c["variant_a"],
                                 c["variant_b"]))  # fmt: skip

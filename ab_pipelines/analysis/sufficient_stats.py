@@ -142,21 +142,23 @@ class ExperimentStats:
     stats: pa.Table
     units: dict[str, dict[str, int]]
     crossovers: int
-    #: With partners: the "all" rows' metric, variant and interaction_cells (see Partners).
+    #: With partners: the "all" rows' metric, variant, interaction_cells and
+    #: interaction_den_cells (see Partners).
     cells: pa.Table | None = None
 
 
 @dataclass(frozen=True)
 class Partners:
     """The experiments whose arms an experiment's values are summed by (the interaction scan):
-    ``partners`` (id, arms, column), ``sums`` the sums each cell holds after n, in order (names
-    of RatioMoments fields: num_sum, num_sum_sq, and den_sum, den_sum_sq, num_den_sum when a
-    ratio metric is tested), ``vectors`` the units' arms (unit, then a column per experiment).
-    The "all" rows then carry ``interaction_cells``: for each partner in order and each arm of
-    it, n and ``sums``, see dbt_like_sql/sufficient_stats.sql."""
+    ``partners`` (id, arms, column), ``sums`` the sums each cell holds, in parts and in order
+    (names of RatioMoments fields: n, num_sum, num_sum_sq; then den_sum, den_sum_sq, num_den_sum
+    when a ratio metric is tested), ``vectors`` the units' arms (unit, then a column per
+    experiment). The "all" rows then carry ``interaction_cells`` (the first part for each
+    partner in order and each arm of it) and ``interaction_den_cells`` (the second, on the rows
+    of ratio metrics), see dbt_like_sql/sufficient_stats.sql."""
 
     partners: tuple[dict[str, Any], ...]
-    sums: tuple[str, ...]
+    sums: tuple[tuple[str, ...], ...]
     vectors: Any
 
 
@@ -408,7 +410,7 @@ def _experiment_inputs(
     vars = model_vars(exp, metrics, day, killed_at, day_periods(lake, exp, day))
     if partners is not None and partners.partners:
         vars["interaction_partners"] = list(partners.partners)
-        vars["interaction_sums"] = list(partners.sums)
+        vars["interaction_sums"] = [list(part) for part in partners.sums]
         vectors = partners.vectors
     else:
         vectors = spark.createDataFrame([], "unit STRING")
@@ -516,7 +518,7 @@ def experiment_stats(
     cells = None
     if partners is not None and partners.partners:
         everyone = sums.filter(pc.equal(sums.column("segment"), ALL_SEGMENT))
-        cells = everyone.select(["metric", "variant", "interaction_cells"])
+        cells = everyone.select(["metric", "variant", "interaction_cells", "interaction_den_cells"])
     n = sums.num_rows
     stats = sums.append_column("experiment_id", pa.array([experiment_id] * n, pa.string()))
     stats = stats.append_column("day", pa.array([day] * n, pa.date32()))

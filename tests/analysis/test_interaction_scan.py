@@ -268,6 +268,7 @@ def test_a_variant_without_units_has_no_cells_and_a_missing_row_fails_loudly(reg
                 "metric": [m for m, _ in pairs],
                 "variant": [v for _, v in pairs],
                 "interaction_cells": pa.nulls(len(pairs), pa.list_(pa.float64())),
+                "interaction_den_cells": pa.nulls(len(pairs), pa.list_(pa.float64())),
             }
         )
         for e, pairs in keys.items()
@@ -279,3 +280,12 @@ def test_a_variant_without_units_has_no_cells_and_a_missing_row_fails_loudly(reg
     missing.plan(["search_speed", "recs_ranking"])
     with pytest.raises(RuntimeError, match="did not return its row"):
         missing.cells()
+    # A ratio metric's row with cells and no den cells (the model's part 1 lost) stops it too.
+    assert any(registry.metrics[t.metric].kind == "ratio" for t in scan.tests)
+    no_den = InteractionPass(registry)
+    no_den.plan(["search_speed", "recs_ranking"])
+    for e, table in rows.items():
+        ones = pa.array([[1.0] * 60] * table.num_rows, pa.list_(pa.float64()))
+        no_den.take(e, table.set_column(2, "interaction_cells", ones))
+    with pytest.raises(RuntimeError, match="no den cells of the ratio metric"):
+        no_den.cells()

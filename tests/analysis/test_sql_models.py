@@ -132,22 +132,27 @@ def test_sufficient_stats_sums_the_interaction_cells_only_when_asked():
     plain = render(model, _real_vars())
     code = "\n".join(x for x in plain.splitlines() if not x.lstrip().startswith("--"))
     assert "interaction_vectors" not in code and "interaction_cells" not in code
+    assert "cell_rows" not in code and "EXPLODE" not in code
     partners = [{"id": "other", "arms": 3, "column": "a4"}]
-    means = ["num_sum", "num_sum_sq"]
+    means = [["n", "num_sum", "num_sum_sq"]]
     sql = render(
         model,
         _real_vars(interaction_partners=partners, interaction_sums=means, segments=["platform"]),
     )
     assert "LEFT JOIN interaction_vectors AS x" in sql
-    assert "SUM(CASE WHEN x.a4 = 2 THEN v.one END)" in sql  # n: the mature units
-    assert "SUM(CASE WHEN x.a4 = 0 THEN v.num_sq END)" in sql
-    assert "v.den END" not in sql  # no ratio metric asked: n, Σnum, Σnum² per cell
+    assert "SUM(CASE WHEN x.a4 = 2 THEN v.t0 END)" in sql  # n: the mature units
+    assert "CASE WHEN mature THEN 1D ELSE 0D END AS t0" in sql and "num * num AS t2" in sql
+    assert "EXPLODE" not in sql  # no ratio metric asked: n, Σnum, Σnum² per cell
     assert sql.count("CASE WHEN x.a4 = ") == 3 * 3  # arms 0..2: n and two sums each
     assert "CAST(NULL AS ARRAY<DOUBLE>) AS interaction_cells" in sql  # the segment rows
-    ratios = [*means, "den_sum", "den_sum_sq", "num_den_sum"]
+    ratios = [*means, ["den_sum", "den_sum_sq", "num_den_sum"]]
     with_den = render(model, _real_vars(interaction_partners=partners, interaction_sums=ratios))
-    assert "SUM(CASE WHEN x.a4 = 1 THEN v.num_den END)" in with_den
-    assert with_den.count("CASE WHEN x.a4 = ") == 3 * 6
+    ratio_ids = [m["id"] for m in metric_vars(_METRICS[:2])["ratio_metrics"]]
+    assert ratio_ids  # the ratio metrics' rows are read twice, their den sums in part 1
+    assert "CASE WHEN metric IN (" + ", ".join(f"'{m}'" for m in ratio_ids) in with_den
+    assert "ELSE num * den END AS t2" in with_den
+    assert with_den.count("CASE WHEN x.a4 = ") == 3 * 3  # the same sums: no more per row
+    assert "LEAD(interaction_cells) OVER (PARTITION BY metric, variant ORDER BY part)" in with_den
 
 
 def _experiment_models():
