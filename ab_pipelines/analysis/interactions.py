@@ -218,15 +218,16 @@ class InteractionPass:
             both = (r["interaction_cells"], r["interaction_den_cells"])
             self._rows[(experiment_id, r["metric"], r["variant"])] = both
 
-    def _offsets(self, experiment_id: str) -> dict[tuple[str, int], int]:
-        """Where each (partner, arm)'s cell starts in each part of the experiment's cells."""
+    def _offsets(self, experiment_id: str) -> tuple[dict[tuple[str, int], int], int]:
+        """Where each (partner, arm)'s cell starts in each part of the experiment's cells, and
+        the length of each part."""
         width = len(_PARTS[0])
         out, at = {}, 0
         for p in self._partners[experiment_id]:
             for j in range(len(self.registry.experiments[p].variant_ids)):
                 out[(p, j)] = at
                 at += width
-        return out
+        return out, at
 
     def cells(self) -> pa.Table:
         """The day's interaction cells: one row per test of :func:`scan_tests` and cell (A's
@@ -237,7 +238,7 @@ class InteractionPass:
         out = []
         for t in self.tests:
             ratio = metrics[t.metric].kind == "ratio"
-            offsets = layouts[t.values_from]
+            offsets, length = layouts[t.values_from]
             for own in exps[t.values_from].variant_ids:
                 key = (t.values_from, t.metric, own)
                 if key not in self._rows:
@@ -251,6 +252,11 @@ class InteractionPass:
                 if ratio and den is None:
                     raise RuntimeError(
                         f"interaction scan: no den cells of the ratio metric {'/'.join(key)}"
+                    )
+                if len(r) != length or (ratio and len(den) != length):
+                    raise RuntimeError(
+                        f"interaction scan: the cells of {'/'.join(key)} are not laid out as "
+                        f"planned ({len(r)} sums, {length} expected)"
                     )
                 for j, theirs in enumerate(exps[t.other].variant_ids):
                     at = offsets[(t.other, j)]

@@ -285,7 +285,20 @@ def test_a_variant_without_units_has_no_cells_and_a_missing_row_fails_loudly(reg
     no_den = InteractionPass(registry)
     no_den.plan(["search_speed", "recs_ranking"])
     for e, table in rows.items():
-        ones = pa.array([[1.0] * 60] * table.num_rows, pa.list_(pa.float64()))
+        ones = pa.array([[1.0] * 6] * table.num_rows, pa.list_(pa.float64()))
         no_den.take(e, table.set_column(2, "interaction_cells", ones))
     with pytest.raises(RuntimeError, match="no den cells of the ratio metric"):
         no_den.cells()
+    # Cells of another layout than planned (e.g. a model and the scan out of step) stop it.
+    short = InteractionPass(registry)
+    short.plan(["search_speed", "recs_ranking"])
+    for e, table in rows.items():
+        ones = pa.array([[1.0] * 5] * table.num_rows, pa.list_(pa.float64()))
+        short.take(
+            e,
+            table.set_column(2, "interaction_cells", ones).set_column(
+                3, "interaction_den_cells", ones
+            ),
+        )
+    with pytest.raises(RuntimeError, match="not laid out as planned"):
+        short.cells()
