@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import numpy as np
 import pyarrow as pa
@@ -249,6 +250,9 @@ def test_the_kill_record_is_on_the_card_as_known_at_the_read(analysed, home, reg
     noon = dt.datetime.combine(D2 + dt.timedelta(days=1), dt.time(12), tzinfo=dt.UTC)
     publish(home, registry_copy, now=noon - dt.timedelta(days=3))
     before_kill = dt.datetime.now(dt.UTC)
+    # Delta's commit times are in milliseconds: a kill committed within the same millisecond
+    # would count as at or before ``before_kill`` (seen once on a fresh clone).
+    time.sleep(0.005)
     kill(home, EXP, reason="harm", by="ops@example.com", now=noon)
     for day in (D1, D2):
         card = scorecard(analysed, registry, EXP, day)
