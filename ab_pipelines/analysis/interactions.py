@@ -26,13 +26,13 @@ their analysed (non-crossover) units become one row per unit with its arm in eac
 (:meth:`InteractionPass.join_arms`, one grouping, kept for the day). Then each experiment's run
 passes its partners to ``dbt_like_sql/sufficient_stats.sql`` (var ``interaction_partners``),
 which joins those rows to its ``metric_values`` and adds, in the grouping that sums the
-statistics of segment "all", the cells: per partner and arm of it, n and the sums of num, num²
-(and den, den², num·den when a ratio metric is tested) by metric and variant. The per-unit values
-are read once, by the pass that reads them anyway; the work per experiment grows with the number
-of its partners × arms. Earlier versions kept every experiment's ``metric_values`` (a persisted
-copy) and grouped them all once at the end of the day against every other experiment (+46% over
-the analysis at 100,000 users against +28% for this one, measured alike; see docs/analysis.md),
-and before that joined each value row to the unit's arm in every partner (+235%).
+statistics of segment "all", the cells: per partner and arm of it, n and the sums of num and
+num² by metric and variant, and for a ratio metric (when one is tested) den, den² and num·den from
+a second pass of its rows through the same sums. The per-unit values are read once, by the pass
+that reads them anyway; the work per experiment grows with the number of its partners × arms.
+Earlier versions kept every experiment's ``metric_values`` (a persisted copy) and grouped them
+all once at the end of the day against every other experiment, and before that joined each value
+row to the unit's arm in every partner; their cost against this one: docs/analysis.md.
 
 The result, ``gold.interactions``, replaces the day's partition (a re-run rewrites it exactly);
 :mod:`ab_pipelines.safety.conditions` raises an ``interaction`` alert for each flagged row.
@@ -144,7 +144,8 @@ class InteractionPass:
         self._columns: dict[str, str] = {}
         self._vectors: Any = None
         self._held: list[Any] = []  # the frames kept for the day
-        self._rows: dict[tuple[str, str, str], dict] = {}  # (experiment, metric, variant) -> row
+        # (experiment, metric, variant) -> (interaction_cells, interaction_den_cells)
+        self._rows: dict[tuple[str, str, str], tuple[list | None, list | None]] = {}
 
     def plan(self, experiment_ids: Iterable[str]) -> None:
         """The day's analysed experiments: only the registry's are scanned (not a holdout)."""

@@ -493,8 +493,8 @@ def fetch_arrow(df):
     from pyspark.sql.pandas.types import to_arrow_schema
 
     table, schema = df._to_table()  # pyspark-client 4.2 (pinned)
-    if schema is None:  # a server that sends no schema with its results
-        return df.toArrow()
+    if schema is None:  # a server that sends no schema with its results: ask for it
+        schema = df.schema
     arrow = to_arrow_schema(schema, error_on_duplicated_field_names_in_struct=True, timezone="UTC")
     return table.cast(arrow)
 
