@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
-import gc
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -282,8 +281,6 @@ class InteractionPass:
         """Let the engine drop the kept frames."""
         self._arms, self._vectors = {}, None
         release_checkpoints(self._held)
-        self._held = []
-        gc.collect()  # the client's release runs in the frames' finalizers
 
 
 def _empty_cells() -> pa.Table:

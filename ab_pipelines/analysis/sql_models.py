@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import gc
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -215,8 +214,6 @@ def release(spark, out: dict[str, Any], names: Iterable[str]) -> None:
         if name in out:
             kept.append(out.pop(name))
     release_checkpoints(kept)
-    del kept
-    gc.collect()  # the client's release runs in the frame's finalizer: now, not at some later GC
 
 
 def run_models(

@@ -186,3 +186,47 @@ def test_fetch_arrow_gives_what_to_arrow_gives_in_one_call(spark, monkeypatch):
     assert got.cast(expected.schema).equals(expected)
     assert analyses == []  # the schema came with the rows: the query was planned once
     assert fetch_arrow(df.where("id > 9")).num_rows == 0
+
+
+@pytest.mark.spark
+def test_released_checkpoints_are_let_go_now_without_a_collection(spark, monkeypatch):
+    """release_checkpoints drops the kept frames at once: the client's release (the plan's
+    finalizer) runs and Sail's files go; the garbage is collected only for a plan held in a
+    reference cycle, which a collection frees."""
+    from pyspark.sql.connect.plan import CachedRemoteRelation
+
+    from ab_pipelines.lake.engine import checkpoint, release_checkpoints
+
+    released, collections = [], []
+    finalize = CachedRemoteRelation.__del__
+    monkeypatch.setattr(
+        CachedRemoteRelation,
+        "__del__",
+        lambda self: released.append(self._relation_id) or finalize(self),
+    )
+    collect = engine_module.gc.collect
+    monkeypatch.setattr(
+        engine_module.gc, "collect", lambda *a: collections.append(a) or collect(*a)
+    )
+    scratch = engine_module._engine.scratch / "checkpoint" / spark.session_id
+
+    plain, cycled = checkpoint(spark.range(7)), checkpoint(spark.range(9))
+    ids = [plain._plan._relation_id, cycled._plan._relation_id]
+    assert all((scratch / i).exists() for i in ids)  # Sail keeps the rows in files
+    counts = (plain.count(), cycled.count())  # (not in an assert: pytest keeps its operands)
+    assert counts == (7, 9)
+
+    frames = [plain]
+    del plain
+    release_checkpoints(frames)
+    assert frames == [] and released == ids[:1] and collections == []
+    assert not (scratch / ids[0]).exists()
+
+    cycled._plan.loop = cycled._plan  # reference counting alone never frees it
+    frames = [cycled]
+    del cycled
+    release_checkpoints(frames)
+    assert released == ids and len(collections) == 1
+    assert not (scratch / ids[1]).exists()
+    release_checkpoints([])  # nothing kept: nothing to do
+    assert len(collections) == 1
