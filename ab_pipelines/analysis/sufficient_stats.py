@@ -105,11 +105,13 @@ __all__ = [
     "ARRIVAL_MARGIN_DAYS",
     "EXPERIMENT_SOURCES",
     "DayStats",
+    "ExperimentInputs",
     "ExperimentStats",
     "arrival_partitions",
     "Partners",
     "day_experiment_stats",
     "experiment_first_exposures",
+    "experiment_inputs",
     "experiment_models",
     "experiment_stats",
     "metric_vars",
@@ -126,6 +128,16 @@ EXPERIMENT_SOURCES = ("exposures", "events", "interaction_vectors")
 # them. A persisted frame it pops from the mapping is not released on exit: it owns it then.
 KeepModels = Callable[[str, Mapping[str, Any]], None]
 ALL_SEGMENT = "all"
+
+
+@dataclass(frozen=True)
+class ExperimentInputs:
+    """What one experiment's models read on a day (:func:`experiment_inputs`): its sources
+    (exposures, events: frames over bronze, nothing read yet) and its vars, without the
+    interaction scan's partners (added per run)."""
+
+    sources: Mapping[str, Any]
+    vars: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -372,16 +384,17 @@ def model_vars(
     }
 
 
-def _experiment_inputs(
+def experiment_inputs(
     spark,
     lake: Lake,
     registry: Registry,
     experiment_id: str,
     day: dt.date,
-    killed_at: dt.datetime | None,
-    partners: Partners | None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The sources and vars of one experiment's models on ``day``."""
+    killed_at: dt.datetime | None = None,
+) -> ExperimentInputs:
+    """The sources and vars of one experiment's models on ``day`` (the Delta logs are read here:
+    a day that runs an experiment's models twice, the scan's ``first_exposures`` first, reads
+    them once)."""
     from pyspark.sql import functions as F
 
     exp = registry.analysed_experiments[experiment_id]
@@ -408,13 +421,21 @@ def _experiment_inputs(
     event_columns = ["user_id", "event", "value", "ts", "properties"]
     events = counted(BRONZE_METRIC_EVENTS, event_columns).where(F.col("event").isin(events_read))
     vars = model_vars(exp, metrics, day, killed_at, day_periods(lake, exp, day))
+    return ExperimentInputs({"exposures": exposures, "events": events}, vars)
+
+
+def _with_partners(
+    spark, inputs: ExperimentInputs, partners: Partners | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The sources and vars of a run: ``inputs`` and the interaction partners' (none: empty)."""
+    sources, vars = dict(inputs.sources), dict(inputs.vars)
     if partners is not None and partners.partners:
         vars["interaction_partners"] = list(partners.partners)
         vars["interaction_sums"] = [list(part) for part in partners.sums]
-        vectors = partners.vectors
+        sources["interaction_vectors"] = partners.vectors
     else:
-        vectors = spark.createDataFrame([], "unit STRING")
-    return {"exposures": exposures, "events": events, "interaction_vectors": vectors}, vars
+        sources["interaction_vectors"] = spark.createDataFrame([], "unit STRING")
+    return sources, vars
 
 
 def experiment_first_exposures(
@@ -424,12 +445,16 @@ def experiment_first_exposures(
     experiment_id: str,
     day: dt.date,
     killed_at: dt.datetime | None = None,
+    inputs: ExperimentInputs | None = None,
 ) -> Any:
     """The ``first_exposures`` model of one experiment on ``day`` alone, kept by the engine (a local
     checkpoint: the caller releases it, and may give it to :func:`experiment_models` so the
     experiment's run does not compute it again). The interaction scan reads the arms of every
-    experiment from it before any experiment's values are summed."""
-    sources, vars = _experiment_inputs(spark, lake, registry, experiment_id, day, killed_at, None)
+    experiment from it before any experiment's values are summed. ``inputs``: the experiment's
+    (:func:`experiment_inputs`), read here if not given."""
+    if inputs is None:
+        inputs = experiment_inputs(spark, lake, registry, experiment_id, day, killed_at)
+    sources, vars = _with_partners(spark, inputs, None)
     models = models_reading(load_models(MODELS_DIR), EXPERIMENT_SOURCES)
     needed, todo = set(), ["first_exposures"]
     while todo:
@@ -457,6 +482,7 @@ def experiment_models(
     persist: Iterable[str] = (),
     given: Mapping[str, Any] | None = None,
     partners: Partners | None = None,
+    inputs: ExperimentInputs | None = None,
 ) -> Iterator[dict[str, Any]]:
     """The SQL models of one experiment on ``day``, run in ``spark``: model name -> DataFrame.
 
@@ -464,12 +490,13 @@ def experiment_models(
     engine; they are released on exit. ``given``: models computed earlier for the same experiment
     and day (:func:`experiment_first_exposures`), used instead of running them; the caller's to
     release. ``partners``: the interaction cells ``sufficient_stats`` adds (dbt_like_sql/
-    sufficient_stats.sql).
+    sufficient_stats.sql). ``inputs``: the experiment's (:func:`experiment_inputs`), read here
+    if not given.
     """
     given = dict(given or {})
-    sources, vars = _experiment_inputs(
-        spark, lake, registry, experiment_id, day, killed_at, partners
-    )
+    if inputs is None:
+        inputs = experiment_inputs(spark, lake, registry, experiment_id, day, killed_at)
+    sources, vars = _with_partners(spark, inputs, partners)
     kept = tuple(n for n in dict.fromkeys([*PERSISTED_MODELS, *persist]) if n not in given)
     out = run_models(
         spark,
@@ -497,18 +524,20 @@ def experiment_stats(
     keep: KeepModels | None = None,
     given: Mapping[str, Any] | None = None,
     partners: Partners | None = None,
+    inputs: ExperimentInputs | None = None,
 ) -> ExperimentStats:
     """The sufficient statistics of every metric of one experiment on ``day``, every segment.
 
     ``keep`` is called with the experiment's model frames before they are released (the
-    regression sums run on them there). ``given`` and ``partners``: see :func:`experiment_models`;
-    with partners, ``cells`` holds the interaction cell columns of the "all" rows.
+    regression sums run on them there). ``given``, ``partners`` and ``inputs``: see
+    :func:`experiment_models`; with partners, ``cells`` holds the interaction cell columns of the
+    "all" rows.
     """
     exp = registry.analysed_experiments[experiment_id]
     # The regression sums read the per-unit values too: computed once for both.
     persist = ("metric_values",) if keep is not None and exp.analysis.covariates else ()
     with experiment_models(
-        spark, lake, registry, experiment_id, day, killed_at, persist, given, partners
+        spark, lake, registry, experiment_id, day, killed_at, persist, given, partners, inputs
     ) as out:
         crossovers = out["first_exposures"].where("crossover").count()
         counts = out["unit_segments"].groupBy("segment", "variant").count().collect()
@@ -563,22 +592,25 @@ def day_experiment_stats(
     states = states_of_day(lake, registry, day, holdouts=True)
     analysed = [s for s in states.values() if s.analysed]
     given: dict[str, dict[str, Any]] = {}
+    inputs: dict[str, ExperimentInputs] = {}  # read once for both runs of a partner
     if scan is not None:
         scan.plan([s.experiment_id for s in analysed])
         for s in analysed:
             if scan.needs_arms(s.experiment_id):
+                e = s.experiment_id
+                inputs[e] = experiment_inputs(spark, lake, registry, e, day, s.killed_at)
                 firsts = experiment_first_exposures(
-                    spark, lake, registry, s.experiment_id, day, s.killed_at
+                    spark, lake, registry, e, day, s.killed_at, inputs[e]
                 )
-                scan.keep_arms(s.experiment_id, firsts)
-                given[s.experiment_id] = {"first_exposures": firsts}
+                scan.keep_arms(e, firsts)
+                given[e] = {"first_exposures": firsts}
         scan.join_arms(spark)
     results = []
     for s in analysed:
         e = s.experiment_id
         partners = scan.partners_of(e) if scan is not None else None
         r = experiment_stats(
-            spark, lake, registry, e, day, s.killed_at, keep, given.get(e), partners
+            spark, lake, registry, e, day, s.killed_at, keep, given.get(e), partners, inputs.get(e)
         )
         if scan is not None:
             scan.take(e, r.cells)
