@@ -15,21 +15,6 @@ from ab_pipelines.config import load_registry  # noqa: E402
 from ab_pipelines.settings import REPO_ROOT, paths  # noqa: E402
 
 
-# The longest tests (half a minute to a minute and a half each), queued first. The two test
-# processes (pytest-xdist, --dist loadgroup) take the next test from one queue as they finish
-# one, so a long test taken last leaves the other process idle for its length at the end; the
-# JVM group, the largest, is queued first by xdist itself.
-LONG_FIRST = (
-    "tests/jobs/test_crash_recovery.py",
-    "tests/jobs/test_safety_e2e.py",
-    "tests/jobs/test_streaming_e2e.py",
-)
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))  # stable: else as found
-
-
 @pytest.fixture(scope="session")
 def spark():
     from ab_pipelines.lake.engine import spark_session, stop_spark
