@@ -241,7 +241,7 @@ def test_a_run_killed_at_random_moments_never_blocks_the_next(base, clean, tmp_p
     clean_snapshot, seconds = clean
     home = _copy(base, tmp_path / "home")
     _abp(home, "run", "--date", D1.isoformat())
-    _kill_and_recover(home, ["run", "--date", D2.isoformat()], 6, clean_snapshot, seconds, 21)
+    _kill_and_recover(home, ["run", "--date", D2.isoformat()], 10, clean_snapshot, seconds, 21)
 
 
 def test_a_backfill_killed_at_random_moments_never_blocks_the_next(base, clean, tmp_path):
