@@ -94,6 +94,25 @@ def test_the_broker_is_recorded_while_it_runs_and_gone_after(tmp_path):
 
 
 @needs_broker
+def test_the_broker_stops_without_waiting_for_a_connected_client(tmp_path):
+    """tansu waits on SIGTERM for connected clients to go; the embedded broker (memory storage:
+    nothing to flush) is killed after a short grace instead. Every demo waited 5 s here."""
+    from confluent_kafka import Producer
+
+    b = EmbeddedBroker(tmp_path).start()
+    pid = b.pid
+    ensure_topics(b.bootstrap, KafkaSettings())
+    producer = Producer({"bootstrap.servers": b.bootstrap, "log_level": 0})
+    producer.produce("exposures", b"{}")
+    assert producer.flush(10) == 0  # connected, and left open
+    t0 = time.monotonic()
+    b.stop()
+    assert time.monotonic() - t0 < 3  # the old 5 s grace ran out before tansu let go
+    assert not alive(pid)
+    del producer
+
+
+@needs_broker
 def test_the_broker_dies_with_a_killed_parent(tmp_path):
     """A parent SIGKILLed (no cleanup runs) still takes its broker with it."""
     code = (
