@@ -95,7 +95,7 @@ def test_a_dropped_file_lands_once_while_the_sensor_runs(tmp_path, monkeypatch):
             assert time.time() < deadline, (
                 "not landed in 6 minutes:\n" + (tmp_path / "dagster-dev.log").read_text()[-3000:]
             )
-            time.sleep(5)
+            time.sleep(1)
         row = _landed(home, rel)
         assert (row["read"], row["landed"], row["duplicates"]) == (5, 5, 0)
         time.sleep(4 * SENSOR_SECONDS)  # several more looks: no second run may land it again
