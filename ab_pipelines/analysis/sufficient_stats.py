@@ -596,8 +596,8 @@ def day_experiment_stats(
     if scan is not None:
         scan.plan([s.experiment_id for s in analysed])
         for s in analysed:
-            if scan.needs_arms(s.experiment_id):
-                e = s.experiment_id
+            e = s.experiment_id
+            if scan.needs_arms(e):
                 inputs[e] = experiment_inputs(spark, lake, registry, e, day, s.killed_at)
                 firsts = experiment_first_exposures(
                     spark, lake, registry, e, day, s.killed_at, inputs[e]

@@ -535,13 +535,12 @@ def release_checkpoints(frames: list[Any]) -> None:
     """
     e = _engine
     plans = [weakref.ref(df._plan) for df in frames]
-    for df in frames:
-        relation = getattr(df._plan, "_relation_id", None)
-        if e is not None and e.scratch is not None and df.sparkSession is e.session and relation:
+    kept = [(df.sparkSession, getattr(df._plan, "_relation_id", None)) for df in frames]
+    frames.clear()
+    for session, relation in kept:
+        if e is not None and e.scratch is not None and session is e.session and relation:
             folder = e.scratch / "checkpoint" / e.session.session_id / relation
             shutil.rmtree(folder, ignore_errors=True)
-    df = None  # the loop's name held the last frame
-    frames.clear()
     if any(p() is not None for p in plans):
         gc.collect()
 
